@@ -1,0 +1,5 @@
+import sys
+
+from torchwork.cli import main
+
+sys.exit(main())

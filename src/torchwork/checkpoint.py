@@ -1,0 +1,168 @@
+"""Step 5, saving and loading: safetensors with the model's description, or .pth state_dicts.
+
+Loading never runs code from a file: safetensors holds tensors and text only, and .pth
+files are read with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchwork.errors import TorchworkError
+from torchwork.fileio import atomic_path
+from torchwork.models import build_from_spec, model_spec, spec_from_state_dict
+
+FORMAT = "torchwork"
+FORMAT_VERSION = 1
+
+
+def save(model: nn.Module, path: str | Path, config: dict[str, Any] | None = None) -> Path:
+    """Save a model's parameters to `.safetensors` or `.pth`, atomically.
+
+    A `.safetensors` file also stores the model's description (kind and sizes) and, when
+    given, the run config, as JSON metadata, so `load(path)` can rebuild it alone. A `.pth`
+    file is the bare state_dict, as in the course.
+
+    >>> save(model, "model.safetensors")  # doctest: +SKIP
+    """
+    from torchwork import __version__
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        metadata = {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "torchwork_version": __version__,
+            "model": json.dumps(model_spec(model)),
+        }
+        if config is not None:
+            metadata["config"] = json.dumps(config)
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+    elif suffix in (".pth", ".pt"):
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    else:
+        raise TorchworkError(f"cannot save to {path}: use a .safetensors or .pth file name")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata stored in a torchwork `.safetensors` file, decoded."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise TorchworkError(
+            f"{path} is not a readable safetensors file (corrupt or truncated?): {e}"
+        ) from None
+    if raw.get("format") != FORMAT or "model" not in raw:
+        raise TorchworkError(
+            f"{path} is a safetensors file but not a torchwork model (no model description)"
+        )
+    try:
+        version = int(raw.get("format_version", "0"))
+    except ValueError:
+        raise TorchworkError(f"{path} has an unreadable format version") from None
+    if version > FORMAT_VERSION:
+        raise TorchworkError(
+            f"{path} was written in model format {version}, newer than this torchwork reads "
+            f"({FORMAT_VERSION}): upgrade torchwork"
+        )
+    meta: dict[str, Any] = {
+        "format_version": version,
+        "torchwork_version": raw.get("torchwork_version"),
+    }
+    try:
+        meta["model"] = json.loads(raw["model"])
+        meta["config"] = json.loads(raw["config"]) if "config" in raw else None
+    except json.JSONDecodeError:
+        raise TorchworkError(f"{path} has corrupt metadata") from None
+    return meta
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read the tensors of a `.safetensors` or `.pth` file, safely, onto the CPU."""
+    path = _existing(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:
+            raise TorchworkError(
+                f"{path} is not a readable safetensors file (corrupt or truncated?): {e}"
+            ) from None
+    if suffix in (".pth", ".pt"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise TorchworkError(
+                f"refused to load {path}: it holds Python objects other than tensors, which could "
+                "run code when loaded; only plain state_dicts are accepted"
+            ) from None
+        except Exception as e:
+            raise TorchworkError(
+                f"{path} is not a readable .pth file (corrupt or truncated?): {e}"
+            ) from None
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            raise TorchworkError(f"{path} does not hold a state_dict (a dict of named tensors)")
+        return state
+    raise TorchworkError(f"cannot load {path}: use a .safetensors or .pth file")
+
+
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Load a model saved by `save`, in evaluation mode.
+
+    A `.safetensors` file is rebuilt from its stored description; a `.pth` state_dict is
+    loaded into `model` when given, or else into the torchwork model its keys and shapes
+    describe. Keys or shapes that do not match are an error, never a silent partial load.
+
+    >>> model = load("runs/example/model.safetensors")  # doctest: +SKIP
+    """
+    path = Path(path)
+    state = load_state_dict(path)
+    if model is None:
+        if path.suffix.lower() == ".safetensors":
+            model = build_from_spec(read_metadata(path)["model"])
+        else:
+            model = build_from_spec(spec_from_state_dict(state))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise TorchworkError(
+            f"{path} does not match the model: missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
+        )
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise TorchworkError(
+                f"{path} does not match the model: '{key}' has shape {list(tensor.shape)}, "
+                f"the model expects {list(expected[key].shape)}"
+            )
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise TorchworkError(f"model file {path} does not exist")
+    return path

@@ -1,0 +1,235 @@
+"""Run configuration: nested dataclasses with one commented default each, TOML in and out.
+
+This module must stay cheap to import (no torch): `torchwork --help` and `--print-config`
+use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchwork.errors import TorchworkError
+
+MODELS = ("params", "linear", "mlp")
+LOSSES = ("l1", "mse", "huber")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class DataConfig:
+    weight: float = 0.7  # the true weight of the built-in line y = weight * X + bias
+    bias: float = 0.3  # the true bias of the built-in line
+    start: float = 0.0  # first X of the line
+    end: float = 1.0  # X stops before this value
+    step: float = 0.02  # distance between consecutive X values (50 rows by default)
+    noise: float = 0.0  # std of Gaussian noise added to y
+    train: float = 0.8  # fraction of rows for training (int(train * rows), like the course)
+    val: float = 0.0  # fraction of rows for validation (0 = no validation split)
+    test: float = 0.2  # fraction of rows for testing
+    shuffle: bool = False  # shuffle rows (seeded) before splitting; the course splits in order
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "params"  # params (the course's model_0), linear (nn.Linear) or mlp
+    hidden: list[int] = field(default_factory=lambda: [64, 64])  # mlp hidden layer sizes
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "l1"  # l1, mse or huber
+    optimizer: str = "sgd"  # sgd, adam or adamw
+    lr: float = 0.01  # learning rate
+    momentum: float = 0.0  # SGD momentum
+    epochs: int = 300  # passes over the training data (the course exercise uses 300)
+    batch_size: int = 0  # rows per step; 0 = the whole training split at once (full batch)
+    patience: int = 0  # early stopping after this many epochs without a better validation loss
+    log_every: int = 10  # record and print the losses every this many epochs
+    seed: int = 42  # seeds model initialisation, shuffling and noise
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda or mps
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str = ""  # run folder; empty = a new timestamped folder under runs/
+    plots: bool = True  # draw the PNG pictures
+
+    def validate(self) -> RunConfig:
+        """Raise TorchworkError naming the flag to change when a value is out of range."""
+        d, m, t = self.data, self.model, self.train
+        _check(
+            math.isfinite(d.weight) and math.isfinite(d.bias),
+            "--weight and --bias must be finite numbers",
+        )
+        _check(d.step > 0, f"--step must be greater than 0 (got {d.step})")
+        _check(d.start < d.end, f"--start ({d.start}) must be less than --end ({d.end})")
+        _check(d.noise >= 0, f"--noise must be 0 or more (got {d.noise})")
+        rows = math.ceil((d.end - d.start) / d.step)
+        _check(rows <= 100_000_000, f"the line would have {rows} rows: use a larger --step")
+        for name in ("train", "val", "test"):
+            value = getattr(d, name)
+            _check(0 <= value <= 1, f"--{name} must be a fraction between 0 and 1 (got {value})")
+        total = d.train + d.val + d.test
+        _check(
+            total <= 1 + 1e-9,
+            f"--train, --val and --test add up to {total:g}, more than 1: lower one of them "
+            "(for example --train 0.7 --val 0.1 --test 0.2)",
+        )
+        _check(m.kind in MODELS, f"unknown model '{m.kind}': use --model {' or '.join(MODELS)}")
+        _check(
+            len(m.hidden) > 0 and all(h >= 1 for h in m.hidden),
+            f"--hidden must be a list of positive layer sizes such as 64,64 (got {m.hidden})",
+        )
+        _check(t.loss in LOSSES, f"unknown loss '{t.loss}': use --loss {' or '.join(LOSSES)}")
+        _check(
+            t.optimizer in OPTIMIZERS,
+            f"unknown optimizer '{t.optimizer}': use --optimizer {' or '.join(OPTIMIZERS)}",
+        )
+        _check(math.isfinite(t.lr) and t.lr > 0, f"--lr must be greater than 0 (got {t.lr})")
+        _check(0 <= t.momentum < 1, f"--momentum must be in [0, 1) (got {t.momentum})")
+        _check(t.epochs >= 1, f"--epochs must be at least 1 (got {t.epochs})")
+        _check(
+            t.batch_size >= 0, f"--batch-size must be 0 (full batch) or more (got {t.batch_size})"
+        )
+        _check(t.patience >= 0, f"--patience must be 0 (off) or more (got {t.patience})")
+        _check(
+            t.patience == 0 or d.val > 0,
+            "--patience needs a validation split: add --val, for example --train 0.7 --val 0.1",
+        )
+        _check(t.log_every >= 1, f"--log-every must be at least 1 (got {t.log_every})")
+        _check(t.seed >= 0, f"--seed must be 0 or more (got {t.seed})")
+        _check(
+            t.device in DEVICES, f"unknown device '{t.device}': use --device {' or '.join(DEVICES)}"
+        )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The config as TOML text that `from_toml` and `torchwork run --config` accept."""
+        lines = []
+        top = {k: v for k, v in self.to_dict().items() if not isinstance(v, dict)}
+        for key, value in top.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        for section in ("data", "model", "train"):
+            lines.append(f"\n[{section}]")
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        """Build a config from nested plain values, refusing unknown keys and wrong types."""
+        return _from_dict(cls, raw, source, "")
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "config") -> RunConfig:
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise TorchworkError(f"{source} is not valid TOML: {e}") from None
+        return cls.from_dict(raw, source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise TorchworkError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise TorchworkError(f"cannot read config file {path}: {e}") from None
+        return cls.from_toml(text, str(path))
+
+    def to_file(self, path: str | Path) -> None:
+        from torchwork.fileio import write_text_atomic
+
+        write_text_atomic(path, self.to_toml())
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TorchworkError(message)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _from_dict(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    where = f"[{prefix}] of {source}" if prefix else source
+    if not isinstance(raw, dict):
+        raise TorchworkError(f"'{prefix}' in {source} must be a table such as [{prefix}]")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise TorchworkError(
+                f"unknown key '{key}' in {where}: known keys are {', '.join(fields)}"
+            )
+        hint = hints[key]
+        name = f"{prefix}.{key}" if prefix else key
+        if dataclasses.is_dataclass(hint):
+            values[key] = _from_dict(hint, value, source, name)
+        else:
+            values[key] = coerce(value, hint, f"'{name}' in {source}")
+    return cls(**values)
+
+
+def coerce(value: Any, hint: Any, what: str) -> Any:
+    """Check a plain value against a config field's type, converting int to float."""
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if type(value) is not hint:
+            raise TorchworkError(f"{what} must be {_type_name(hint)} (got {value!r})")
+        return value
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise TorchworkError(f"{what} must be a list of {_type_name(item)} (got {value!r})")
+        return [coerce(v, item, what) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return coerce(value, option, what)
+            except TorchworkError:
+                pass
+        raise TorchworkError(f"{what} has the wrong type (got {value!r})")
+    raise TypeError(f"unsupported config type {hint}")
+
+
+def _type_name(hint: Any) -> str:
+    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, str(hint)
+    )
+
+
+def field_hint(section: str, key: str) -> Any:
+    """The type of config field `section.key` ('' section for top-level fields)."""
+    cls = typing.get_type_hints(RunConfig)[section] if section else RunConfig
+    return typing.get_type_hints(cls)[key]

@@ -1,0 +1,223 @@
+"""Step 1, getting data ready: make the line, make a wider table, split it, batch it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from torchwork.errors import TorchworkError
+
+
+def make_line(
+    weight: float = 0.7,
+    bias: float = 0.3,
+    start: float = 0.0,
+    end: float = 1.0,
+    step: float = 0.02,
+    noise: float = 0.0,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A straight line with known parameters, exactly as the course makes it.
+
+    >>> X, y = make_line()
+    >>> X.shape, y.shape
+    (torch.Size([50, 1]), torch.Size([50, 1]))
+
+    `noise` adds Gaussian noise of that standard deviation to y, drawn from a generator
+    seeded with `seed` (the global random state is left alone).
+    """
+    if step <= 0:
+        raise TorchworkError(f"step must be greater than 0 (got {step})")
+    if start >= end:
+        raise TorchworkError(f"start ({start}) must be less than end ({end})")
+    X = torch.arange(start, end, step).unsqueeze(dim=1)
+    y = weight * X + bias
+    if noise > 0:
+        y = y + noise * torch.randn(y.shape, generator=_generator(seed))
+    return X, y
+
+
+def make_regression(
+    rows: int = 1000,
+    weights: list[float] | tuple[float, ...] = (1.0, -2.0, 0.5),
+    bias: float = 0.0,
+    noise: float = 0.0,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of standard-normal features with y = X @ weights + bias (+ Gaussian noise).
+
+    >>> X, y = make_regression(rows=100, weights=[2.0, -1.0], bias=0.5, noise=0.1, seed=0)
+    >>> X.shape, y.shape
+    (torch.Size([100, 2]), torch.Size([100, 1]))
+    """
+    if rows < 1:
+        raise TorchworkError(f"rows must be at least 1 (got {rows})")
+    if len(weights) < 1:
+        raise TorchworkError("weights must name at least one feature weight")
+    g = _generator(seed)
+    w = torch.tensor(list(weights), dtype=torch.float32).unsqueeze(1)
+    X = torch.randn(rows, len(w), generator=g)
+    y = X @ w + bias
+    if noise > 0:
+        y = y + noise * torch.randn(y.shape, generator=g)
+    return X, y
+
+
+class Splits(NamedTuple):
+    """Training, validation and testing rows; the validation tensors have 0 rows when unused."""
+
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def split_sizes(
+    rows: int, train: float = 0.8, val: float = 0.0, test: float = 0.2
+) -> tuple[int, int, int]:
+    """Row counts for each split: int(fraction * rows) like the course; a test split that
+    takes what is left when the fractions add up to 1."""
+    for name, value in (("train", train), ("val", val), ("test", test)):
+        if not 0 <= value <= 1:
+            raise TorchworkError(f"the {name} fraction must be between 0 and 1 (got {value})")
+    total = train + val + test
+    if total > 1 + 1e-9:
+        raise TorchworkError(
+            f"the split fractions add up to {total:g}, more than 1: lower train, val or test"
+        )
+    # The epsilon keeps int() from rounding 0.29 * 100 = 28.999... down to 28.
+    n_train = int(train * rows + 1e-9)
+    n_val = int(val * rows + 1e-9)
+    n_test = rows - n_train - n_val if total > 1 - 1e-9 else int(test * rows + 1e-9)
+    if n_train < 1:
+        raise TorchworkError(
+            f"the training split would be empty ({rows} rows x {train:g}): add rows or raise --train"
+        )
+    if test > 0 and n_test < 1:
+        raise TorchworkError(
+            f"the test split would be empty ({rows} rows x {test:g}): add rows or raise --test"
+        )
+    if val > 0 and n_val < 1:
+        raise TorchworkError(
+            f"the validation split would be empty ({rows} rows x {val:g}): add rows or raise --val"
+        )
+    return n_train, n_val, n_test
+
+
+def split(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    train: float = 0.8,
+    val: float = 0.0,
+    test: float = 0.2,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> Splits:
+    """Split rows into training, validation and testing sets.
+
+    In order by default, exactly like the course (`int(0.8 * len(X))` training rows, then
+    the rest for testing); with `shuffle=True` the rows are permuted by a seeded generator
+    first.
+
+    >>> X, y = make_line()
+    >>> s = split(X, y)
+    >>> len(s.X_train), len(s.X_val), len(s.X_test)
+    (40, 0, 10)
+    """
+    if len(X) != len(y):
+        raise TorchworkError(f"X has {len(X)} rows but y has {len(y)}: they must match")
+    n_train, n_val, n_test = split_sizes(len(X), train, val, test)
+    if shuffle:
+        order = torch.randperm(len(X), generator=_generator(seed))
+        X, y = X[order], y[order]
+    a, b, c = n_train, n_train + n_val, n_train + n_val + n_test
+    return Splits(X[:a], y[:a], X[a:b], y[a:b], X[b:c], y[b:c])
+
+
+def batches(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 0,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (X, y) minibatches; the whole set at once when batch_size is 0 or covers it.
+
+    With a generator the rows are visited in a new random order (one permutation per call),
+    every row exactly once.
+    """
+    rows = len(X)
+    if batch_size <= 0 or batch_size >= rows:
+        yield X, y
+        return
+    if generator is None:
+        for i in range(0, rows, batch_size):
+            yield X[i : i + batch_size], y[i : i + batch_size]
+        return
+    order = torch.randperm(rows, generator=generator).to(X.device)
+    for i in range(0, rows, batch_size):
+        index = order[i : i + batch_size]
+        yield X[index], y[index]
+
+
+def read_features(path: str | Path) -> torch.Tensor:
+    """Read a table of numeric feature columns (.csv with a header row, or .npy) as float32."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise TorchworkError(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise TorchworkError(f"cannot read {path} as a NumPy .npy file: {e}") from None
+    elif suffix in (".csv", ".tsv", ".txt"):
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+
+        delimiter = "\t" if suffix == ".tsv" else ","
+        try:
+            table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise TorchworkError(f"cannot read {path} as CSV: {e}") from None
+        columns = []
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+                raise TorchworkError(
+                    f"column '{name}' of {path} is not numeric ({column.type}): give numbers only"
+                )
+            if column.null_count:
+                raise TorchworkError(
+                    f"column '{name}' of {path} has empty cells: fill or remove them"
+                )
+            columns.append(column.to_numpy().astype("float32"))
+        array = np.stack(columns, axis=1) if columns else np.empty((0, 0), dtype="float32")
+    else:
+        raise TorchworkError(f"cannot read {path}: use a .csv, .tsv or .npy file")
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise TorchworkError(
+            f"{path} must hold a non-empty table of rows (got shape {array.shape})"
+        )
+    if not np.issubdtype(array.dtype, np.number):
+        raise TorchworkError(f"{path} must hold numbers (got {array.dtype})")
+    array = array.astype("float32")
+    if not np.isfinite(array).all():
+        raise TorchworkError(f"{path} has NaN or infinite values: fix or remove those rows")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(seed)
+    return g

@@ -1,0 +1,244 @@
+"""Steps 2 and 3: loss function, optimizer, the training loop and the testing loop."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchwork.data import batches
+from torchwork.errors import TorchworkError
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_loss(name: str = "l1") -> nn.Module:
+    """The loss function by name: l1 (nn.L1Loss, the course's), mse or huber."""
+    losses = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
+    if name not in losses:
+        raise TorchworkError(f"unknown loss '{name}': use l1, mse or huber")
+    return losses[name]()
+
+
+def make_optimizer(
+    name: str, params: Iterable[nn.Parameter], lr: float = 0.01, momentum: float = 0.0
+) -> torch.optim.Optimizer:
+    """The optimizer by name: sgd (the course's, with optional momentum), adam or adamw."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    raise TorchworkError(f"unknown optimizer '{name}': use sgd, adam or adamw")
+
+
+def train_step(
+    model: nn.Module, batches: Batches, loss_fn: nn.Module, optimizer: torch.optim.Optimizer
+) -> torch.Tensor:
+    """One epoch of training, in the course's order; returns the mean loss as a tensor.
+
+    The loss stays on the model's device (no synchronisation); read it with float() when
+    it is needed.
+    """
+    model.train()
+    total = None
+    rows = 0
+    steps = 0
+    for X, y in batches:
+        y_pred = model(X)
+        loss = loss_fn(y_pred, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        n = len(X)
+        total = loss.detach() * n if total is None else total + loss.detach() * n
+        rows += n
+        steps += 1
+    if steps == 1:
+        # Full batch: the loss itself, bit for bit (x * n / n can differ in the last bit).
+        return loss.detach()
+    return total / rows
+
+
+def test_step(model: nn.Module, batches: Batches, loss_fn: nn.Module) -> torch.Tensor:
+    """The testing loop: the mean loss over every row, without gradients; returns a tensor.
+
+    Batch losses are summed, weighted by rows, then divided by the number of rows, so the
+    mean is exact for any batch size. The model is put back in training mode afterwards.
+    """
+    model.eval()
+    with torch.inference_mode():
+        total = None
+        rows = 0
+        steps = 0
+        for X, y in batches:
+            loss = loss_fn(model(X), y)
+            n = len(X)
+            total = loss * n if total is None else total + loss * n
+            rows += n
+            steps += 1
+        result = loss if steps == 1 else total / rows
+    model.train()
+    return result.clone()
+
+
+@dataclass
+class History:
+    """Per-epoch records of plain numbers, ready for JSON, CSV and the loss-curve plot."""
+
+    records: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False  # early stopping ended training before the last epoch
+    best_epoch: int | None = None  # the epoch whose weights were restored by early stopping
+
+    def column(self, name: str) -> list[float]:
+        return [r[name] for r in self.records if name in r]
+
+    def to_csv(self) -> str:
+        if not self.records:
+            return ""
+        keys = list(self.records[0])
+        for r in self.records:
+            keys += [k for k in r if k not in keys]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        for r in self.records:
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in r.items()})
+        return out.getvalue()
+
+    @classmethod
+    def from_csv(cls, text: str) -> History:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        return cls(
+            [
+                {k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""}
+                for r in rows
+            ]
+        )
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One log line in the course's style."""
+    parts = [f"Epoch: {record['epoch']}", f"Train loss: {record['train_loss']:.5f}"]
+    if "val_loss" in record:
+        parts.append(f"Val loss: {record['val_loss']:.5f}")
+    if "test_loss" in record:
+        parts.append(f"Test loss: {record['test_loss']:.5f}")
+    return " | ".join(parts)
+
+
+def fit(
+    model: nn.Module,
+    X_train: torch.Tensor,
+    y_train: torch.Tensor,
+    X_test: torch.Tensor,
+    y_test: torch.Tensor,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: int = 100,
+    *,
+    X_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    batch_size: int = 0,
+    patience: int = 0,
+    log_every: int = 10,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+    progress: bool = False,
+    on_epoch_end: Callable[[int, History], None] | None = None,
+) -> History:
+    """Train for `epochs` epochs; record and log the losses every `log_every` epochs.
+
+    Each epoch runs in a fixed order: train, evaluate, log, `on_epoch_end`, stop check.
+    Full batch when `batch_size` is 0 (the course); otherwise minibatches in a seeded
+    random order that changes every epoch. With `patience` > 0, training stops after that
+    many epochs without a lower validation loss and the best weights are restored.
+
+    The test (and validation) loss is computed on logged epochs only, plus every epoch when
+    early stopping needs the validation loss; evaluation never changes the parameters, so
+    the result is the same as evaluating every epoch.
+
+    >>> X, y = make_line(); s = split(X, y); torch.manual_seed(42)
+    >>> model = LinearRegressionModel(); loss_fn = make_loss("l1")
+    >>> history = fit(model, s.X_train, s.y_train, s.X_test, s.y_test, loss_fn,
+    ...               make_optimizer("sgd", model.parameters(), lr=0.01), epochs=100, log=None)
+    """
+    if epochs < 1:
+        raise TorchworkError(f"epochs must be at least 1 (got {epochs})")
+    if log_every < 1:
+        raise TorchworkError(f"log_every must be at least 1 (got {log_every})")
+    has_val = X_val is not None and y_val is not None and len(X_val) > 0
+    if patience > 0 and not has_val:
+        raise TorchworkError("early stopping (patience) needs a validation split: add --val")
+    shuffle = 0 < batch_size < len(X_train)
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    test_batches = [(X_test, y_test)] if len(X_test) > 0 else []
+    val_batches = [(X_val, y_val)] if has_val else []
+
+    history = History()
+    best_loss = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs = 0
+
+    epoch_range: Iterable[int] = range(epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(epoch_range, desc="Training", unit="epoch", leave=False, dynamic_ncols=True)
+        epoch_range = bar
+    write = log
+    if bar is not None and log is not None:
+        write = bar.write
+
+    for epoch in epoch_range:
+        train_loss = train_step(
+            model, batches(X_train, y_train, batch_size, generator), loss_fn, optimizer
+        )
+
+        val_loss = test_step(model, val_batches, loss_fn) if has_val and patience > 0 else None
+        stop = False
+        if val_loss is not None:
+            current = float(val_loss)
+            if current < best_loss:
+                best_loss, bad_epochs, history.best_epoch = current, 0, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+                stop = bad_epochs >= patience
+
+        if epoch % log_every == 0 or stop:
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": float(train_loss)}
+            if has_val:
+                if val_loss is None:
+                    val_loss = test_step(model, val_batches, loss_fn)
+                record["val_loss"] = float(val_loss)
+            if test_batches:
+                record["test_loss"] = float(test_step(model, test_batches, loss_fn))
+            history.records.append(record)
+            if write is not None:
+                write(format_record(record))
+
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history)
+        if stop:
+            history.stopped_early = True
+            if write is not None:
+                write(
+                    f"Early stopping at epoch {epoch}: no lower validation loss for {patience} "
+                    f"epochs; restoring the weights of epoch {history.best_epoch}"
+                )
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if bar is not None:
+        bar.close()
+    return history
