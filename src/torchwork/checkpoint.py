@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             ) from None
     if suffix in (".pth", ".pt"):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # A refused or odd file gets our one-line error, not torch's warnings too.
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             raise TorchworkError(
                 f"refused to load {path}: it holds Python objects other than tensors, which could "

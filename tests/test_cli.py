@@ -1,0 +1,275 @@
+"""The command line end to end, in a temporary folder, as a user types it."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import assert_clean_error
+
+
+@pytest.fixture(scope="module")
+def course_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("course")
+    result = subprocess.run(
+        [sys.executable, "-m", "torchwork", "run", "--epochs", "100", "--out", "course"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return folder / "course", result.stdout
+
+
+def test_run_epochs_100_reproduces_the_course(course_run):
+    folder, stdout = course_run
+    assert "Initial parameters: weights 0.3367, bias 0.1288" in stdout
+    assert "Epoch: 0 | Train loss: 0.31288 | Test loss: 0.48107" in stdout
+    summary = json.loads((folder / "summary.json").read_text())
+    assert round(summary["learned"]["weights"][0], 4) == 0.5784
+    assert round(summary["learned"]["bias"][0], 4) == 0.3513
+    assert "weight        0.5784" in stdout and "bias          0.3513" in stdout
+    first = (folder / "metrics.csv").read_text().splitlines()[1].split(",")
+    assert (
+        first[0] == "0"
+        and round(float(first[1]), 4) == 0.3129
+        and round(float(first[2]), 4) == 0.4811
+    )
+
+
+def test_run_folder_contents(course_run):
+    folder, stdout = course_run
+    names = {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+    assert {
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "model.safetensors",
+        "model.pth",
+        "plots",
+        "plots/predictions_before.png",
+        "plots/predictions_after.png",
+        "plots/loss_curves.png",
+    } <= names
+    for png in folder.glob("plots/*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"train", "test"}
+    assert set(summary["metrics"]["test"]) == {"mae", "mse", "rmse", "r2"}
+    assert set(summary["reference"]["metrics"]["test"]) == {"mae", "mse", "rmse", "r2"}
+    assert summary["reference"]["weight"][0] == pytest.approx(0.7, abs=1e-6)
+    assert summary["true"] == {"weight": 0.7, "bias": 0.3}
+    assert summary["seconds"] > 0
+    assert summary["versions"]["torchwork"] and summary["versions"]["torch"]
+    assert "identical to the trained model's" in stdout
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 11
+
+
+def test_predict_and_inspect_use_the_saved_model(course_run, cli):
+    folder, _ = course_run
+    summary = json.loads((folder / "summary.json").read_text())
+    w, b = summary["learned"]["weights"][0], summary["learned"]["bias"][0]
+    for name in ("model.safetensors", "model.pth"):
+        result = cli("predict", "--model", str(folder / name), "--x", "0.5", "0.9")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.strip().splitlines()
+        assert lines[0] == "x,prediction"
+        assert float(lines[1].split(",")[1]) == pytest.approx(w * 0.5 + b, abs=1e-6)
+        assert float(lines[2].split(",")[1]) == pytest.approx(w * 0.9 + b, abs=1e-6)
+    shown = cli("inspect", str(folder / "model.safetensors"))
+    assert shown.returncode == 0, shown.stderr
+    assert "LinearRegressionModel" in shown.stdout and "weights" in shown.stdout
+    assert "epochs = 100" in shown.stdout
+
+
+def test_predict_from_files(course_run, cli, tmp_path):
+    import numpy as np
+
+    folder, _ = course_run
+    (tmp_path / "x.csv").write_text("x\n0.5\n0.9\n")
+    np.save(tmp_path / "x.npy", np.array([[0.5], [0.9]], dtype="float32"))
+    a = cli("predict", "--model", str(folder / "model.safetensors"), "--input", "x.csv")
+    b = cli("predict", "--model", str(folder / "model.safetensors"), "--input", "x.npy")
+    c = cli("predict", "--model", str(folder / "model.safetensors"), "--x", "0.5", "0.9")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout == c.stdout
+
+
+def test_default_run_learns_the_line(cli, tmp_path):
+    result = cli("run", "--out", "default", "--no-plots")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert summary["learned"]["weights"][0] == pytest.approx(0.7, abs=0.01)
+    assert summary["learned"]["bias"][0] == pytest.approx(0.3, abs=0.01)
+    assert not (tmp_path / "default" / "plots").exists()
+
+
+def test_same_config_and_seed_write_identical_metrics(cli, tmp_path):
+    args = (
+        "--epochs",
+        "60",
+        "--model",
+        "mlp",
+        "--hidden",
+        "16",
+        "--noise",
+        "0.05",
+        "--shuffle",
+        "--batch-size",
+        "8",
+        "--val",
+        "0.1",
+        "--train",
+        "0.7",
+        "--no-plots",
+    )
+    assert cli("run", "--out", "a", *args).returncode == 0
+    assert cli("run", "--out", "b", *args).returncode == 0
+    a = (tmp_path / "a" / "metrics.csv").read_text()
+    assert a == (tmp_path / "b" / "metrics.csv").read_text()
+    assert a.splitlines()[0] == "epoch,train_loss,val_loss,test_loss"
+    from safetensors.torch import load_file
+
+    first, second = (load_file(tmp_path / name / "model.safetensors") for name in ("a", "b"))
+    assert first.keys() == second.keys()
+    assert all(first[k].equal(second[k]) for k in first)
+
+
+def test_config_file_and_flags(cli, tmp_path):
+    printed = cli("run", "--epochs", "7", "--lr", "0.1", "--print-config")
+    assert printed.returncode == 0, printed.stderr
+    assert "epochs = 7" in printed.stdout and "lr = 0.1" in printed.stdout
+    (tmp_path / "run.toml").write_text(printed.stdout)
+    again = cli("run", "--config", "run.toml", "--lr", "0.2", "--print-config")
+    assert "epochs = 7" in again.stdout and "lr = 0.2" in again.stdout
+    result = cli("run", "--config", "run.toml", "--out", "from-file", "--no-plots")
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / "from-file" / "metrics.csv").read_text().splitlines()) == 2
+    assert not (tmp_path / "runs").exists()
+    default_folder = cli("run", "--epochs", "1", "--no-plots")
+    assert default_folder.returncode == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_early_stopping_from_the_cli(cli, tmp_path):
+    result = cli(
+        "run",
+        "--out",
+        "es",
+        "--noise",
+        "0.3",
+        "--shuffle",
+        "--train",
+        "0.6",
+        "--val",
+        "0.2",
+        "--model",
+        "mlp",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.05",
+        "--epochs",
+        "2000",
+        "--patience",
+        "10",
+        "--no-plots",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "es" / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["epochs_run"] < 2000
+    assert "Early stopping at epoch" in result.stdout
+    assert set(summary["metrics"]) == {"train", "val", "test"}
+
+
+BAD_INPUTS = [
+    (("--step", "0"), "--step must be greater than 0"),
+    (("--step", "-0.5"), "--step must be greater than 0"),
+    (("--start", "1", "--end", "0.5"), "--start (1.0) must be less than --end"),
+    (("--epochs", "0"), "--epochs must be at least 1"),
+    (("--lr", "0"), "--lr must be greater than 0"),
+    (("--lr", "-0.1"), "--lr must be greater than 0"),
+    (("--loss", "hinge"), "invalid choice: 'hinge'"),
+    (("--model", "cnn"), "invalid choice: 'cnn'"),
+    (("--train", "0.9", "--test", "0.2"), "add up to 1.1, more than 1"),
+    (("--val", "0.1"), "add up to 1.1, more than 1"),
+    (("--epochs", "ten"), "invalid int value: 'ten'"),
+    (("--hidden", "a,b"), "expected sizes such as 64,64"),
+    (("--unknown-flag", "3"), "unrecognized arguments: --unknown-flag"),
+    (("--patience", "3"), "needs a validation split"),
+    (("--config", "missing.toml"), "config file missing.toml does not exist"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_clear_line(cli, tmp_path, args, message):
+    result = cli("run", *args, "--out", "never")
+    assert_clean_error(result, message)
+    assert not (tmp_path / "never").exists() and not (tmp_path / "runs").exists()
+
+
+def test_unknown_toml_key_is_one_clear_line(cli, tmp_path):
+    (tmp_path / "bad.toml").write_text("[train]\nepochs = 5\nlearning_rate = 0.1\n")
+    result = cli("run", "--config", "bad.toml", "--out", "never")
+    assert_clean_error(result, "unknown key 'learning_rate' in [train] of bad.toml")
+    assert not (tmp_path / "never").exists()
+
+
+def test_existing_folder_is_never_overwritten_without_force(cli, tmp_path):
+    folder = tmp_path / "earlier"
+    folder.mkdir()
+    (folder / "summary.json").write_text("earlier results")
+    result = cli("run", "--out", "earlier", "--epochs", "3")
+    assert_clean_error(result, "already exists and is not empty", "--force")
+    assert [p.name for p in folder.iterdir()] == ["summary.json"]
+    assert (folder / "summary.json").read_text() == "earlier results"
+    forced = cli("run", "--out", "earlier", "--epochs", "3", "--force", "--no-plots")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((folder / "summary.json").read_text())["metrics"]
+
+
+def test_predict_errors_are_one_clear_line(course_run, cli, tmp_path):
+    folder, _ = course_run
+    assert_clean_error(cli("predict", "--model", "nope.safetensors", "--x", "1"), "does not exist")
+    assert_clean_error(
+        cli("predict", "--model", str(folder / "model.pth"), "--x", "abc"), "is not a number"
+    )
+    assert_clean_error(
+        cli("predict", "--model", str(folder / "model.pth"), "--x", "1,2"), "takes 1 feature"
+    )
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model at all")
+    assert_clean_error(cli("inspect", "junk.safetensors"), "corrupt or truncated")
+    assert_clean_error(cli("predict", "--model", str(folder / "model.pth")), "one of the arguments")
+
+
+def test_help_is_fast_and_does_not_import_torch(tmp_path):
+    code = "import sys; from torchwork.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.stdout.strip().endswith("False"), result.stdout
+    code = "import sys, torchwork; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_python_dash_m_and_version(cli):
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("torchwork ")
+    assert cli().returncode == 2
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "torchwork")
+    if not os.path.exists(script):
+        pytest.skip("torchwork is not installed as a console script in this environment")
+    started = time.perf_counter()
+    result = subprocess.run([script, "run", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--epochs" in result.stdout
+    assert time.perf_counter() - started < 60  # a sanity bound, not a benchmark

@@ -1,0 +1,203 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from torchwork import (
+    LinearRegressionModel,
+    LinearRegressionModelV2,
+    build_model,
+    fit,
+    least_squares,
+    make_line,
+    make_loss,
+    make_optimizer,
+    make_regression,
+    mse,
+    split,
+    test_step,
+    train_step,
+)
+
+
+def course_loop(epochs: int):
+    """The course notebook's loop, written out by hand: the trusted answer."""
+    X, y = make_line()
+    X_train, y_train, X_test, y_test = X[:40], y[:40], X[40:], y[40:]
+    torch.manual_seed(42)
+    model_0 = LinearRegressionModel()
+    loss_fn = nn.L1Loss()
+    optimizer = torch.optim.SGD(params=model_0.parameters(), lr=0.01)
+    logged = []
+    for epoch in range(epochs):
+        model_0.train()
+        y_pred = model_0(X_train)
+        loss = loss_fn(y_pred, y_train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        model_0.eval()
+        with torch.inference_mode():
+            test_pred = model_0(X_test)
+            test_loss = loss_fn(test_pred, y_test.type(torch.float))
+        if epoch % 10 == 0:
+            logged.append((epoch, loss.item(), test_loss.item()))
+    return model_0, logged
+
+
+def torchwork_course(epochs: int, **kwargs):
+    X, y = make_line()
+    s = split(X, y)
+    torch.manual_seed(42)
+    model = LinearRegressionModel()
+    loss_fn = make_loss("l1")
+    optimizer = make_optimizer("sgd", model.parameters(), lr=0.01)
+    history = fit(
+        model,
+        s.X_train,
+        s.y_train,
+        s.X_test,
+        s.y_test,
+        loss_fn,
+        optimizer,
+        epochs,
+        log=None,
+        **kwargs,
+    )
+    return model, history
+
+
+def test_fit_reproduces_the_course_numbers():
+    model, history = torchwork_course(100)
+    first = history.records[0]
+    assert (first["epoch"], round(first["train_loss"], 4), round(first["test_loss"], 4)) == (
+        0,
+        0.3129,
+        0.4811,
+    )
+    assert round(model.weights.item(), 4) == 0.5784
+    assert round(model.bias.item(), 4) == 0.3513
+
+
+def test_fit_is_bit_identical_to_the_hand_written_course_loop():
+    reference, logged = course_loop(300)
+    model, history = torchwork_course(300)
+    assert torch.equal(model.weights, reference.weights)
+    assert torch.equal(model.bias, reference.bias)
+    assert [(r["epoch"], r["train_loss"], r["test_loss"]) for r in history.records] == logged
+
+
+def test_log_every_sets_the_history_rows():
+    _, history = torchwork_course(25, log_every=5)
+    assert history.column("epoch") == [0, 5, 10, 15, 20]
+
+
+def test_test_step_mean_is_exact_for_any_batch_size():
+    torch.manual_seed(0)
+    X, y = make_regression(rows=103, weights=[1.0, 2.0], noise=0.5, seed=0)
+    model = LinearRegressionModelV2(2)
+    loss_fn = make_loss("mse")
+    whole = test_step(model, [(X, y)], loss_fn)
+    pieces = test_step(model, [(X[i : i + 10], y[i : i + 10]) for i in range(0, 103, 10)], loss_fn)
+    assert float(pieces) == pytest.approx(float(whole), rel=1e-6)
+    assert model.training  # restored after evaluation
+
+
+def test_train_step_returns_the_full_batch_loss_itself():
+    torch.manual_seed(0)
+    X, y = make_line()
+    model = LinearRegressionModel()
+    loss_fn = make_loss("l1")
+    expected = loss_fn(model(X), y).item()
+    got = train_step(model, [(X, y)], loss_fn, make_optimizer("sgd", model.parameters()))
+    assert got.item() == expected
+
+
+def test_early_stopping_restores_the_best_weights():
+    X, y = make_regression(rows=200, weights=[1.5, -0.5], noise=1.0, seed=3)
+    s = split(X, y, train=0.5, val=0.25, test=0.25, shuffle=True, seed=3)
+    torch.manual_seed(0)
+    model = build_model("mlp", in_features=2, hidden=[64, 64])
+    loss_fn = make_loss("mse")
+    seen = {}
+
+    def record(epoch, history):
+        seen[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    history = fit(
+        model,
+        s.X_train,
+        s.y_train,
+        s.X_test,
+        s.y_test,
+        loss_fn,
+        make_optimizer("adam", model.parameters(), lr=0.05),
+        500,
+        X_val=s.X_val,
+        y_val=s.y_val,
+        patience=5,
+        log=None,
+        on_epoch_end=record,
+    )
+    assert history.stopped_early
+    assert history.best_epoch is not None and history.best_epoch < max(seen)
+    best = seen[history.best_epoch]
+    assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+    # The restored weights really are the best on validation among those seen.
+    val = {}
+    for epoch, state in seen.items():
+        model.load_state_dict(state)
+        val[epoch] = float(test_step(model, [(s.X_val, s.y_val)], loss_fn))
+    assert min(val, key=val.get) == history.best_epoch
+
+
+def test_minibatches_are_reproducible_from_the_seed():
+    X, y = make_regression(rows=300, weights=[1.0, 1.0, 1.0], noise=0.1, seed=0)
+    s = split(X, y)
+    results = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = LinearRegressionModelV2(3)
+        history = fit(
+            model,
+            s.X_train,
+            s.y_train,
+            s.X_test,
+            s.y_test,
+            make_loss("mse"),
+            make_optimizer("sgd", model.parameters(), lr=0.05),
+            20,
+            batch_size=32,
+            seed=9,
+            log=None,
+        )
+        results.append((model.state_dict(), history.records))
+    assert results[0][1] == results[1][1]
+    assert all(torch.equal(v, results[1][0][k]) for k, v in results[0][0].items())
+
+
+def test_linear_adam_mse_reaches_the_closed_form_optimum_on_several_features():
+    X, y = make_regression(
+        rows=2000, weights=[2.0, -3.0, 0.5, 1.0, 0.0], bias=1.5, noise=0.5, seed=0
+    )
+    s = split(X, y, shuffle=True, seed=0)
+    torch.manual_seed(0)
+    model = LinearRegressionModelV2(5)
+    fit(
+        model,
+        s.X_train,
+        s.y_train,
+        s.X_test,
+        s.y_test,
+        make_loss("mse"),
+        make_optimizer("adam", model.parameters(), lr=0.05),
+        500,
+        log=None,
+    )
+    model.eval()
+    with torch.inference_mode():
+        learned = mse(model(s.X_test), s.y_test)
+    optimum = mse(least_squares(s.X_train, s.y_train).predict(s.X_test), s.y_test)
+    assert math.isfinite(learned)
+    assert learned <= optimum * 1.01, (learned, optimum)
