@@ -23,12 +23,18 @@ FORMAT = "torchwork"
 FORMAT_VERSION = 1
 
 
-def save(model: nn.Module, path: str | Path, config: dict[str, Any] | None = None) -> Path:
+def save(
+    model: nn.Module,
+    path: str | Path,
+    config: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
+) -> Path:
     """Save a model's parameters to `.safetensors` or `.pth`, atomically.
 
     A `.safetensors` file also stores the model's description (kind and sizes) and, when
-    given, the run config, as JSON metadata, so `load(path)` can rebuild it alone. A `.pth`
-    file is the bare state_dict, as in the course.
+    given, the run config and the table preprocessing (column names, scaling, categories,
+    labels), as JSON metadata, so `load(path)` can rebuild it alone. A `.pth` file is the
+    bare state_dict, as in the course.
 
     >>> save(model, "model.safetensors")  # doctest: +SKIP
     """
@@ -48,6 +54,8 @@ def save(model: nn.Module, path: str | Path, config: dict[str, Any] | None = Non
         }
         if config is not None:
             metadata["config"] = json.dumps(config)
+        if preprocess is not None:
+            metadata["preprocess"] = json.dumps(preprocess)
         with atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata=metadata)
     elif suffix in (".pth", ".pt"):
@@ -90,6 +98,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     try:
         meta["model"] = json.loads(raw["model"])
         meta["config"] = json.loads(raw["config"]) if "config" in raw else None
+        meta["preprocess"] = json.loads(raw["preprocess"]) if "preprocess" in raw else None
     except json.JSONDecodeError:
         raise TorchworkError(f"{path} has corrupt metadata") from None
     return meta

@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from torchwork import __version__
-from torchwork.config import DEVICES, LOSSES, MODELS, OPTIMIZERS, RunConfig, coerce, field_hint
+from torchwork.config import (
+    CATEGORICAL,
+    DEVICES,
+    LOSSES,
+    MODELS,
+    OPTIMIZERS,
+    TASKS,
+    RunConfig,
+    read_toml,
+)
 from torchwork.errors import TorchworkError
 
 EXIT_USAGE = 2
@@ -34,8 +43,63 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _name_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected column names such as a,b,c, got '{text}'")
+    return names
+
+
 # flag, config field ("section.key"), argparse options, help
 RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
+    (
+        "--data",
+        "data.path",
+        {"metavar": "FILE"},
+        "learn from a table: .csv .tsv .parquet .xlsx .npy .npz (default: the line)",
+    ),
+    (
+        "--target",
+        "data.target",
+        {"metavar": "COL"},
+        "the table's target column (default: the last)",
+    ),
+    (
+        "--features",
+        "data.features",
+        {"type": _name_list, "metavar": "A,B"},
+        "feature columns (default: all but the target)",
+    ),
+    (
+        "--task",
+        "data.task",
+        {"choices": TASKS},
+        "auto picks regression, binary or multiclass from the target",
+    ),
+    (
+        "--dropna",
+        "data.dropna",
+        {"action": "store_const", "const": True},
+        "drop rows with empty or NaN cells",
+    ),
+    (
+        "--categorical",
+        "data.categorical",
+        {"choices": CATEGORICAL},
+        "one-hot encode text columns (auto) or refuse them (none)",
+    ),
+    (
+        "--no-scale",
+        "data.scale",
+        {"action": "store_const", "const": False},
+        "do not standardize table features",
+    ),
+    (
+        "--no-scale-target",
+        "data.scale_target",
+        {"action": "store_const", "const": False},
+        "do not standardize a regression target",
+    ),
     ("--weight", "data.weight", {"type": float}, "true weight of the line y = weight * X + bias"),
     ("--bias", "data.bias", {"type": float}, "true bias of the line"),
     ("--start", "data.start", {"type": float}, "first X value"),
@@ -58,7 +122,7 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "model: params (the course's model_0), linear or mlp",
     ),
     ("--hidden", "model.hidden", {"type": _int_list, "metavar": "N,N"}, "mlp hidden layer sizes"),
-    ("--loss", "train.loss", {"choices": LOSSES}, "loss function"),
+    ("--loss", "train.loss", {"choices": LOSSES}, "loss function (auto: by the task)"),
     ("--optimizer", "train.optimizer", {"choices": OPTIMIZERS}, "optimizer"),
     ("--lr", "train.lr", {"type": float}, "learning rate"),
     ("--momentum", "train.momentum", {"type": float}, "SGD momentum"),
@@ -121,8 +185,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="input rows: one number per row for one feature, or comma-separated values per row",
     )
     source.add_argument(
-        "--input", metavar="FILE", help="rows from a .csv (with a header) or .npy file"
+        "--data",
+        "--input",
+        dest="data",
+        metavar="FILE",
+        help="rows from a table file (.csv .tsv .parquet .xlsx .npy); columns matched by name",
     )
+    predict.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the rows with predictions to a .csv or .parquet file (default: print CSV)",
+    )
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a saved model on a labelled table")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="model file (.safetensors; .pth for the line)",
+    )
+    evaluate.add_argument("--data", required=True, metavar="FILE", help="a labelled table")
+    evaluate.add_argument(
+        "--target",
+        metavar="COL",
+        help="the target column's name in this file (default: the model's)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     inspect = commands.add_parser(
         "inspect", help="show a model file's architecture, parameters and config"
@@ -133,14 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The effective config: defaults, then the --config file, then the flags given."""
-    config = RunConfig.from_file(args.config) if args.config else RunConfig()
-    for _, field, _, _ in RUN_FLAGS:
-        if hasattr(args, field):
-            section, _, key = field.rpartition(".")
-            target = getattr(config, section) if section else config
-            value = coerce(getattr(args, field), field_hint(section, key), field)
-            setattr(target, key, value)
-    return config
+    file = read_toml(args.config) if args.config else {}
+    flags = {field: getattr(args, field) for _, field, _, _ in RUN_FLAGS if hasattr(args, field)}
+    return RunConfig.layered(file, flags, source=args.config or "config")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -164,45 +247,72 @@ def _parse_rows(values: Sequence[str]) -> list[list[float]]:
             raise TorchworkError(
                 f"--x value '{text}' is not a number (or comma-separated numbers)"
             ) from None
+    if any(len(r) != len(rows[0]) for r in rows):
+        raise TorchworkError("every --x row must have the same number of values")
     return rows
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from torchwork.workflow import Predictor, predict_file, prediction_columns, write_table
+
+    if args.data:
+        predict_file(args.model, args.data, args.out)
+        if args.out:
+            print(f"Wrote predictions for {args.data} to {args.out}", file=sys.stderr)
+        return 0
+    import pyarrow as pa
     import torch
 
-    from torchwork.checkpoint import load
-    from torchwork.data import read_features
-    from torchwork.models import model_spec
-
-    model = load(args.model)
-    in_features = model_spec(model)["in_features"]
-    if args.input:
-        X = read_features(args.input)
-    else:
-        rows = _parse_rows(args.x)
-        if any(len(r) != len(rows[0]) for r in rows):
-            raise TorchworkError("every --x row must have the same number of values")
+    predictor = Predictor.from_file(args.model)
+    rows = _parse_rows(args.x)
+    encoder = predictor.encoder
+    if encoder is None:
         X = torch.tensor(rows, dtype=torch.float32)
-    if X.shape[1] != in_features:
+        outputs = predictor.outputs(X)
+        names = ["x"] if X.shape[1] == 1 else [f"x{i}" for i in range(X.shape[1])]
+        columns = {name: X[:, j].numpy() for j, name in enumerate(names)}
+        write_table(pa.table(columns | {"prediction": outputs.reshape(-1).numpy()}), None)
+        return 0
+    if any(f.kind != "numeric" for f in encoder.features):
         raise TorchworkError(
-            f"the model takes {in_features} feature(s) per row, the input has {X.shape[1]}"
+            "this model has text columns: give its rows in a file with --data FILE"
         )
-    if not torch.isfinite(X).all():
-        raise TorchworkError("the input has NaN or infinite values: give finite numbers")
-    with torch.inference_mode():
-        y = model(X)
-    names = ["x"] if in_features == 1 else [f"x{i}" for i in range(in_features)]
-    print(",".join([*names, "prediction"]))
-    for xs, ys in zip(X.tolist(), y.tolist(), strict=True):
-        print(",".join(_short(v) for v in [*xs, *ys]))
+    if len(rows[0]) != len(encoder.features):
+        raise TorchworkError(
+            f"the model takes {len(encoder.features)} value(s) per row ({', '.join(encoder.feature_names)}), "
+            f"--x gave {len(rows[0])}"
+        )
+    table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(encoder.feature_names)})
+
+    outputs = predictor.outputs(encoder.transform(table, "--x"))
+    for name, column in prediction_columns(encoder, outputs).items():
+        table = table.append_column(name, column)
+    write_table(table, None)
     return 0
 
 
-def _short(value: float) -> str:
-    # The shortest text that reads back as the same float32.
-    import numpy as np
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
 
-    return str(np.float32(value))
+    from torchwork.report import format_metrics_table
+    from torchwork.workflow import evaluate_file
+
+    result = evaluate_file(args.model, args.data, args.target or "")
+    if args.json:
+        from torchwork.report import _finite
+
+        print(json.dumps(_finite(result), indent=2))
+        return 0
+    print(f"{result['task']} on {result['rows']} rows of {args.data} (target '{result['target']}')")
+    print(format_metrics_table({"data": result["metrics"]}))
+    if "confusion_matrix" in result:
+        labels = [str(v) for v in result["labels"]]
+        width = max(8, *(len(v) + 2 for v in labels))
+        print("Confusion matrix (rows: actual, columns: predicted)")
+        print(" " * width + "".join(f"{v:>{width}}" for v in labels))
+        for label, row in zip(labels, result["confusion_matrix"], strict=True):
+            print(f"{label:>{width}}" + "".join(f"{n:>{width}}" for n in row))
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -237,7 +347,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "predict": cmd_predict, "inspect": cmd_inspect}
+COMMANDS = {
+    "run": cmd_run,
+    "predict": cmd_predict,
+    "evaluate": cmd_evaluate,
+    "inspect": cmd_inspect,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

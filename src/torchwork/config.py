@@ -18,7 +18,21 @@ from typing import Any
 from torchwork.errors import TorchworkError
 
 MODELS = ("params", "linear", "mlp")
-LOSSES = ("l1", "mse", "huber")
+LOSSES = ("auto", "l1", "mse", "huber", "bce", "ce")
+TASKS = ("auto", "regression", "binary", "multiclass")
+CATEGORICAL = ("auto", "none")
+
+# Settings that reliably converge on standardized tabular features; used when a run reads a
+# table (data.path) and the user set none of them. The course defaults stay for the line.
+TABLE_DEFAULTS: dict[str, Any] = {
+    "data.shuffle": True,  # real tables are often sorted: split them at random
+    "model.kind": "linear",  # nn.Linear over every feature (logistic regression for binary)
+    "train.loss": "auto",  # mse for regression, BCEWithLogits for binary, CrossEntropy for multiclass
+    "train.optimizer": "adam",
+    "train.lr": 0.01,
+    "train.epochs": 500,
+}
+TABLE_VAL_PATIENCE = 20  # early stopping when a table run asks for a validation split
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -35,6 +49,14 @@ class DataConfig:
     val: float = 0.0  # fraction of rows for validation (0 = no validation split)
     test: float = 0.2  # fraction of rows for testing
     shuffle: bool = False  # shuffle rows (seeded) before splitting; the course splits in order
+    path: str = ""  # a table to learn from (.csv .tsv .parquet .xlsx .npy .npz); empty = the line
+    target: str = ""  # the table's target column; empty = its last column
+    features: list[str] = field(default_factory=list)  # feature columns; empty = all the others
+    task: str = "auto"  # auto, regression, binary or multiclass
+    dropna: bool = False  # drop rows with empty or NaN cells (else they are an error)
+    categorical: str = "auto"  # auto: one-hot encode text feature columns; none: refuse them
+    scale: bool = True  # standardize numeric table features (fitted on the training rows only)
+    scale_target: bool = True  # standardize a regression target; predictions are mapped back
 
 
 @dataclass
@@ -45,7 +67,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    loss: str = "l1"  # l1, mse or huber
+    loss: str = "l1"  # l1, mse, huber; bce, ce for classification; auto: chosen by the task
     optimizer: str = "sgd"  # sgd, adam or adamw
     lr: float = 0.01  # learning rate
     momentum: float = 0.0  # SGD momentum
@@ -91,6 +113,11 @@ class RunConfig:
             len(m.hidden) > 0 and all(h >= 1 for h in m.hidden),
             f"--hidden must be a list of positive layer sizes such as 64,64 (got {m.hidden})",
         )
+        _check(d.task in TASKS, f"unknown task '{d.task}': use --task {' or '.join(TASKS)}")
+        _check(
+            d.categorical in CATEGORICAL,
+            f"unknown --categorical '{d.categorical}': use {' or '.join(CATEGORICAL)}",
+        )
         _check(t.loss in LOSSES, f"unknown loss '{t.loss}': use --loss {' or '.join(LOSSES)}")
         _check(
             t.optimizer in OPTIMIZERS,
@@ -130,33 +157,81 @@ class RunConfig:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        """Build a config from nested plain values, refusing unknown keys and wrong types."""
-        return _from_dict(cls, raw, source, "")
+    def from_dict(
+        cls, raw: dict[str, Any], source: str = "config", base: RunConfig | None = None
+    ) -> RunConfig:
+        """Build a config from nested plain values, refusing unknown keys and wrong types.
+
+        Keys not in `raw` keep their value from `base` (default: the defaults).
+        """
+        return _from_dict(cls, raw, source, "", base if base is not None else cls())
+
+    @classmethod
+    def layered(
+        cls,
+        file: dict[str, Any] | None = None,
+        overrides: dict[str, Any] | None = None,
+        source: str = "config",
+    ) -> RunConfig:
+        """Defaults, then the table defaults when a table is read, then `file` (nested, as
+        from TOML), then `overrides` ({"train.lr": 0.1, ...}, as from flags). A table run
+        that asks for a validation split also gets early stopping unless patience was set.
+        """
+        file = file or {}
+        overrides = overrides or {}
+        given = set(overrides)
+        for key, value in file.items():
+            given |= {f"{key}.{k}" for k in value} if isinstance(value, dict) else {key}
+        data = file.get("data")
+        path = overrides.get("data.path", data.get("path", "") if isinstance(data, dict) else "")
+        config = cls()
+        table = bool(path)
+        if table:
+            for name, value in TABLE_DEFAULTS.items():
+                config.set(name, value)
+        config = cls.from_dict(file, source, base=config)
+        for name, value in overrides.items():
+            config.set(name, coerce(value, field_hint(*_split_name(name)), name))
+        if table and config.data.val > 0 and "train.patience" not in given:
+            config.train.patience = TABLE_VAL_PATIENCE
+        return config
+
+    def set(self, name: str, value: Any) -> None:
+        """Set one field by dotted name, e.g. config.set("train.lr", 0.1)."""
+        section, key = _split_name(name)
+        setattr(getattr(self, section) if section else self, key, value)
 
     @classmethod
     def from_toml(cls, text: str, source: str = "config") -> RunConfig:
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise TorchworkError(f"{source} is not valid TOML: {e}") from None
-        return cls.from_dict(raw, source)
+        return cls.from_dict(parse_toml(text, source), source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise TorchworkError(f"config file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise TorchworkError(f"cannot read config file {path}: {e}") from None
-        return cls.from_toml(text, str(path))
+        return cls.from_dict(read_toml(path), str(path))
 
     def to_file(self, path: str | Path) -> None:
         from torchwork.fileio import write_text_atomic
 
         write_text_atomic(path, self.to_toml())
+
+
+def parse_toml(text: str, source: str = "config") -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise TorchworkError(f"{source} is not valid TOML: {e}") from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The plain values of a TOML file, with a clear error when it cannot be read."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TorchworkError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TorchworkError(f"cannot read config file {path}: {e}") from None
+    return parse_toml(text, str(path))
 
 
 def _check(ok: bool, message: str) -> None:
@@ -176,7 +251,12 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def _from_dict(cls: type, raw: Any, source: str, prefix: str) -> Any:
+def _split_name(name: str) -> tuple[str, str]:
+    section, _, key = name.rpartition(".")
+    return section, key
+
+
+def _from_dict(cls: type, raw: Any, source: str, prefix: str, base: Any) -> Any:
     where = f"[{prefix}] of {source}" if prefix else source
     if not isinstance(raw, dict):
         raise TorchworkError(f"'{prefix}' in {source} must be a table such as [{prefix}]")
@@ -191,10 +271,10 @@ def _from_dict(cls: type, raw: Any, source: str, prefix: str) -> Any:
         hint = hints[key]
         name = f"{prefix}.{key}" if prefix else key
         if dataclasses.is_dataclass(hint):
-            values[key] = _from_dict(hint, value, source, name)
+            values[key] = _from_dict(hint, value, source, name, getattr(base, key))
         else:
             values[key] = coerce(value, hint, f"'{name}' in {source}")
-    return cls(**values)
+    return dataclasses.replace(base, **values)
 
 
 def coerce(value: Any, hint: Any, what: str) -> Any:
@@ -208,6 +288,8 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is list:
         (item,) = typing.get_args(hint)
+        if isinstance(value, tuple):
+            value = list(value)
         if not isinstance(value, list):
             raise TorchworkError(f"{what} must be a list of {_type_name(item)} (got {value!r})")
         return [coerce(v, item, what) for v in value]

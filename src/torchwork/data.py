@@ -131,12 +131,31 @@ def split(
     """
     if len(X) != len(y):
         raise TorchworkError(f"X has {len(X)} rows but y has {len(y)}: they must match")
-    n_train, n_val, n_test = split_sizes(len(X), train, val, test)
-    if shuffle:
-        order = torch.randperm(len(X), generator=_generator(seed))
-        X, y = X[order], y[order]
-    a, b, c = n_train, n_train + n_val, n_train + n_val + n_test
-    return Splits(X[:a], y[:a], X[a:b], y[a:b], X[b:c], y[b:c])
+    train_rows, val_rows, test_rows = split_indices(len(X), train, val, test, shuffle, seed)
+    if not shuffle:
+        # Slices, exactly like the course's X[:train_split].
+        a, b = len(train_rows), len(train_rows) + len(val_rows)
+        c = b + len(test_rows)
+        return Splits(X[:a], y[:a], X[a:b], y[a:b], X[b:c], y[b:c])
+    return Splits(
+        X[train_rows], y[train_rows], X[val_rows], y[val_rows], X[test_rows], y[test_rows]
+    )
+
+
+def split_indices(
+    rows: int,
+    train: float = 0.8,
+    val: float = 0.0,
+    test: float = 0.2,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The row numbers of each split, as `split` takes them (for tables: fit scaling on the
+    training rows before encoding)."""
+    n_train, n_val, n_test = split_sizes(rows, train, val, test)
+    order = torch.randperm(rows, generator=_generator(seed)) if shuffle else torch.arange(rows)
+    a, b = n_train, n_train + n_val
+    return order[:a], order[a:b], order[b : b + n_test]
 
 
 def batches(

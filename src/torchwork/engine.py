@@ -18,11 +18,35 @@ from torchwork.errors import TorchworkError
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def make_loss(name: str = "l1") -> nn.Module:
-    """The loss function by name: l1 (nn.L1Loss, the course's), mse or huber."""
-    losses = {"l1": nn.L1Loss, "mse": nn.MSELoss, "huber": nn.HuberLoss}
+LOSSES_FOR_TASK = {
+    "regression": ("l1", "mse", "huber"),
+    "binary": ("bce",),
+    "multiclass": ("ce",),
+}
+
+
+def make_loss(name: str = "l1", task: str = "regression") -> nn.Module:
+    """The loss function by name: l1 (nn.L1Loss, the course's), mse or huber for regression;
+    bce (BCEWithLogitsLoss) for binary and ce (CrossEntropyLoss) for multiclass; auto picks
+    mse, bce or ce by the task."""
+    losses = {
+        "l1": nn.L1Loss,
+        "mse": nn.MSELoss,
+        "huber": nn.HuberLoss,
+        "bce": nn.BCEWithLogitsLoss,
+        "ce": nn.CrossEntropyLoss,
+    }
+    if task not in LOSSES_FOR_TASK:
+        raise TorchworkError(f"unknown task '{task}': use regression, binary or multiclass")
+    if name == "auto":
+        name = {"regression": "mse", "binary": "bce", "multiclass": "ce"}[task]
     if name not in losses:
-        raise TorchworkError(f"unknown loss '{name}': use l1, mse or huber")
+        raise TorchworkError(f"unknown loss '{name}': use l1, mse, huber, bce, ce or auto")
+    if name not in LOSSES_FOR_TASK[task]:
+        raise TorchworkError(
+            f"--loss {name} does not fit a {task} task: use --loss "
+            f"{' or '.join(LOSSES_FOR_TASK[task])} (or auto)"
+        )
     return losses[name]()
 
 

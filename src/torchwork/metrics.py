@@ -48,3 +48,61 @@ def regression_metrics(y_pred: torch.Tensor, y_true: torch.Tensor) -> dict[str, 
         "rmse": rmse(y_pred, y_true),
         "r2": r2(y_pred, y_true),
     }
+
+
+def confusion_matrix(y_pred: torch.Tensor, y_true: torch.Tensor, classes: int) -> list[list[int]]:
+    """Counts [true class][predicted class] for class indices 0..classes-1."""
+    p = y_pred.detach().reshape(-1).long().cpu()
+    t = y_true.detach().reshape(-1).long().cpu()
+    counts = torch.bincount(t * classes + p, minlength=classes * classes)
+    return counts.reshape(classes, classes).tolist()
+
+
+def roc_auc(scores: torch.Tensor, y_true: torch.Tensor) -> float:
+    """Area under the ROC curve for 0/1 labels: the chance that a random positive scores
+    higher than a random negative (ties count half). NaN when only one class is present."""
+    s = scores.detach().reshape(-1).double().cpu()
+    t = y_true.detach().reshape(-1).long().cpu()
+    positives = int(t.sum())
+    negatives = len(t) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = torch.argsort(s)
+    ranks = torch.empty_like(s)
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=s.dtype)
+    # Tied scores share the average of their ranks.
+    values, inverse, counts = torch.unique(s, return_inverse=True, return_counts=True)
+    rank_sums = torch.zeros(len(values), dtype=s.dtype).index_add_(0, inverse, ranks)
+    ranks = (rank_sums / counts)[inverse]
+    u = float(ranks[t == 1].sum()) - positives * (positives + 1) / 2
+    return u / (positives * negatives)
+
+
+def classification_metrics(
+    y_pred: torch.Tensor, y_true: torch.Tensor, classes: int, scores: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 (class 1 for binary, macro averages for
+    multiclass), and ROC AUC for binary when the positive-class scores are given."""
+    matrix = torch.tensor(confusion_matrix(y_pred, y_true, classes), dtype=torch.float64)
+    total = float(matrix.sum())
+    true_positives = matrix.diag()
+    predicted = matrix.sum(dim=0)
+    actual = matrix.sum(dim=1)
+    precision = torch.where(predicted > 0, true_positives / predicted.clamp(min=1), 0.0)
+    recall = torch.where(actual > 0, true_positives / actual.clamp(min=1), 0.0)
+    denominator = precision + recall
+    f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp(min=1e-300), 0.0)
+    if classes == 2:
+        chosen = (float(precision[1]), float(recall[1]), float(f1[1]))
+    else:
+        present = (actual > 0) | (predicted > 0)  # the labels seen, as scikit-learn averages
+        chosen = tuple(float(m[present].mean()) for m in (precision, recall, f1))
+    result = {
+        "accuracy": float(true_positives.sum()) / total if total else float("nan"),
+        "precision": chosen[0],
+        "recall": chosen[1],
+        "f1": chosen[2],
+    }
+    if classes == 2 and scores is not None:
+        result["roc_auc"] = roc_auc(scores, y_true)
+    return result

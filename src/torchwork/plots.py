@@ -70,6 +70,81 @@ def plot_loss_curves(
     return fig
 
 
+def plot_predicted_vs_actual(
+    y_true: Any,
+    y_pred: Any,
+    path: str | Path | None = None,
+    title: str = "Predicted vs actual (test data)",
+) -> Figure:
+    """Each test row as a point; a perfect model puts every point on the dashed line."""
+    y_true, y_pred = _values(y_true).reshape(-1), _values(y_pred).reshape(-1)
+    fig = Figure(figsize=(7, 7))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(y_true, y_pred, c="r", s=8, alpha=0.6, label="Predictions")
+    low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], "k--", linewidth=1, label="Perfect predictions")
+    ax.set_xlabel("Actual")
+    ax.set_ylabel("Predicted")
+    ax.set_title(title)
+    ax.legend(prop={"size": 12})
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_residuals(y_true: Any, y_pred: Any, path: str | Path | None = None) -> Figure:
+    """Residuals (actual - predicted) against the predictions: no pattern is good."""
+    y_true, y_pred = _values(y_true).reshape(-1), _values(y_pred).reshape(-1)
+    fig = Figure(figsize=(10, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(y_pred, y_true - y_pred, c="r", s=8, alpha=0.6)
+    ax.axhline(0.0, color="k", linestyle="--", linewidth=1)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Residual (actual - predicted)")
+    ax.set_title("Residuals (test data)")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[int]], labels: Sequence[Any], path: str | Path | None = None
+) -> Figure:
+    """Counts of true classes (rows) against predicted classes (columns)."""
+    import numpy as np
+
+    counts = np.asarray(matrix)
+    size = max(5.0, 0.6 * len(labels) + 3)
+    fig = Figure(figsize=(size, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = range(len(labels))
+    ax.set_xticks(ticks, [str(v) for v in labels], rotation=45, ha="right")
+    ax.set_yticks(ticks, [str(v) for v in labels])
+    threshold = counts.max() / 2 if counts.size else 0
+    for i in ticks:
+        for j in ticks:
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                color="white" if counts[i, j] > threshold else "black",
+            )
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    ax.set_title("Confusion matrix (test data)")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> None:
     from torchwork.fileio import atomic_path
 

@@ -13,7 +13,14 @@ from torchwork.errors import TorchworkError
 from torchwork.fileio import write_text_atomic
 
 # Every name a run writes; `--force` clears exactly these, nothing else in the folder.
-RUN_FILES = ("config.toml", "metrics.csv", "summary.json", "model.safetensors", "model.pth")
+RUN_FILES = (
+    "config.toml",
+    "metrics.csv",
+    "summary.json",
+    "model.safetensors",
+    "model.pth",
+    "predictions.csv",
+)
 RUN_FOLDERS = ("plots",)
 
 
@@ -70,17 +77,23 @@ def _finite(value: Any) -> Any:
     return value
 
 
+HEADINGS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "r2": "R^2", "roc_auc": "ROC AUC"}
+
+
 def format_metrics_table(
-    metrics: dict[str, dict[str, float]], reference: dict[str, dict[str, float]]
+    metrics: dict[str, dict[str, float]],
+    reference: dict[str, dict[str, float]] | None = None,
+    reference_name: str = "closed-form",
 ) -> str:
-    """Learned and closed-form metrics per split, one row each, aligned."""
-    names = ("mae", "mse", "rmse", "r2")
-    header = f"  {'split':<6} {'model':<12}" + "".join(
-        f"{n.upper() if n != 'r2' else 'R^2':>12}" for n in names
-    )
+    """Learned (and reference) metrics per split, one row each, aligned."""
+    names = list(next(iter(metrics.values())))
+    header = f"  {'split':<6} {'model':<12}" + "".join(f"{HEADINGS.get(n, n):>12}" for n in names)
     lines = [header]
     for split_name, values in metrics.items():
-        for label, row in (("learned", values), ("closed-form", reference.get(split_name, {}))):
+        rows = [("learned", values)]
+        if reference is not None:
+            rows.append((reference_name, reference.get(split_name, {})))
+        for label, row in rows:
             cells = "".join(f"{_num(row.get(n)):>12}" for n in names)
             lines.append(f"  {split_name:<6} {label:<12}{cells}")
     return "\n".join(lines)
