@@ -6,6 +6,7 @@ torch is imported only inside the commands that need it, so `torchwork --help` i
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(flag, dest=field, default=argparse.SUPPRESS, help=text + shown, **options)
 
     predict = commands.add_parser("predict", help="predict with a saved model")
+    # Rows such as --x -1.5,2 are values, not flags (argparse only knows plain negatives).
+    predict._negative_number_matcher = re.compile(r"^-\.?\d")  # type: ignore[attr-defined]
     predict.add_argument(
         "--model", required=True, metavar="FILE", help="model file (.safetensors or .pth)"
     )

@@ -141,13 +141,38 @@ def _read_numpy(path: Path) -> pa.Table:
 
 def table_to_tensor(table: pa.Table, columns: Sequence[str]) -> torch.Tensor:
     """Numeric columns as one contiguous float32 tensor of shape [rows, len(columns)]."""
-    out = np.empty((table.num_rows, len(columns)), dtype=np.float32)
-    for j, name in enumerate(columns):
-        column = table.column(name)
-        if column.null_count:
-            column = column.fill_null(np.nan)
-        out[:, j] = column.to_numpy()
+    # Each column's chunks are copied once into a column-major block, then one transposing
+    # copy makes it row-major: measured faster than strided writes or concatenating chunks.
+    # numpy releases the GIL while copying, so large tables use a thread per core.
+    rows = table.num_rows
+    block = np.empty((len(columns), rows), dtype=np.float32)
+    out = np.empty((rows, len(columns)), dtype=np.float32)
+
+    def fill(j: int) -> None:
+        offset = 0
+        for chunk in table.column(columns[j]).chunks:
+            if chunk.null_count:
+                chunk = chunk.fill_null(np.nan)
+            block[j, offset : offset + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+            offset += len(chunk)
+
+    def transpose(start: int) -> None:
+        out[start : start + _ROWS_PER_TASK] = block[:, start : start + _ROWS_PER_TASK].T
+
+    if rows * len(columns) < 1 << 20:
+        for j in range(len(columns)):
+            fill(j)
+        out[:] = block.T
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+            list(pool.map(fill, range(len(columns))))
+            list(pool.map(transpose, range(0, rows, _ROWS_PER_TASK)))
     return torch.from_numpy(out)
+
+
+_ROWS_PER_TASK = 1 << 16
 
 
 def is_numeric(type_: pa.DataType) -> bool:

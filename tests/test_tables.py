@@ -1,0 +1,150 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from conftest import write_csv
+from torchwork import TorchworkError
+from torchwork.tables import TableEncoder, check_values, detect_task, read_table, select_columns
+
+
+def test_reads_every_format_to_the_same_table(tmp_path):
+    import pyarrow.parquet as pq
+
+    columns = {"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.5], "y": [0.5, 1.5, 2.5]}
+    write_csv(tmp_path / "t.csv", columns)
+    (tmp_path / "t.tsv").write_text("a\tb\ty\n1\t4\t0.5\n2\t5\t1.5\n3\t6.5\t2.5\n")
+    pq.write_table(pa.table(columns), tmp_path / "t.parquet")
+    np.save(tmp_path / "t.npy", np.array([columns["a"], columns["b"], columns["y"]]).T)
+    np.savez(
+        tmp_path / "t.npz", X=np.array([columns["a"], columns["b"]]).T, y=np.array(columns["y"])
+    )
+    for name in ("t.csv", "t.tsv", "t.parquet", "t.npy", "t.npz"):
+        table = read_table(tmp_path / name)
+        values = np.column_stack([table.column(i).to_numpy() for i in range(3)]).astype(float)
+        assert np.array_equal(values, np.array(list(columns.values())).T), name
+
+
+def test_reads_excel(tmp_path):
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["size", "colour", "price"])
+    sheet.append([1.5, "red", 10])
+    sheet.append([2.5, "blue", 20])
+    book.save(tmp_path / "t.xlsx")
+    table = read_table(tmp_path / "t.xlsx")
+    assert table.column_names == ["size", "colour", "price"]
+    assert table.column("colour").to_pylist() == ["red", "blue"]
+    assert table.column("price").to_pylist() == [10, 20]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("none.csv", None, "does not exist"),
+        ("empty.csv", b"", "is empty"),
+        ("header.csv", b"a,b,y\n", "header but no data rows"),
+        ("ragged.csv", b"a,b\n1,2\n3\n", "cannot read"),
+        ("binary.parquet", b"\x00\x01garbage", "cannot read"),
+        ("data.json", b"{}", "use a .csv"),
+        ("dup.csv", b"a,a,y\n1,2,3\n", "duplicate column names: a"),
+        ("one.npy", None, "target in the last column"),
+    ],
+)
+def test_unreadable_files_are_clear_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    if name == "one.npy":
+        np.save(path, np.arange(5.0))
+    with pytest.raises(TorchworkError, match=message):
+        read_table(path)
+
+
+def test_select_columns_defaults_and_errors():
+    table = pa.table({"a": [1], "b": [2], "y": [3]})
+    assert select_columns(table, "", [], "t.csv") == ("y", ["a", "b"])
+    assert select_columns(table, "a", ["b"], "t.csv") == ("a", ["b"])
+    with pytest.raises(
+        TorchworkError, match="target column 'z' is not in t.csv; its columns are a, b, y"
+    ):
+        select_columns(table, "z", [], "t.csv")
+    with pytest.raises(TorchworkError, match="'c' not in t.csv"):
+        select_columns(table, "y", ["a", "c"], "t.csv")
+    with pytest.raises(TorchworkError, match="leave it out of --features"):
+        select_columns(table, "y", ["a", "y"], "t.csv")
+
+
+def test_check_values_names_column_and_row(tmp_path):
+    table = pa.table({"a": [1.0, None, 3.0, None], "b": ["x", "y", "z", "w"]})
+    with pytest.raises(
+        TorchworkError,
+        match=r"column 'a' of t.csv has an empty or NaN cell in row 2 \(and 1 more row\)",
+    ):
+        check_values(table, ["a", "b"], "t.csv")
+    said = []
+    kept = check_values(table, ["a", "b"], "t.csv", dropna=True, log=said.append)
+    assert kept.column("b").to_pylist() == ["x", "z"]
+    assert "dropped 2 of 4 rows" in said[0]
+    with pytest.raises(TorchworkError, match="infinite value in row 2"):
+        check_values(pa.table({"a": [1.0, float("inf")]}), ["a"], "t.csv")
+    with pytest.raises(TorchworkError, match="non-numeric value 'abc' in row 3"):
+        check_values(pa.table({"a": ["1.5", "2", "abc", "4"]}), ["a"], "t.csv")
+
+
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [
+        ([0.1, 2.5, 3.7, 4.2], "regression"),
+        ([0, 1, 1, 0], "binary"),
+        (["cat", "dog", "dog"], "binary"),
+        (["a", "b", "c", "a"], "multiclass"),
+        ([1, 2, 3, 2, 1], "multiclass"),
+        (list(range(50)), "regression"),
+    ],
+)
+def test_detect_task(values, task):
+    assert detect_task(pa.chunked_array([values]), "auto", "y", "t.csv")[0] == task
+
+
+def test_detect_task_refuses_impossible_requests():
+    with pytest.raises(TorchworkError, match="use --task multiclass"):
+        detect_task(pa.chunked_array([["a", "b", "c"]]), "binary", "y", "t.csv")
+    with pytest.raises(TorchworkError, match="cannot be regressed"):
+        detect_task(pa.chunked_array([["a", "b", "c"]]), "regression", "y", "t.csv")
+    with pytest.raises(TorchworkError, match="same value in every row"):
+        detect_task(pa.chunked_array([[1, 1, 1]]), "auto", "y", "t.csv")
+
+
+def test_encoder_scales_on_training_rows_only_and_round_trips():
+    table = pa.table(
+        {"x": [1.0, 2.0, 3.0, 100.0], "c": ["u", "v", "u", "w"], "y": [1.0, 2.0, 3.0, 4.0]}
+    )
+    encoder = TableEncoder.fit(table, ["x", "c"], "y", "regression", np.array([0, 1, 2]), "t.csv")
+    x = encoder.features[0]
+    assert x.mean == pytest.approx(2.0) and x.std == pytest.approx(np.std([1.0, 2.0, 3.0]))
+    assert encoder.features[1].categories == ["u", "v", "w"]  # names from every row
+    assert encoder.input_names == ["x", "c=u", "c=v", "c=w"]
+    X = encoder.transform(table)
+    assert X.shape == (4, 4) and X.is_contiguous()
+    assert torch.equal(X[:, 1:], torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]]))
+    again = TableEncoder.from_dict(encoder.to_dict())
+    assert torch.equal(again.transform(table), X)
+    y = encoder.encode_target(table)
+    assert torch.allclose(encoder.decode(y)["prediction"], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+
+def test_unseen_category_and_label_are_clear_errors():
+    table = pa.table({"c": ["u", "v"], "y": ["a", "b"]})
+    encoder = TableEncoder.fit(table, ["c"], "y", "binary", np.array([0, 1]), "t.csv")
+    with pytest.raises(TorchworkError, match="category 'z' in row 2, which the model never saw"):
+        encoder.transform(pa.table({"c": ["u", "z"]}), "new.csv")
+    with pytest.raises(TorchworkError, match="label 'q' in row 1"):
+        encoder.encode_target(pa.table({"c": ["u"], "y": ["q"]}), "new.csv")
+
+
+def test_constant_column_is_refused():
+    table = pa.table({"x": [1.0, 1.0, 1.0], "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(TorchworkError, match="same value .1. in every row"):
+        TableEncoder.fit(table, ["x"], "y", "regression", np.array([0, 1]), "t.csv")

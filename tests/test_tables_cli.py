@@ -1,0 +1,259 @@
+"""Your own data, end to end through the command line."""
+
+import json
+
+import numpy as np
+import pyarrow.csv as pcsv
+import pytest
+
+from conftest import assert_one_line_error, moons, regression_table, run_cli, write_csv
+
+
+def summary(tmp_path, folder):
+    return json.loads((tmp_path / folder / "summary.json").read_text())
+
+
+def test_regression_table_reaches_the_closed_form_optimum_with_defaults(tw, tmp_path):
+    write_csv(tmp_path / "reg.csv", regression_table(rows=10000, features=10))
+    code, out, err = tw("run", "--data", "reg.csv", "--out", "reg", "--no-plots")
+    assert code == 0, err
+    s = summary(tmp_path, "reg")
+    assert s["task"] == "regression"
+    learned, optimum = s["metrics"]["test"]["r2"], s["reference"]["metrics"]["test"]["r2"]
+    assert learned >= optimum * 0.995, (learned, optimum)
+    assert "Task: regression" in out
+
+
+def test_mlp_beats_linear_on_half_moons(tw, tmp_path):
+    write_csv(tmp_path / "moons.csv", moons(rows=1000))
+    accuracy = {}
+    for kind in ("linear", "mlp"):
+        code, _, err = tw(
+            "run", "--data", "moons.csv", "--model", kind, "--out", kind, "--no-plots"
+        )
+        assert code == 0, err
+        s = summary(tmp_path, kind)
+        assert s["task"] == "binary" and set(s["metrics"]["test"]) == {
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "roc_auc",
+        }
+        accuracy[kind] = s["metrics"]["test"]["accuracy"]
+    assert accuracy["mlp"] >= 0.97 and accuracy["mlp"] - accuracy["linear"] >= 0.07, accuracy
+
+
+def test_linearly_separable_binary_with_logistic_regression(tw, tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(800, 3))
+    label = np.where(X @ np.array([2.0, -1.0, 0.5]) + 0.3 > 0, "spam", "ham")
+    write_csv(tmp_path / "sep.csv", {"x0": X[:, 0], "x1": X[:, 1], "x2": X[:, 2], "kind": label})
+    code, _, err = tw("run", "--data", "sep.csv", "--out", "sep")
+    assert code == 0, err
+    s = summary(tmp_path, "sep")
+    assert s["labels"] == ["ham", "spam"]
+    assert s["metrics"]["test"]["accuracy"] >= 0.98
+    assert s["reference"]["method"].startswith("majority")
+    assert (tmp_path / "sep" / "plots" / "confusion_matrix.png").exists()
+    assert (tmp_path / "sep" / "plots" / "loss_curves.png").exists()
+
+
+@pytest.fixture(scope="module")
+def species(tmp_path_factory):
+    """A multiclass table with string labels and a text feature, trained once."""
+    folder = tmp_path_factory.mktemp("species")
+    rng = np.random.default_rng(2)
+    k = rng.integers(0, 3, 600)
+    centers = np.array([[0, 0], [4, 0], [0, 4]])
+    P = centers[k] + rng.normal(size=(600, 2))
+    colour = np.where(rng.uniform(size=600) < 0.5, "red", "blue")
+    names = np.array(["setosa", "versicolor", "virginica"])[k]
+    write_csv(folder / "iris.csv", {"p": P[:, 0], "q": P[:, 1], "colour": colour, "species": names})
+    result = run_cli(
+        "run", "--data", "iris.csv", "--val", "0.1", "--train", "0.7", "--out", "run", cwd=folder
+    )
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout
+
+
+def test_multiclass_with_string_labels(species):
+    folder, stdout = species
+    s = json.loads((folder / "run" / "summary.json").read_text())
+    assert s["task"] == "multiclass" and s["labels"] == ["setosa", "versicolor", "virginica"]
+    assert s["metrics"]["test"]["accuracy"] > 0.9
+    assert len(s["confusion_matrix"]["test"]) == 3
+    assert "one-hot encoded" in stdout
+    # a validation split turns on early stopping for tables by default
+    assert "patience = 20" in (folder / "run" / "config.toml").read_text()
+    predictions = pcsv.read_csv(folder / "run" / "predictions.csv")
+    assert set(predictions.column("prediction").to_pylist()) <= {
+        "setosa",
+        "versicolor",
+        "virginica",
+    }
+
+
+def test_predict_in_a_new_process_matches_the_run(species):
+    folder, _ = species
+    result = run_cli(
+        "predict",
+        "--model",
+        "run/model.safetensors",
+        "--data",
+        "iris.csv",
+        "--out",
+        "new.csv",
+        cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr
+    ours = pcsv.read_csv(folder / "new.csv")
+    theirs = pcsv.read_csv(folder / "run" / "predictions.csv")
+    assert ours.column_names[:4] == ["p", "q", "colour", "species"]
+    for name in (
+        "prediction",
+        "probability_setosa",
+        "probability_versicolor",
+        "probability_virginica",
+    ):
+        assert ours.column(name).to_pylist() == theirs.column(name).to_pylist(), name
+    printed = run_cli(
+        "predict", "--model", "run/model.safetensors", "--data", "iris.csv", cwd=folder
+    )
+    assert printed.stdout == (folder / "new.csv").read_text()
+
+
+def test_regression_predict_matches_the_run_with_scaling(tw, tmp_path):
+    table = regression_table(rows=400, features=3)
+    write_csv(tmp_path / "train.csv", table)
+    assert tw("run", "--data", "train.csv", "--out", "r", "--no-plots", "--epochs", "50")[0] == 0
+    result = run_cli(
+        "predict", "--model", "r/model.safetensors", "--data", "train.csv", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    import io
+
+    ours = pcsv.read_csv(io.BytesIO(result.stdout.encode()))
+    theirs = pcsv.read_csv(tmp_path / "r" / "predictions.csv")
+    assert ours.column("prediction").to_pylist() == theirs.column("prediction").to_pylist()
+    # --x takes raw values and applies the stored scaling
+    row = ",".join(str(table[f"f{i}"][0]) for i in range(3))
+    code, out, _ = tw("predict", "--model", "r/model.safetensors", "--x", row)
+    assert code == 0
+    assert float(out.splitlines()[1].split(",")[-1]) == pytest.approx(
+        ours.column("prediction")[0].as_py(), rel=1e-5
+    )
+
+
+def test_evaluate_prints_metrics_and_json(species, capsys, monkeypatch):
+    from torchwork.cli import main
+
+    folder, _ = species
+    monkeypatch.chdir(folder)
+    assert (
+        main(["evaluate", "--model", "run/model.safetensors", "--data", "iris.csv", "--json"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "multiclass" and result["rows"] == 600
+    assert result["metrics"]["accuracy"] > 0.9
+    assert main(["evaluate", "--model", "run/model.safetensors", "--data", "iris.csv"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "Confusion matrix" in out and "versicolor" in out
+
+
+def test_predict_column_errors(species, tw):
+    folder, _ = species
+    write_csv(folder / "renamed.csv", {"p": [1.0], "Q": [2.0], "colour": ["red"]})
+    assert_one_line_error(
+        tw(
+            "predict",
+            "--model",
+            str(folder / "run" / "model.safetensors"),
+            "--data",
+            str(folder / "renamed.csv"),
+        ),
+        "lacks the model's column(s) q",
+        "other columns Q",
+    )
+    write_csv(folder / "green.csv", {"p": [1.0], "q": [2.0], "colour": ["green"]})
+    assert_one_line_error(
+        tw(
+            "predict",
+            "--model",
+            str(folder / "run" / "model.safetensors"),
+            "--data",
+            str(folder / "green.csv"),
+        ),
+        "category 'green' in row 1, which the model never saw",
+    )
+
+
+def _bad_tables(tmp_path):
+    write_csv(
+        tmp_path / "ok.csv",
+        {
+            "a": [float(i) for i in range(20)],
+            "b": [float(i % 3) for i in range(20)],
+            "y": [i * 0.5 for i in range(20)],
+        },
+    )
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("a,b,y\n")
+    (tmp_path / "nan.csv").write_text("a,y\n1,2\n2,\n3,4\n4,5\n5,6\n")
+    (tmp_path / "inf.csv").write_text("a,y\n1,2\ninf,3\n3,4\n4,5\n5,6\n")
+    (tmp_path / "text.csv").write_text("a,y\n1,2\n2,3\nabc,4\n4,5\n5,6\n")
+    (tmp_path / "const.csv").write_text("a,c,y\n1,7,2\n2,7,3\n3,7,4\n4,7,5\n5,7,6\n")
+    (tmp_path / "few.csv").write_text("a,y\n1,2.5\n2,3.7\n3,1.1\n")
+    (tmp_path / "words.csv").write_text("a,y\n1,x\n2,y\n3,z\n4,x\n5,y\n")
+    (tmp_path / "data.json").write_text("{}")
+
+
+BAD_TABLES = [
+    (("--data", "missing.csv"), "data file missing.csv does not exist"),
+    (("--data", "data.json"), "cannot read data.json: use a .csv"),
+    (("--data", "empty.csv"), "empty.csv is empty"),
+    (("--data", "header.csv"), "header.csv has a header but no data rows"),
+    (
+        ("--data", "ok.csv", "--target", "z"),
+        "target column 'z' is not in ok.csv; its columns are a, b, y",
+    ),
+    (("--data", "ok.csv", "--features", "a,zz"), "'zz' not in ok.csv"),
+    (("--data", "nan.csv"), "column 'y' of nan.csv has an empty or NaN cell in row 2"),
+    (("--data", "inf.csv"), "column 'a' of inf.csv has an infinite value in row 2"),
+    (("--data", "text.csv"), "column 'a' of text.csv has a non-numeric value 'abc' in row 3"),
+    (("--data", "const.csv"), "column 'c' of const.csv has the same value (7) in every row"),
+    (("--data", "few.csv", "--train", "0.5"), "has 3 rows, too few for the split"),
+    (("--data", "words.csv", "--task", "regression"), "holds text, which cannot be regressed"),
+    (("--data", "words.csv", "--task", "binary"), "has 3 distinct values, not 2"),
+    (("--data", "ok.csv", "--loss", "bce"), "--loss bce does not fit a regression task"),
+    (("--data", "ok.csv", "--task", "sideways"), "invalid choice: 'sideways'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_TABLES, ids=[" ".join(a) for a, _ in BAD_TABLES])
+def test_bad_tables_are_one_clear_line_and_leave_nothing(tw, tmp_path, args, message):
+    _bad_tables(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    try:
+        outcome = tw("run", *args, "--out", "never")
+    except SystemExit as e:  # argparse's own one-line errors
+        outcome = (e.code, "", "")
+        assert e.code == 2
+        return
+    assert_one_line_error(outcome, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_dropna_drops_and_says_how_many(tw, tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=50)
+    y = list(2 * a + 1)
+    y[3] = None
+    y[17] = None
+    write_csv(tmp_path / "holes.csv", {"a": a, "y": y})
+    code, out, err = tw(
+        "run", "--data", "holes.csv", "--dropna", "--out", "d", "--no-plots", "--epochs", "20"
+    )
+    assert code == 0, err
+    assert "dropped 2 of 50 rows" in out
+    assert summary(tmp_path, "d")["rows"] == {"train": 38, "test": 10}
