@@ -183,9 +183,12 @@ def test_predict_column_errors(species, tw):
             str(folder / "run" / "model.safetensors"),
             "--data",
             str(folder / "green.csv"),
+            "--out",
+            str(folder / "green-predictions.csv"),
         ),
         "category 'green' in row 1, which the model never saw",
     )
+    assert not (folder / "green-predictions.csv").exists()
 
 
 def _bad_tables(tmp_path):
@@ -206,6 +209,7 @@ def _bad_tables(tmp_path):
     (tmp_path / "few.csv").write_text("a,y\n1,2.5\n2,3.7\n3,1.1\n")
     (tmp_path / "words.csv").write_text("a,y\n1,x\n2,y\n3,z\n4,x\n5,y\n")
     (tmp_path / "data.json").write_text("{}")
+    (tmp_path / "colours.csv").write_text("a,c,y\n1,red,2\n2,blue,3\n3,red,4\n4,blue,5\n5,red,6\n")
 
 
 BAD_TABLES = [
@@ -227,6 +231,7 @@ BAD_TABLES = [
     (("--data", "words.csv", "--task", "binary"), "has 3 distinct values, not 2"),
     (("--data", "ok.csv", "--loss", "bce"), "--loss bce does not fit a regression task"),
     (("--data", "ok.csv", "--task", "sideways"), "invalid choice: 'sideways'"),
+    (("--data", "colours.csv", "--categorical", "none"), "column 'c' of colours.csv holds text"),
 ]
 
 
