@@ -122,8 +122,8 @@ def test_early_stopping_restores_the_best_weights():
     loss_fn = make_loss("mse")
     seen = {}
 
-    def record(epoch, history):
-        seen[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+    def record(state):
+        seen[state.epoch - 1] = {k: v.clone() for k, v in model.state_dict().items()}
 
     history = fit(
         model,

@@ -174,8 +174,101 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     return model
 
 
-def _existing(path: str | Path) -> Path:
+CHECKPOINT_FORMAT = "torchwork-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, contents: dict[str, Any]) -> Path:
+    """Write a resume checkpoint (tensors and plain values only) atomically."""
+    from torchwork import __version__
+
+    path = Path(path)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "torchwork_version": __version__,
+        **contents,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a resume checkpoint with `torch.load(weights_only=True)`; check its format."""
+    path = _existing(path, "checkpoint")
+    contents = _safe_torch_load(path, "a checkpoint")
+    if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
+        raise TorchworkError(f"{path} is not a torchwork checkpoint")
+    version = contents.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise TorchworkError(
+            f"{path} was written in checkpoint format {version}, newer than this torchwork reads "
+            f"({CHECKPOINT_VERSION}): upgrade torchwork"
+        )
+    missing = [k for k in ("epoch", "model", "optimizer", "history", "config") if k not in contents]
+    if missing:
+        raise TorchworkError(f"{path} is an incomplete checkpoint: it lacks {', '.join(missing)}")
+    return contents
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random generator torchwork's runs may touch, as tensors and plain values."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _safe_torch_load(path: Path, what: str) -> Any:
+    try:
+        with warnings.catch_warnings():
+            # A refused or odd file gets our one-line error, not torch's warnings too.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise TorchworkError(
+            f"refused to load {path}: it holds Python objects other than tensors, which could "
+            "run code when loaded; only tensors and plain values are accepted"
+        ) from None
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TorchworkError(
+            f"{path} is not readable as {what} (corrupt or truncated?): {reason}"
+        ) from None
+
+
+def _existing(path: str | Path, what: str = "model") -> Path:
     path = Path(path)
     if not path.is_file():
-        raise TorchworkError(f"model file {path} does not exist")
+        raise TorchworkError(f"{what} file {path} does not exist")
     return path

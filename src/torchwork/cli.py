@@ -136,6 +136,12 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "early stopping patience in epochs (0: off; needs --val)",
     ),
     ("--log-every", "train.log_every", {"type": int}, "record and print losses every N epochs"),
+    (
+        "--checkpoint-every",
+        "train.checkpoint_every",
+        {"type": int},
+        "write a resume checkpoint every N epochs (0: every 30 seconds, and at the end)",
+    ),
     ("--seed", "train.seed", {"type": int}, "random seed"),
     ("--device", "train.device", {"choices": DEVICES}, "where to train"),
     ("--out", "out", {"metavar": "DIR"}, "run folder (default: a new folder under runs/)"),
@@ -170,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the effective config as TOML and exit"
     )
     run.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (with --epochs N to train longer)",
+    )
     for flag, field, options, text in RUN_FLAGS:
         shown = "" if options.get("action") else f" (default: {_default(field)})"
         run.add_argument(flag, dest=field, default=argparse.SUPPRESS, help=text + shown, **options)
@@ -230,6 +241,29 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume:
+        flags = {
+            field: getattr(args, field) for _, field, _, _ in RUN_FLAGS if hasattr(args, field)
+        }
+        for given, name in (
+            (args.config, "--config"),
+            (args.force, "--force"),
+            ("out" in flags, "--out"),
+        ):
+            if given:
+                raise TorchworkError(
+                    f"{name} cannot be used with --resume: the run keeps its own config and folder"
+                )
+        from torchwork.workflow import RESUME_FIELDS, resume
+
+        for flag, field, _, _ in RUN_FLAGS:
+            if field in flags and field not in RESUME_FIELDS:
+                raise TorchworkError(
+                    f"{flag} cannot change when resuming: it would change the result; only "
+                    "--epochs (to train longer), --checkpoint-every and --no-plots may be given"
+                )
+        resume(args.resume, flags)
+        return 0
     config = config_from_args(args)
     config.validate()
     if args.print_config:
@@ -368,10 +402,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except TorchworkError as e:
         print(f"torchwork {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("torchwork: interrupted", file=sys.stderr)
-        return 130
+        return exit_code(e)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", 2)
+        print(
+            f"torchwork {args.command}: stopped at once; files are complete but the run is not",
+            file=sys.stderr,
+        )
+        return 128 + signum
+
+
+EXIT_DIVERGED = 3
+
+
+def exit_code(error: TorchworkError) -> int:
+    """2 for mistakes to fix, 3 when training diverged, 128 + N after signal N (130, 143)."""
+    signum = getattr(error, "signum", None)
+    if signum is not None:
+        return 128 + signum
+    if type(error).__name__ == "TrainingDiverged":
+        return EXIT_DIVERGED
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from torchwork.errors import TorchworkError
 MODELS = ("params", "linear", "mlp")
 LOSSES = ("auto", "l1", "mse", "huber", "bce", "ce")
 TASKS = ("auto", "regression", "binary", "multiclass")
+MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
 CATEGORICAL = ("auto", "none")
 
 # Settings that reliably converge on standardized tabular features; used when a run reads a
@@ -76,6 +77,7 @@ class TrainConfig:
     patience: int = 0  # early stopping after this many epochs without a better validation loss
     log_every: int = 10  # record and print the losses every this many epochs
     seed: int = 42  # seeds model initialisation, shuffling and noise
+    checkpoint_every: int = 0  # write a resume checkpoint every N epochs; 0: every 30 seconds
     device: str = "auto"  # auto (CUDA when available), cpu, cuda or mps
 
 
@@ -90,15 +92,17 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Raise TorchworkError naming the flag to change when a value is out of range."""
         d, m, t = self.data, self.model, self.train
-        _check(
-            math.isfinite(d.weight) and math.isfinite(d.bias),
-            "--weight and --bias must be finite numbers",
-        )
+        for name in ("weight", "bias", "start", "end", "step", "noise"):
+            value = getattr(d, name)
+            _check(math.isfinite(value), f"--{name} must be a finite number (got {value})")
         _check(d.step > 0, f"--step must be greater than 0 (got {d.step})")
         _check(d.start < d.end, f"--start ({d.start}) must be less than --end ({d.end})")
         _check(d.noise >= 0, f"--noise must be 0 or more (got {d.noise})")
-        rows = math.ceil((d.end - d.start) / d.step)
-        _check(rows <= 100_000_000, f"the line would have {rows} rows: use a larger --step")
+        rows = (d.end - d.start) / d.step
+        _check(
+            rows <= MAX_LINE_ROWS,
+            f"the line would have {rows:.3g} rows, more than {MAX_LINE_ROWS}: use a larger --step",
+        )
         for name in ("train", "val", "test"):
             value = getattr(d, name)
             _check(0 <= value <= 1, f"--{name} must be a fraction between 0 and 1 (got {value})")
@@ -135,7 +139,11 @@ class RunConfig:
             "--patience needs a validation split: add --val, for example --train 0.7 --val 0.1",
         )
         _check(t.log_every >= 1, f"--log-every must be at least 1 (got {t.log_every})")
-        _check(t.seed >= 0, f"--seed must be 0 or more (got {t.seed})")
+        _check(
+            t.checkpoint_every >= 0,
+            f"--checkpoint-every must be 0 (every 30 seconds) or more (got {t.checkpoint_every})",
+        )
+        _check(0 <= t.seed < 2**63, f"--seed must be between 0 and 2**63 - 1 (got {t.seed})")
         _check(
             t.device in DEVICES, f"unknown device '{t.device}': use --device {' or '.join(DEVICES)}"
         )

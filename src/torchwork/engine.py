@@ -158,6 +158,32 @@ def format_record(record: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
+class TrainingDiverged(TorchworkError):
+    """The loss became NaN or infinite: training cannot continue from here."""
+
+    def __init__(self, epoch: int, loss: float, kept: str = "") -> None:
+        self.epoch = epoch
+        self.loss = loss
+        super().__init__(
+            f"training diverged at epoch {epoch} (the training loss became {loss}): "
+            f"lower the learning rate (for example --lr 0.001) or scale the data{kept}"
+        )
+
+
+@dataclass
+class TrainState:
+    """Where training stands between epochs: everything a checkpoint needs to resume."""
+
+    epoch: int = 0  # epochs completed; the next epoch to run
+    history: History = field(default_factory=History)
+    best_loss: float = math.inf  # early stopping: the lowest validation loss so far
+    bad_epochs: int = 0  # early stopping: epochs since that loss
+    best_state: dict[str, torch.Tensor] | None = None  # early stopping: the best weights
+    generator: torch.Generator | None = None  # the minibatch order, at the next epoch's start
+    train_loss: torch.Tensor | None = None  # the last epoch's loss, still on the device
+    stop: bool = False  # early stopping decided to stop
+
+
 def fit(
     model: nn.Module,
     X_train: torch.Tensor,
@@ -176,18 +202,21 @@ def fit(
     seed: int = 0,
     log: Callable[[str], None] | None = print,
     progress: bool = False,
-    on_epoch_end: Callable[[int, History], None] | None = None,
+    state: TrainState | None = None,
+    on_epoch_end: Callable[[TrainState], None] | None = None,
 ) -> History:
     """Train for `epochs` epochs; record and log the losses every `log_every` epochs.
 
-    Each epoch runs in a fixed order: train, evaluate, log, `on_epoch_end`, stop check.
-    Full batch when `batch_size` is 0 (the course); otherwise minibatches in a seeded
-    random order that changes every epoch. With `patience` > 0, training stops after that
-    many epochs without a lower validation loss and the best weights are restored.
+    Each epoch runs in a fixed order: train, evaluate, log, `on_epoch_end` (checkpoint),
+    stop check. Full batch when `batch_size` is 0 (the course); otherwise minibatches in a
+    seeded random order that changes every epoch. With `patience` > 0, training stops after
+    that many epochs without a lower validation loss and the best weights are restored.
+    Pass the `state` of an earlier call (as a checkpoint restores it) to continue from there.
 
     The test (and validation) loss is computed on logged epochs only, plus every epoch when
     early stopping needs the validation loss; evaluation never changes the parameters, so
-    the result is the same as evaluating every epoch.
+    the result is the same as evaluating every epoch. A NaN or infinite training loss at a
+    logged epoch raises TrainingDiverged.
 
     >>> X, y = make_line(); s = split(X, y); torch.manual_seed(42)
     >>> model = LinearRegressionModel(); loss_fn = make_loss("l1")
@@ -201,45 +230,53 @@ def fit(
     has_val = X_val is not None and y_val is not None and len(X_val) > 0
     if patience > 0 and not has_val:
         raise TorchworkError("early stopping (patience) needs a validation split: add --val")
-    shuffle = 0 < batch_size < len(X_train)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    state = state if state is not None else TrainState()
+    if 0 < batch_size < len(X_train) and state.generator is None:
+        state.generator = torch.Generator().manual_seed(seed)
     test_batches = [(X_test, y_test)] if len(X_test) > 0 else []
     val_batches = [(X_val, y_val)] if has_val else []
+    history = state.history
 
-    history = History()
-    best_loss = math.inf
-    best_state: dict[str, torch.Tensor] | None = None
-    bad_epochs = 0
-
-    epoch_range: Iterable[int] = range(epochs)
+    epoch_range: Iterable[int] = range(state.epoch, epochs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(epoch_range, desc="Training", unit="epoch", leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            epoch_range,
+            desc="Training",
+            unit="epoch",
+            leave=False,
+            dynamic_ncols=True,
+            initial=state.epoch,
+            total=epochs,
+        )
         epoch_range = bar
     write = log
     if bar is not None and log is not None:
         write = bar.write
 
     for epoch in epoch_range:
+        if state.stop:
+            break
         train_loss = train_step(
-            model, batches(X_train, y_train, batch_size, generator), loss_fn, optimizer
+            model, batches(X_train, y_train, batch_size, state.generator), loss_fn, optimizer
         )
 
         val_loss = test_step(model, val_batches, loss_fn) if has_val and patience > 0 else None
-        stop = False
         if val_loss is not None:
             current = float(val_loss)
-            if current < best_loss:
-                best_loss, bad_epochs, history.best_epoch = current, 0, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if current < state.best_loss:
+                state.best_loss, state.bad_epochs, history.best_epoch = current, 0, epoch
+                state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
-                bad_epochs += 1
-                stop = bad_epochs >= patience
+                state.bad_epochs += 1
+                state.stop = state.bad_epochs >= patience
 
-        if epoch % log_every == 0 or stop:
+        if epoch % log_every == 0 or state.stop:
             record: dict[str, Any] = {"epoch": epoch, "train_loss": float(train_loss)}
+            if not math.isfinite(record["train_loss"]):
+                raise TrainingDiverged(epoch, record["train_loss"])
             if has_val:
                 if val_loss is None:
                     val_loss = test_step(model, val_batches, loss_fn)
@@ -250,19 +287,19 @@ def fit(
             if write is not None:
                 write(format_record(record))
 
+        state.epoch = epoch + 1
+        state.train_loss = train_loss
+        history.stopped_early = state.stop
         if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
-        if stop:
-            history.stopped_early = True
-            if write is not None:
-                write(
-                    f"Early stopping at epoch {epoch}: no lower validation loss for {patience} "
-                    f"epochs; restoring the weights of epoch {history.best_epoch}"
-                )
-            break
+            on_epoch_end(state)
+        if state.stop and write is not None:
+            write(
+                f"Early stopping at epoch {epoch}: no lower validation loss for {patience} "
+                f"epochs; restoring the weights of epoch {history.best_epoch}"
+            )
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
     if bar is not None:
         bar.close()
     return history

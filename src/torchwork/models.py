@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 from torch import nn
 
 from torchwork.errors import TorchworkError
+
+MAX_PARAMETERS = (
+    100_000_000  # torchwork fits small models; this guards against typos like 64000,64000
+)
 
 
 class LinearRegressionModel(nn.Module):
@@ -91,6 +96,17 @@ def build_model(
       (linear_layer): Linear(in_features=3, out_features=1, bias=True)
     )
     """
+    sizes = (
+        [in_features, *(hidden or [64, 64]), out_features]
+        if kind == "mlp"
+        else [in_features, out_features]
+    )
+    parameters = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    if parameters > MAX_PARAMETERS:
+        raise TorchworkError(
+            f"the {kind} model would have {parameters:,} parameters, more than {MAX_PARAMETERS:,}: "
+            "use smaller --hidden sizes"
+        )
     if kind == "params":
         if in_features != 1 or out_features != 1:
             raise TorchworkError(

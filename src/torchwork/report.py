@@ -20,6 +20,8 @@ RUN_FILES = (
     "model.safetensors",
     "model.pth",
     "predictions.csv",
+    "checkpoint-last.pt",
+    "checkpoint-best.pt",
 )
 RUN_FOLDERS = ("plots",)
 

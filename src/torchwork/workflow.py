@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -14,10 +15,18 @@ import torch
 from torch import nn
 
 from torchwork import __version__
-from torchwork.checkpoint import load, read_metadata, save
+from torchwork.checkpoint import (
+    load,
+    load_checkpoint,
+    read_metadata,
+    rng_states,
+    save,
+    save_checkpoint,
+    set_rng_states,
+)
 from torchwork.config import RunConfig
 from torchwork.data import make_line, split_indices
-from torchwork.engine import fit, make_loss, make_optimizer
+from torchwork.engine import History, TrainingDiverged, TrainState, fit, make_loss, make_optimizer
 from torchwork.errors import TorchworkError
 from torchwork.fileio import atomic_path, write_text_atomic
 from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
@@ -149,14 +158,29 @@ def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepa
     )
 
 
-def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Run the whole workflow and return the run folder.
+@dataclass
+class Session:
+    """Steps 1 and 2 done: the data on the device, the model, loss function and optimizer."""
 
-    >>> folder = run(RunConfig(out="runs/demo"))  # doctest: +SKIP
-    """
-    config.validate()
+    config: RunConfig
+    data: Prepared
+    device: torch.device
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    X: dict[str, torch.Tensor]
+    y: dict[str, torch.Tensor]
+    out: Path
+    data_sha256: str | None = None
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {name: len(rows) for name, rows in self.data.rows.items()}
+
+
+def setup(config: RunConfig, out: Path, log: Callable[[str], None] = print) -> Session:
+    """Steps 1 and 2: read or make the data, split it, build the model, loss and optimizer."""
     d, m, t = config.data, config.model, config.train
-    out = resolve_run_dir(config.out, force)
     device = resolve_device(t.device)
     log(f"torchwork {__version__} | torch {torch.__version__} | device {device} | seed {t.seed}")
 
@@ -178,39 +202,313 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
         f"2. Model: {type(model).__name__} ({m.kind}); loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
     )
     log(f"   Initial parameters: {describe_parameters(model)}")
-
-    out = create_run_dir(out)
     model.to(device)
-    X = {name: data.part(data.X, name).to(device) for name in SPLITS}
-    y = {name: data.part(data.y, name).to(device) for name in SPLITS}
-    optimizer = make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum)
-    outputs_before = outputs_of(model, X["test"])
+    return Session(
+        config,
+        data,
+        device,
+        model,
+        loss_fn,
+        make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum),
+        {name: data.part(data.X, name).to(device) for name in SPLITS},
+        {name: data.part(data.y, name).to(device) for name in SPLITS},
+        out,
+        file_sha256(d.path) if d.path else None,
+    )
 
-    # 3. Training
+
+def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Run the whole workflow and return the run folder.
+
+    >>> folder = run(RunConfig(out="runs/demo"))  # doctest: +SKIP
+    """
+    config.validate()
+    out = resolve_run_dir(config.out, force)
+    session = setup(config, out, log)
+    create_run_dir(out)
+    outputs_before = outputs_of(session.model, session.X["test"])
+    history, seconds = train(session, TrainState(), 0.0, log)
+    return finish(session, history, seconds, outputs_before, log)
+
+
+def resume(
+    folder: str | Path, overrides: dict[str, Any] | None = None, log: Callable[[str], None] = print
+) -> Path:
+    """Continue the run in `folder` from its last checkpoint, with its stored config.
+
+    Only settings that cannot change the result may be given (`train.epochs`, to train
+    longer, `plots`, `train.checkpoint_every`); anything else is refused.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TorchworkError(f"--resume {folder}: no such run folder")
+    path = folder / CHECKPOINT_LAST
+    if not path.exists():
+        raise TorchworkError(
+            f"--resume {folder}: it has no {CHECKPOINT_LAST} (the run stopped before its first "
+            "checkpoint): start it again with --force"
+        )
+    contents = load_checkpoint(path)
+    config = RunConfig.from_dict(contents["config"], str(path))
+    for name, value in (overrides or {}).items():
+        if name not in RESUME_FIELDS:
+            raise TorchworkError(
+                f"{name} cannot change when resuming: it would change the result; only "
+                f"{', '.join(RESUME_FIELDS)} may be given"
+            )
+        config.set(name, value)
+    config.out = str(folder)
+    config.validate()
+    done = contents["epoch"]
+    if config.train.epochs < done:
+        raise TorchworkError(
+            f"--epochs {config.train.epochs} is less than the {done} epochs already trained: give --epochs {done} or more"
+        )
+    session = setup(config, folder, log)
+    if session.data_sha256 != contents.get("data_sha256"):
+        raise TorchworkError(
+            f"the data file {config.data.path} changed since the run started: resuming would not "
+            "give the same result; start a new run"
+        )
+    torch.manual_seed(config.train.seed)
+    initial = build_model(
+        config.model.kind,
+        session.data.X.shape[1],
+        session.model.spec()["out_features"],
+        config.model.hidden,
+    )
+    outputs_before = outputs_of(initial.to(session.device), session.X["test"])
+    state = restore(session, contents)
+    for stale in [*folder.glob(".*.tmp"), *folder.glob("plots/.*.tmp")]:
+        stale.unlink(missing_ok=True)  # left by a process killed mid-write
+    log(f"Resuming {folder} after epoch {done - 1} of {config.train.epochs}")
+    history, seconds = train(session, state, float(contents.get("seconds", 0.0)), log)
+    return finish(session, history, seconds, outputs_before, log)
+
+
+RESUME_FIELDS = ("train.epochs", "train.checkpoint_every", "plots")
+CHECKPOINT_LAST = "checkpoint-last.pt"
+CHECKPOINT_BEST = "checkpoint-best.pt"
+CHECKPOINT_SECONDS = 30.0  # with --checkpoint-every 0, write a checkpoint this often
+
+
+def restore(session: Session, contents: dict[str, Any]) -> TrainState:
+    """Put the model, optimizer, random generators and training state back as checkpointed."""
+    try:
+        session.model.load_state_dict(contents["model"])
+        session.optimizer.load_state_dict(contents["optimizer"])
+        history = History(**contents["history"])
+        stopping = contents["early_stopping"]
+        state = TrainState(
+            epoch=contents["epoch"],
+            history=history,
+            best_loss=stopping["best_loss"],
+            bad_epochs=stopping["bad_epochs"],
+            best_state=stopping["best_state"],
+            stop=stopping["stop"],
+        )
+        if contents.get("generator") is not None:
+            state.generator = torch.Generator()
+            state.generator.set_state(contents["generator"])
+        set_rng_states(contents["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise TorchworkError(
+            f"the checkpoint in {session.out} does not fit this run: {e}"
+        ) from None
+    if state.best_state is not None:
+        state.best_state = {k: v.to(session.device) for k, v in state.best_state.items()}
+    return state
+
+
+class Checkpointer:
+    """The `on_epoch_end` hook: writes checkpoints and the history so far, and stops the run
+    cleanly after a signal."""
+
+    def __init__(
+        self, session: Session, seconds_before: float, stop: StopSignals, log: Callable[[str], None]
+    ) -> None:
+        self.session = session
+        self.every = session.config.train.checkpoint_every
+        self.seconds_before = seconds_before
+        self.started = time.perf_counter()
+        self.last_write = self.started
+        self.stop = stop
+        self.log = log
+        self.best_written: int | None = None
+        self.last_epoch: int | None = None
+
+    def __call__(self, state: TrainState) -> None:
+        epochs = self.session.config.train.epochs
+        due = (
+            (self.every > 0 and state.epoch % self.every == 0)
+            or (self.every == 0 and time.perf_counter() - self.last_write >= CHECKPOINT_SECONDS)
+            or state.epoch == epochs
+            or state.stop
+            or self.stop.received is not None
+        )
+        if due:
+            self.save(state)
+        if self.stop.received is not None:
+            raise TrainingInterrupted(self.stop.received, state.epoch, self.session.out)
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def save(self, state: TrainState) -> None:
+        s = self.session
+        if state.train_loss is not None and not bool(torch.isfinite(state.train_loss)):
+            raise TrainingDiverged(state.epoch - 1, float(state.train_loss))
+        if not all(bool(torch.isfinite(p).all()) for p in s.model.parameters()):
+            raise TrainingDiverged(
+                state.epoch - 1, float("nan"), " (the parameters are no longer finite)"
+            )
+        history = state.history
+        contents = {
+            "epoch": state.epoch,
+            "model": s.model.state_dict(),
+            "optimizer": s.optimizer.state_dict(),
+            "history": {
+                "records": history.records,
+                "stopped_early": history.stopped_early,
+                "best_epoch": history.best_epoch,
+            },
+            "early_stopping": {
+                "best_loss": state.best_loss,
+                "bad_epochs": state.bad_epochs,
+                "best_state": state.best_state,
+                "stop": state.stop,
+            },
+            "generator": state.generator.get_state() if state.generator is not None else None,
+            "rng": rng_states(),
+            "config": checkpoint_config(s.config),
+            "data_sha256": s.data_sha256,
+            "seconds": self.seconds(),
+        }
+        save_checkpoint(s.out / CHECKPOINT_LAST, contents)
+        if state.best_state is not None and history.best_epoch != self.best_written:
+            save_checkpoint(s.out / CHECKPOINT_BEST, contents | {"model": state.best_state})
+            self.best_written = history.best_epoch
+        write_text_atomic(s.out / "metrics.csv", history.to_csv())
+        self.last_write = time.perf_counter()
+        self.last_epoch = state.epoch
+
+
+def checkpoint_config(config: RunConfig) -> dict[str, Any]:
+    """The config as a checkpoint keeps it: the data path made absolute, so a resume from
+    another folder reads the same file."""
+    stored = config.to_dict()
+    if config.data.path:
+        stored["data"]["path"] = str(Path(config.data.path).resolve())
+    return stored
+
+
+class TrainingInterrupted(TorchworkError):
+    """A signal stopped training after a checkpoint; the run can be resumed."""
+
+    def __init__(self, signum: int, epoch: int, folder: Path) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: stopped after epoch {epoch - 1} with a checkpoint; "
+            f"resume with: torchwork run --resume {folder}"
+        )
+
+
+class StopSignals:
+    """While training: the first SIGINT or SIGTERM asks for a clean stop after the current
+    epoch (with a checkpoint); a second one stops at once. Atomic writes mean no file is
+    left half-written either way."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.received: int | None = None
+        self.log = log
+        self.previous: dict[int, Any] = {}
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise ImmediateStop(signum)
+        self.received = signum
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after this epoch with a checkpoint "
+            "(press Ctrl-C again to stop at once)",
+            file=sys.stderr,
+        )
+
+    def __enter__(self) -> StopSignals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+
+
+class ImmediateStop(KeyboardInterrupt):
+    """A second signal during training: stop now (exit code 128 + the signal's number)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def train(
+    session: Session, state: TrainState, seconds_before: float, log: Callable[[str], None]
+) -> tuple[History, float]:
+    """Step 3: fit, with checkpoints; a divergence or a signal still leaves a resumable run."""
+    t = session.config.train
+    X, y = session.X, session.y
     log(
         f"3. Training for {t.epochs} epochs ({'full batch' if t.batch_size == 0 else f'batches of {t.batch_size}'})"
     )
-    started = time.perf_counter()
-    history = fit(
-        model,
-        X["train"],
-        y["train"],
-        X["test"],
-        y["test"],
-        loss_fn,
-        optimizer,
-        t.epochs,
-        X_val=X["val"],
-        y_val=y["val"],
-        batch_size=t.batch_size,
-        patience=t.patience,
-        log_every=t.log_every,
-        seed=t.seed,
-        log=log,
-        progress=sys.stderr.isatty(),
-    )
-    seconds = time.perf_counter() - started
-    write_text_atomic(out / "metrics.csv", history.to_csv())
+    with StopSignals(log) as stop:
+        checkpointer = Checkpointer(session, seconds_before, stop, log)
+        try:
+            history = fit(
+                session.model,
+                X["train"],
+                y["train"],
+                X["test"],
+                y["test"],
+                session.loss_fn,
+                session.optimizer,
+                t.epochs,
+                X_val=X["val"],
+                y_val=y["val"],
+                batch_size=t.batch_size,
+                patience=t.patience,
+                log_every=t.log_every,
+                seed=t.seed,
+                log=log,
+                progress=sys.stderr.isatty(),
+                state=state,
+                on_epoch_end=checkpointer,
+            )
+        except TrainingDiverged as e:
+            write_text_atomic(session.out / "metrics.csv", state.history.to_csv())
+            kept = (
+                f"; the last good checkpoint (after epoch {checkpointer.last_epoch - 1}) is kept in "
+                f"{session.out / CHECKPOINT_LAST}"
+                if checkpointer.last_epoch
+                else ""
+            )
+            raise TrainingDiverged(e.epoch, e.loss, kept) from None
+    return history, checkpointer.seconds()
+
+
+def finish(
+    session: Session,
+    history: History,
+    seconds: float,
+    outputs_before: torch.Tensor,
+    log: Callable[[str], None],
+) -> Path:
+    """Steps 4 to 6: evaluate, draw, save and check the model files, write the summary."""
+    config, data, model, out = session.config, session.data, session.model, session.out
+    sizes, X = session.sizes, session.X
 
     # 4. Predictions and evaluation
     used = [name for name in SPLITS if sizes[name]]
@@ -229,7 +527,6 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
             metrics, reference, "closed-form" if data.task == "regression" else "majority"
         )
     )
-
     if config.plots:
         draw_plots(
             out / "plots", data, history, outputs_before, outputs.get("test"), scores.get("test")
@@ -241,7 +538,7 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
     check_rows = "test" if sizes["test"] else "train"
     for name in ("model.safetensors", "model.pth"):
         save(model, out / name, config=saved_config, preprocess=preprocess)
-        loaded = load(out / name).to(device)
+        loaded = load(out / name).to(session.device)
         if not torch.equal(outputs_of(loaded, X[check_rows]), outputs[check_rows]):
             raise RuntimeError(
                 f"the model loaded from {out / name} predicts differently from the trained one"
@@ -252,10 +549,20 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
     )
 
     # 6. The run folder
+    write_text_atomic(out / "metrics.csv", history.to_csv())
     write_text_atomic(out / "config.toml", RunConfig.from_dict(saved_config).to_toml())
-    written = ["config.toml", "metrics.csv", "summary.json", "model.safetensors", "model.pth"]
+    written = [
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "model.safetensors",
+        "model.pth",
+        CHECKPOINT_LAST,
+    ]
+    if (out / CHECKPOINT_BEST).exists():
+        written.append(CHECKPOINT_BEST)
     if data.encoder is not None:
-        write_predictions(out / "predictions.csv", data, model, device)
+        write_predictions(out / "predictions.csv", data, model, session.device)
         written.append("predictions.csv")
     summary: dict[str, Any] = {
         "task": data.task,
@@ -265,12 +572,14 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
             k: v.detach().cpu().reshape(-1).tolist() for k, v in model.state_dict().items()
         },
         "rows": {name: sizes[name] for name in used},
-        "epochs_run": history.records[-1]["epoch"] + 1 if history.stopped_early else t.epochs,
+        "epochs_run": history.records[-1]["epoch"] + 1
+        if history.stopped_early
+        else config.train.epochs,
         "stopped_early": history.stopped_early,
         "best_epoch": history.best_epoch,
         "seconds": seconds,
-        "device": str(device),
-        "seed": t.seed,
+        "device": str(session.device),
+        "seed": config.train.seed,
         "versions": {"torchwork": __version__, "torch": torch.__version__},
     }
     if data.true is not None:
@@ -280,13 +589,21 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
         summary["confusion_matrix"] = {name: scores[name][1]["confusion_matrix"] for name in used}
     if data.encoder is not None:
         summary["data"] = {
-            "path": d.path,
+            "path": config.data.path,
             "target": data.encoder.target,
             "features": data.encoder.feature_names,
         }
     write_json(out / "summary.json", summary)
     log(f"6. Run folder: {out} ({', '.join(written)}{', plots/' if config.plots else ''})")
     return out
+
+
+def file_sha256(path: str | Path) -> str:
+    """The data file's fingerprint, so a resume can tell whether it changed."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
