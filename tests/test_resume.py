@@ -18,10 +18,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import kill_resume
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run of each workload, made once for the module."""
+    made = {}
+
+    def get(workload: str) -> Path:
+        if workload not in made:
+            folder = tmp_path_factory.mktemp(f"reference-{workload}")
+            made[workload] = kill_resume.uninterrupted(kill_resume.WORKLOADS[workload], folder)
+        return made[workload]
+
+    return get
+
+
 @pytest.mark.parametrize("workload", ["full-batch", "minibatch"])
-def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, workload):
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, workload, reference):
     args = kill_resume.WORKLOADS[workload]
-    reference = kill_resume.uninterrupted(args, tmp_path)
     rng = random.Random(f"torchwork-{workload}")
     kills = 0
     for i in range(2):  # two kill points per workload, four in all
@@ -29,7 +42,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, worklo
             args, tmp_path, f"kill-{i}", rng.uniform(0.05, 0.8)
         )
         kills += killed
-        assert kill_resume.identical(reference, run) == []
+        assert kill_resume.identical(reference(workload), run) == []
     assert kills >= 1  # at least one kill landed mid-training
 
 
@@ -52,7 +65,7 @@ def _wait_for(path: Path, process, timeout=120):
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_writes_a_checkpoint_and_resume_completes(tmp_path, signum, code):
+def test_a_signal_writes_a_checkpoint_and_resume_completes(tmp_path, signum, code, reference):
     args = kill_resume.MINIBATCH
     process = _start(tmp_path, *args, "--out", "run", "--no-plots")
     _wait_for(tmp_path / "run" / "checkpoint-last.pt", process)
@@ -72,8 +85,7 @@ def test_a_signal_writes_a_checkpoint_and_resume_completes(tmp_path, signum, cod
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
-    reference = kill_resume.uninterrupted(args, tmp_path)
-    assert kill_resume.identical(reference, tmp_path / "run") == []
+    assert kill_resume.identical(reference("minibatch"), tmp_path / "run") == []
 
 
 def test_checkpoint_holds_plain_values_and_every_generator(tw, tmp_path):

@@ -48,8 +48,13 @@ def read_table(path: str | Path) -> pa.Table:
             table = _read_excel(path)
         else:
             table = _read_numpy(path)
+        names = table.column_names  # decodes the header, which may not be valid UTF-8
     except TorchworkError:
         raise
+    except UnicodeDecodeError:
+        raise TorchworkError(
+            f"cannot read {path}: it is not UTF-8 text; save it as UTF-8"
+        ) from None
     except (pa.ArrowException, OSError, ValueError, KeyError, EOFError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TorchworkError(f"cannot read {path} as {suffix[1:]}: {reason}") from None
@@ -61,7 +66,6 @@ def read_table(path: str | Path) -> pa.Table:
         raise TorchworkError(f"{path} has no columns")
     if table.num_rows == 0:
         raise TorchworkError(f"{path} has a header but no data rows")
-    names = table.column_names
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise TorchworkError(f"{path} has duplicate column names: {', '.join(duplicates)}")
