@@ -201,3 +201,23 @@ def test_linear_adam_mse_reaches_the_closed_form_optimum_on_several_features():
     optimum = mse(least_squares(s.X_train, s.y_train).predict(s.X_test), s.y_test)
     assert math.isfinite(learned)
     assert learned <= optimum * 1.01, (learned, optimum)
+
+
+def test_evaluating_every_epoch_gives_the_same_history_and_parameters():
+    lazy_model, lazy = torchwork_course(200)
+    eager_model, eager = torchwork_course(200, eval_every=1)
+    assert lazy.records == eager.records
+    assert torch.equal(lazy_model.weights, eager_model.weights)
+    assert torch.equal(lazy_model.bias, eager_model.bias)
+
+
+def test_prefetched_shuffled_batches_equal_plain_indexing():
+    from torchwork import data
+
+    X, y = make_regression(rows=4 * data.PREFETCH_ROWS + 123, weights=[1.0, -1.0], seed=0)
+    fast = list(data.batches(X, y, 1000, torch.Generator().manual_seed(3)))
+    order = torch.randperm(len(X), generator=torch.Generator().manual_seed(3))
+    assert len(fast) == -(-len(X) // 1000)
+    for i, (xb, yb) in enumerate(fast):
+        index = order[i * 1000 : (i + 1) * 1000]
+        assert torch.equal(xb, X[index]) and torch.equal(yb, y[index])

@@ -137,6 +137,12 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     ("--log-every", "train.log_every", {"type": int}, "record and print losses every N epochs"),
     (
+        "--eval-every",
+        "train.eval_every",
+        {"type": int},
+        "also compute the test loss every N epochs, as the course does (0: when recording)",
+    ),
+    (
         "--checkpoint-every",
         "train.checkpoint_every",
         {"type": int},

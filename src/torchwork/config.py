@@ -76,6 +76,7 @@ class TrainConfig:
     batch_size: int = 0  # rows per step; 0 = the whole training split at once (full batch)
     patience: int = 0  # early stopping after this many epochs without a better validation loss
     log_every: int = 10  # record and print the losses every this many epochs
+    eval_every: int = 0  # also compute the test loss every N epochs (0: only when recording)
     seed: int = 42  # seeds model initialisation, shuffling and noise
     checkpoint_every: int = 0  # write a resume checkpoint every N epochs; 0: every 30 seconds
     device: str = "auto"  # auto (CUDA when available), cpu, cuda or mps
@@ -138,6 +139,7 @@ class RunConfig:
             t.patience == 0 or d.val > 0,
             "--patience needs a validation split: add --val, for example --train 0.7 --val 0.1",
         )
+        _check(t.eval_every >= 0, f"--eval-every must be 0 or more (got {t.eval_every})")
         _check(t.log_every >= 1, f"--log-every must be at least 1 (got {t.log_every})")
         _check(
             t.checkpoint_every >= 0,

@@ -167,7 +167,9 @@ def batches(
     """Yield (X, y) minibatches; the whole set at once when batch_size is 0 or covers it.
 
     With a generator the rows are visited in a new random order (one permutation per call),
-    every row exactly once.
+    every row exactly once. No per-row objects: each batch is gathered from the tensors with
+    one index. On the CPU, large sets gather the next rows in a background thread while the
+    current batches train (the order and values are the same either way).
     """
     rows = len(X)
     if batch_size <= 0 or batch_size >= rows:
@@ -177,10 +179,51 @@ def batches(
         for i in range(0, rows, batch_size):
             yield X[i : i + batch_size], y[i : i + batch_size]
         return
-    order = torch.randperm(rows, generator=generator).to(X.device)
+    order = torch.randperm(rows, generator=generator)
+    if X.device.type == "cpu" and rows >= 4 * PREFETCH_ROWS:
+        yield from _prefetched(X, y, order, batch_size)
+        return
+    order = order.to(X.device)
     for i in range(0, rows, batch_size):
         index = order[i : i + batch_size]
         yield X[index], y[index]
+
+
+PREFETCH_ROWS = 65536  # rows gathered per background task: measured best of 16k and 64k
+
+
+def _prefetched(
+    X: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    # Random rows cost memory latency to gather; doing it for the next chunk while this
+    # chunk trains hides that cost on a second core. Two chunks exist at a time, at most.
+    chunk = max(1, PREFETCH_ROWS // batch_size) * batch_size
+    starts = list(range(0, len(X), chunk))
+
+    def gather(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = order[start : start + chunk]
+        return X.index_select(0, index), y.index_select(0, index)
+
+    pool = _prefetch_pool()
+    pending = pool.submit(gather, starts[0])
+    for k in range(len(starts)):
+        X_chunk, y_chunk = pending.result()
+        if k + 1 < len(starts):
+            pending = pool.submit(gather, starts[k + 1])
+        for i in range(0, len(X_chunk), batch_size):
+            yield X_chunk[i : i + batch_size], y_chunk[i : i + batch_size]
+
+
+_POOL = None
+
+
+def _prefetch_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchwork-prefetch")
+    return _POOL
 
 
 def read_features(path: str | Path) -> torch.Tensor:

@@ -481,6 +481,7 @@ def train(
                 batch_size=t.batch_size,
                 patience=t.patience,
                 log_every=t.log_every,
+                eval_every=t.eval_every,
                 seed=t.seed,
                 log=log,
                 progress=sys.stderr.isatty(),
