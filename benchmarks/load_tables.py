@@ -34,21 +34,16 @@ def pandas_load(reader, path: Path, **kwargs) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frame.to_numpy(dtype=np.float32)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--cols", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-
+def measure(rows: int, cols: int, repeats: int) -> tuple[dict[tuple[str, str], float], float]:
+    """Median seconds per (reader, file kind), and the CSV's size in MB."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     with tempfile.TemporaryDirectory() as folder:
         rng = np.random.default_rng(0)
-        data = rng.normal(size=(args.rows, args.cols)).astype(np.float32)
-        table = pa.table({f"c{i}": data[:, i] for i in range(args.cols)})
+        data = rng.normal(size=(rows, cols)).astype(np.float32)
+        table = pa.table({f"c{i}": data[:, i] for i in range(cols)})
         csv_path, parquet_path = Path(folder) / "t.csv", Path(folder) / "t.parquet"
         pcsv.write_csv(table, csv_path)
         pq.write_table(table, parquet_path)
@@ -72,6 +67,10 @@ def main() -> None:
             ]
         except ImportError:
             pd = None
+            print(
+                "pandas is not installed: its rows are skipped (pip install pandas)",
+                file=sys.stderr,
+            )
         cases.append(("torchwork (pyarrow)", "parquet", lambda: torchwork_load(parquet_path)))
         if pd is not None:
             cases.append(
@@ -91,11 +90,17 @@ def main() -> None:
                 and tensor.shape == expected.shape
             )
             assert torch.allclose(tensor, expected, atol=1e-6), name
-        timed = interleaved_medians(
-            {f"{name}|{kind}": fn for name, kind, fn in cases}, args.repeats
-        )
-        results = {tuple(key.split("|")): seconds for key, seconds in timed.items()}
+        timed = interleaved_medians({f"{name}|{kind}": fn for name, kind, fn in cases}, repeats)
+    return {tuple(key.split("|")): seconds for key, seconds in timed.items()}, mb
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--cols", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    results, mb = measure(args.rows, args.cols, args.repeats)
     rows = []
     for kind in ("csv", "parquet"):
         base = results[("torchwork (pyarrow)", kind)]
@@ -119,8 +124,6 @@ def main() -> None:
             ["file", "reader", "seconds (median)", "CSV MB/s", "time vs torchwork"], rows
         )
     )
-    if pd is None:
-        print("pandas is not installed: its rows are skipped (pip install pandas)")
     csv_ratio = (
         results[("torchwork (pyarrow)", "csv")] / results[("torchwork (pyarrow)", "parquet")]
     )
