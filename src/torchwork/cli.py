@@ -183,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
     run.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (runs torchrun for you)",
+    )
+    run.add_argument(
         "--resume",
         metavar="DIR",
         help="continue the run in DIR from its last checkpoint (with --epochs N to train longer)",
@@ -247,6 +253,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        return launch_torchrun(args.nproc, args.argv)
     if args.resume:
         flags = {
             field: getattr(args, field) for _, field, _, _ in RUN_FLAGS if hasattr(args, field)
@@ -279,6 +287,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     run(config, force=args.force)
     return 0
+
+
+def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """`torchwork run --nproc N ...` is `torchrun --standalone --nproc_per_node=N -m torchwork
+    run ...`: PyTorch's own launcher starts and watches the processes."""
+    import subprocess
+
+    if nproc < 1:
+        raise TorchworkError(f"--nproc must be at least 1 (got {nproc})")
+    rest = list(argv)
+    i = rest.index("--nproc") if "--nproc" in rest else None
+    if i is not None:
+        del rest[i : i + 2]
+    else:
+        rest = [a for a in rest if not a.startswith("--nproc=")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "--",  # everything after this is torchwork's: torchrun's parser must not guess at it
+        "torchwork",
+        *rest,
+    ]
+    return subprocess.call(command)
 
 
 def _parse_rows(values: Sequence[str]) -> list[list[float]]:
@@ -401,6 +436,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

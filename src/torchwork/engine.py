@@ -13,6 +13,14 @@ import torch
 from torch import nn
 
 from torchwork.data import batches
+from torchwork.distributed import (
+    Group,
+    all_sum,
+    check_batch,
+    local_rows,
+    shard,
+    sharded_batches,
+)
 from torchwork.errors import TorchworkError
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -79,14 +87,21 @@ def train_step(
         model.train()
     losses = []
     sizes = []
-    for X, y in batches:
+    for batch in batches:
+        X, y = batch[0], batch[1]
         y_pred = model(X)
         loss = loss_fn(y_pred, y)
         optimizer.zero_grad()
-        loss.backward()
+        if len(batch) == 3:
+            # A distributed shard: its loss is weighted so that averaging gradients over
+            # processes gives the gradient of the global batch mean (see distributed.py).
+            (loss * batch[2]).backward()
+            sizes.append(len(X) if batch[2] else 0)
+        else:
+            loss.backward()
+            sizes.append(len(X))
         optimizer.step()
         losses.append(loss.detach())
-        sizes.append(len(X))
     if len(losses) == 1:
         # Full batch: the loss itself, bit for bit (x * n / n can differ in the last bit).
         return losses[0]
@@ -209,6 +224,7 @@ def fit(
     progress: bool = False,
     state: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
+    group: Group | None = None,
 ) -> History:
     """Train for `epochs` epochs; record and log the losses every `log_every` epochs.
 
@@ -217,6 +233,8 @@ def fit(
     seeded random order that changes every epoch. With `patience` > 0, training stops after
     that many epochs without a lower validation loss and the best weights are restored.
     Pass the `state` of an earlier call (as a checkpoint restores it) to continue from there.
+    With a distributed `group` (torchrun), `model` is the DDP-wrapped model and each process
+    trains on its shard of every global batch; the losses are reduced over the processes.
 
     The test (and validation) loss is computed on logged epochs only, plus every epoch when
     early stopping needs the validation loss; evaluation never changes the parameters, so
@@ -239,8 +257,18 @@ def fit(
     state = state if state is not None else TrainState()
     if 0 < batch_size < len(X_train) and state.generator is None:
         state.generator = torch.Generator().manual_seed(seed)
+    core = getattr(model, "module", model)  # the model itself inside a DDP wrapper
+    n_train, n_test, n_val = len(X_train), len(X_test), (len(X_val) if has_val else 0)
+    mean_of = _global_mean(group, X_train.device)
+    train_rows = len(X_train)
+    if group is not None:
+        check_batch(batch_size, group)
+        train_rows = local_rows(len(X_train), batch_size, group)
+        X_test, y_test = shard(X_test, y_test, group)
+        if has_val:
+            X_val, y_val = shard(X_val, y_val, group)
     test_batches = [(X_test, y_test)] if len(X_test) > 0 else []
-    val_batches = [(X_val, y_val)] if has_val else []
+    val_batches = [(X_val, y_val)] if has_val and len(X_val) > 0 else []
     history = state.history
 
     epoch_range: Iterable[int] = range(state.epoch, epochs)
@@ -263,21 +291,26 @@ def fit(
         write = bar.write
 
     # Batches that are the same every epoch are made once; a shuffled order is drawn anew.
-    fixed = None if state.generator is not None else list(batches(X_train, y_train, batch_size))
+    fixed = None
+    if group is None and state.generator is None:
+        fixed = list(batches(X_train, y_train, batch_size))
     for epoch in epoch_range:
         if state.stop:
             break
-        epoch_batches = (
-            fixed if fixed is not None else batches(X_train, y_train, batch_size, state.generator)
-        )
+        if fixed is not None:
+            epoch_batches = fixed
+        elif group is not None:
+            epoch_batches = sharded_batches(X_train, y_train, batch_size, state.generator, group)
+        else:
+            epoch_batches = batches(X_train, y_train, batch_size, state.generator)
         train_loss = train_step(model, epoch_batches, loss_fn, optimizer)
 
-        val_loss = test_step(model, val_batches, loss_fn) if has_val and patience > 0 else None
-        if val_loss is not None:
-            current = float(val_loss)
-            if current < state.best_loss:
-                state.best_loss, state.bad_epochs, history.best_epoch = current, 0, epoch
-                state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        val_loss = None
+        if has_val and patience > 0:
+            val_loss = mean_of(test_step(model, val_batches, loss_fn), len(X_val), n_val)
+            if val_loss < state.best_loss:
+                state.best_loss, state.bad_epochs, history.best_epoch = val_loss, 0, epoch
+                state.best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
             else:
                 state.bad_epochs += 1
                 state.stop = state.bad_epochs >= patience
@@ -287,15 +320,18 @@ def fit(
         if test_batches and (logged or (eval_every > 0 and epoch % eval_every == 0)):
             test_loss = test_step(model, test_batches, loss_fn)
         if logged:
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": float(train_loss)}
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": mean_of(train_loss, train_rows, n_train),
+            }
             if not math.isfinite(record["train_loss"]):
                 raise TrainingDiverged(epoch, record["train_loss"])
             if has_val:
                 if val_loss is None:
-                    val_loss = test_step(model, val_batches, loss_fn)
-                record["val_loss"] = float(val_loss)
-            if test_loss is not None:
-                record["test_loss"] = float(test_loss)
+                    val_loss = mean_of(test_step(model, val_batches, loss_fn), len(X_val), n_val)
+                record["val_loss"] = val_loss
+            if n_test:
+                record["test_loss"] = mean_of(test_loss, len(X_test), n_test)
             history.records.append(record)
             if write is not None:
                 write(format_record(record))
@@ -312,10 +348,22 @@ def fit(
             )
 
     if state.best_state is not None:
-        model.load_state_dict(state.best_state)
+        core.load_state_dict(state.best_state)
     if bar is not None:
         bar.close()
     return history
+
+
+def _global_mean(group: Group | None, device: torch.device) -> Callable[..., float]:
+    """mean(local mean tensor, local rows, all rows) -> the mean over every process's rows."""
+    if group is None:
+        return lambda loss, _rows, _total: float(loss)
+
+    def reduce(loss: torch.Tensor | None, rows: int, total: int) -> float:
+        local = float(loss) * rows if rows and loss is not None else 0.0
+        return all_sum([local], device)[0] / total
+
+    return reduce
 
 
 # A library function, not a test: keep pytest from collecting it where it is imported.

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchwork import __version__
+from torchwork import __version__, distributed
 from torchwork.checkpoint import (
     load,
     load_checkpoint,
@@ -26,6 +27,7 @@ from torchwork.checkpoint import (
 )
 from torchwork.config import RunConfig
 from torchwork.data import make_line, split_indices
+from torchwork.distributed import Group
 from torchwork.engine import History, TrainingDiverged, TrainState, fit, make_loss, make_optimizer
 from torchwork.errors import TorchworkError
 from torchwork.fileio import atomic_path, write_text_atomic
@@ -172,17 +174,31 @@ class Session:
     y: dict[str, torch.Tensor]
     out: Path
     data_sha256: str | None = None
+    group: Group | None = None  # this process's place in a torchrun group, if any
+    train_model: nn.Module | None = None  # what fit trains: the model, or its DDP wrapper
+
+    @property
+    def main(self) -> bool:
+        """Only the main process prints, writes the run folder, plots and saves."""
+        return self.group is None or self.group.main
 
     @property
     def sizes(self) -> dict[str, int]:
         return {name: len(rows) for name, rows in self.data.rows.items()}
 
 
-def setup(config: RunConfig, out: Path, log: Callable[[str], None] = print) -> Session:
+def setup(
+    config: RunConfig, out: Path, log: Callable[[str], None] = print, group: Group | None = None
+) -> Session:
     """Steps 1 and 2: read or make the data, split it, build the model, loss and optimizer."""
     d, m, t = config.data, config.model, config.train
     device = resolve_device(t.device)
-    log(f"torchwork {__version__} | torch {torch.__version__} | device {device} | seed {t.seed}")
+    if group is not None:
+        device = distributed.device_for(group, device)
+    processes = f" | {group.world} processes" if group is not None else ""
+    log(
+        f"torchwork {__version__} | torch {torch.__version__} | device {device}{processes} | seed {t.seed}"
+    )
 
     # 1. Data
     data = prepare_data(config, log)
@@ -203,6 +219,12 @@ def setup(config: RunConfig, out: Path, log: Callable[[str], None] = print) -> S
     )
     log(f"   Initial parameters: {describe_parameters(model)}")
     model.to(device)
+    train_model = model
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
     return Session(
         config,
         data,
@@ -214,21 +236,72 @@ def setup(config: RunConfig, out: Path, log: Callable[[str], None] = print) -> S
         {name: data.part(data.y, name).to(device) for name in SPLITS},
         out,
         file_sha256(d.path) if d.path else None,
+        group,
+        train_model,
     )
 
 
 def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Run the whole workflow and return the run folder.
 
+    Started by torchrun (several processes), it trains data-parallel: every process reads
+    the data and builds the same model; only the main process prints and writes.
+
     >>> folder = run(RunConfig(out="runs/demo"))  # doctest: +SKIP
     """
     config.validate()
-    out = resolve_run_dir(config.out, force)
-    session = setup(config, out, log)
-    create_run_dir(out)
-    outputs_before = outputs_of(session.model, session.X["test"])
-    history, seconds = train(session, TrainState(), 0.0, log)
-    return finish(session, history, seconds, outputs_before, log)
+    with process_group(config) as group:
+        main = group is None or group.main
+        log = log if main else _silent
+        out = _run_folder(config, force, group)
+        if group is not None and distributed.restarted() and (out / CHECKPOINT_LAST).exists():
+            log(f"torchrun restarted the processes: resuming {out} from its last checkpoint")
+            return _resume(out, {}, log, group)
+        session = setup(config, out, log, group)
+        if main:
+            create_run_dir(out)
+        outputs_before = outputs_of(session.model, session.X["test"])
+        history, seconds = train(session, TrainState(), 0.0, log)
+        return finish(session, history, seconds, outputs_before, log)
+
+
+@contextlib.contextmanager
+def process_group(config: RunConfig) -> Iterator[Group | None]:
+    """Join torchrun's process group for the run when launched by it; else None."""
+    if not distributed.launched():
+        yield None
+        return
+    group = distributed.start(resolve_device(config.train.device))
+    try:
+        yield group
+        # Leave together: a process that tears down its group while the main one is still
+        # writing the run folder can take the whole run down with it.
+        distributed.barrier()
+    finally:
+        distributed.stop()
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _run_folder(config: RunConfig, force: bool, group: Group | None) -> Path:
+    """The run folder, chosen by the main process and shared with the others."""
+    if group is None:
+        return resolve_run_dir(config.out, force)
+    import torch.distributed as dist
+
+    answer: list[Any] = [None, None]
+    if group.main:
+        try:
+            # After a torchrun restart the folder holds the failed attempt: reuse it.
+            answer[0] = str(resolve_run_dir(config.out, force or distributed.restarted()))
+        except TorchworkError as e:
+            answer[1] = str(e)
+    dist.broadcast_object_list(answer, src=0)
+    if answer[1] is not None:
+        raise TorchworkError(answer[1])
+    return Path(answer[0])
 
 
 def resume(
@@ -237,9 +310,18 @@ def resume(
     """Continue the run in `folder` from its last checkpoint, with its stored config.
 
     Only settings that cannot change the result may be given (`train.epochs`, to train
-    longer, `plots`, `train.checkpoint_every`); anything else is refused.
+    longer, `plots`, `train.checkpoint_every`); anything else is refused. Under torchrun
+    every process reads the checkpoint and the main one writes.
     """
-    folder = Path(folder)
+    if not distributed.launched():
+        return _resume(Path(folder), overrides, log, None)
+    with process_group(RunConfig()) as group:
+        return _resume(Path(folder), overrides, log if group.main else _silent, group)
+
+
+def _resume(
+    folder: Path, overrides: dict[str, Any] | None, log: Callable[[str], None], group: Group | None
+) -> Path:
     if not folder.is_dir():
         raise TorchworkError(f"--resume {folder}: no such run folder")
     path = folder / CHECKPOINT_LAST
@@ -264,7 +346,7 @@ def resume(
         raise TorchworkError(
             f"--epochs {config.train.epochs} is less than the {done} epochs already trained: give --epochs {done} or more"
         )
-    session = setup(config, folder, log)
+    session = setup(config, folder, log, group)
     if session.data_sha256 != contents.get("data_sha256"):
         raise TorchworkError(
             f"the data file {config.data.path} changed since the run started: resuming would not "
@@ -279,8 +361,9 @@ def resume(
     )
     outputs_before = outputs_of(initial.to(session.device), session.X["test"])
     state = restore(session, contents)
-    for stale in [*folder.glob(".*.tmp"), *folder.glob("plots/.*.tmp")]:
-        stale.unlink(missing_ok=True)  # left by a process killed mid-write
+    if session.main:
+        for stale in [*folder.glob(".*.tmp"), *folder.glob("plots/.*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a process killed mid-write
     log(f"Resuming {folder} after epoch {done - 1} of {config.train.epochs}")
     history, seconds = train(session, state, float(contents.get("seconds", 0.0)), log)
     return finish(session, history, seconds, outputs_before, log)
@@ -344,12 +427,18 @@ class Checkpointer:
             or (self.every == 0 and time.perf_counter() - self.last_write >= CHECKPOINT_SECONDS)
             or state.epoch == epochs
             or state.stop
-            or self.stop.received is not None
         )
-        if due:
+        received = self.stop.received
+        if self.session.group is not None:
+            # Every process checkpoints and stops at the same epoch, whichever of them got
+            # the signal or saw the clock pass (one collective call).
+            signals, dues = distributed.all_sum([received is not None, due], self.session.device)
+            received = received or (signal.SIGTERM if signals else None)
+            due = dues > 0
+        if due or received is not None:
             self.save(state)
-        if self.stop.received is not None:
-            raise TrainingInterrupted(self.stop.received, state.epoch, self.session.out)
+        if received is not None:
+            raise TrainingInterrupted(received, state.epoch, self.session.out)
 
     def seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
@@ -362,6 +451,9 @@ class Checkpointer:
             raise TrainingDiverged(
                 state.epoch - 1, float("nan"), " (the parameters are no longer finite)"
             )
+        if not s.main:
+            self.last_write = time.perf_counter()
+            return
         history = state.history
         contents = {
             "epoch": state.epoch,
@@ -468,7 +560,7 @@ def train(
         checkpointer = Checkpointer(session, seconds_before, stop, log)
         try:
             history = fit(
-                session.model,
+                session.train_model if session.train_model is not None else session.model,
                 X["train"],
                 y["train"],
                 X["test"],
@@ -487,6 +579,7 @@ def train(
                 progress=sys.stderr.isatty(),
                 state=state,
                 on_epoch_end=checkpointer,
+                group=session.group,
             )
         except TrainingDiverged as e:
             write_text_atomic(session.out / "metrics.csv", state.history.to_csv())
@@ -497,6 +590,14 @@ def train(
                 else ""
             )
             raise TrainingDiverged(e.epoch, e.loss, kept) from None
+        except RuntimeError as e:
+            if session.group is None:
+                raise
+            # A collective failed: another process of the run died or hung.
+            raise TorchworkError(
+                f"a process of this distributed run failed ({str(e).splitlines()[0][:200]}); "
+                f"resume with: torchrun ... -m torchwork run --resume {session.out}"
+            ) from None
     return history, checkpointer.seconds()
 
 
@@ -508,6 +609,8 @@ def finish(
     log: Callable[[str], None],
 ) -> Path:
     """Steps 4 to 6: evaluate, draw, save and check the model files, write the summary."""
+    if not session.main:
+        return session.out
     config, data, model, out = session.config, session.data, session.model, session.out
     sizes, X = session.sizes, session.X
 

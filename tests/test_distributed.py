@@ -1,0 +1,249 @@
+"""Data-parallel training with torchrun on the CPU (gloo), as a user would start it."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import regression_table, write_csv
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(
+    cwd: Path, *args: str, nproc: int = 2, extra: tuple[str, ...] = (), timeout: float = 240
+):
+    command = [
+        *TORCHRUN,
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *extra,
+        "-m",
+        "--",
+        "torchwork",
+        "run",
+        *args,
+    ]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def single(cwd: Path, *args: str):
+    result = subprocess.run(
+        [sys.executable, "-m", "torchwork", "run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def parameters(folder: Path):
+    return load_file(folder / "model.safetensors")
+
+
+def summary(folder: Path):
+    return json.loads((folder / "summary.json").read_text())
+
+
+def test_two_processes_full_batch_match_one_process(tmp_path):
+    args = ("--epochs", "100", "--noise", "0.02", "--no-plots", "--model", "linear")
+    result = torchrun(tmp_path, *args, "--out", "two")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "2 processes" in result.stdout and result.stdout.count("1. Data") == 1
+    )  # only rank 0 prints
+    single(tmp_path, *args, "--out", "one")
+    a, b = parameters(tmp_path / "two"), parameters(tmp_path / "one")
+    assert all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)
+    for split, metrics in summary(tmp_path / "one")["metrics"].items():
+        for name, value in metrics.items():
+            assert summary(tmp_path / "two")["metrics"][split][name] == pytest.approx(
+                value, rel=1e-5, abs=1e-7
+            )
+
+
+def test_two_processes_with_minibatches_reach_the_optimum(tmp_path):
+    write_csv(tmp_path / "t.csv", regression_table(rows=4000, features=5, noise=2.0))
+    result = torchrun(
+        tmp_path,
+        "--data",
+        "t.csv",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "40",
+        "--out",
+        "mb",
+        "--no-plots",
+    )
+    assert result.returncode == 0, result.stderr
+    s = summary(tmp_path / "mb")
+    assert s["metrics"]["test"]["mse"] <= s["reference"]["metrics"]["test"]["mse"] * 1.01
+
+
+def test_nproc_flag_launches_torchrun(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchwork",
+            "run",
+            "--nproc",
+            "2",
+            "--epochs",
+            "20",
+            "--start",
+            "0",
+            "--out",
+            "r",
+            "--no-plots",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 processes" in result.stdout and (tmp_path / "r" / "summary.json").exists()
+
+
+def test_two_nodes_on_loopback_complete_a_run_together(tmp_path):
+    port = str(free_port())
+    common = [
+        *TORCHRUN,
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        port,
+    ]
+    args = ["-m", "--", "torchwork", "run", "--epochs", "50", "--out", "nodes", "--no-plots"]
+    nodes = [
+        subprocess.Popen(
+            [*common, "--node_rank", str(r), *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=240) for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outputs
+    assert "2 processes" in outputs[0][0]
+    assert (tmp_path / "nodes" / "summary.json").exists()
+
+
+def _worker_pids(parent: int) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            env = dict(
+                item.split("=", 1)
+                for item in (entry / "environ").read_text().split("\0")
+                if "=" in item
+            )
+        except (OSError, ValueError):
+            continue
+        if "RANK" in env:
+            found[int(env["RANK"])] = int(entry.name)
+    return found
+
+
+LONG = (
+    "--epochs",
+    "1000",
+    "--batch-size",
+    "8",
+    "--shuffle",
+    "--noise",
+    "0.05",
+    "--checkpoint-every",
+    "20",
+    "--log-every",
+    "100",
+    "--no-plots",
+)
+
+
+def _start_and_kill_rank_1(tmp_path, name, restarts):
+    command = [
+        *TORCHRUN,
+        "--standalone",
+        "--nproc_per_node=2",
+        f"--max-restarts={restarts}",
+        "--monitor-interval=0.5",
+        "-m",
+        "--",
+        "torchwork",
+        "run",
+        *LONG,
+        "--out",
+        name,
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / name / "checkpoint-last.pt").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = _worker_pids(process.pid)
+    assert set(workers) == {0, 1}, workers
+    killed_at = time.monotonic()
+    os.kill(workers[1], signal.SIGKILL)
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err, time.monotonic() - killed_at
+
+
+def test_killing_one_rank_ends_the_run_with_a_resumable_checkpoint(tmp_path):
+    code, _, err, seconds = _start_and_kill_rank_1(tmp_path, "killed", restarts=0)
+    assert code != 0 and seconds < 60
+    assert "SIGKILL" in err or "Signal 9" in err or "failed" in err
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torchwork", "run", "--resume", "killed", "--no-plots"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "killed" / "summary.json").exists()
+
+
+def test_max_restarts_resumes_and_matches_the_uninterrupted_run(tmp_path):
+    code, _, err, _ = _start_and_kill_rank_1(tmp_path, "restarted", restarts=1)
+    assert code == 0, err
+    whole = torchrun(tmp_path, *LONG, "--out", "whole")
+    assert whole.returncode == 0, whole.stderr
+    a, b = parameters(tmp_path / "restarted"), parameters(tmp_path / "whole")
+    assert all(a[k].equal(b[k]) for k in a)
+    assert (tmp_path / "restarted" / "metrics.csv").read_text() == (
+        tmp_path / "whole" / "metrics.csv"
+    ).read_text()
