@@ -150,3 +150,11 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
         save(LinearRegressionModel(), path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.pth"]
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("m.safetensors", "m.pth"):
+        path = save(MLP(2, [4]), tmp_path / name)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, name

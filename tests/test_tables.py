@@ -148,3 +148,13 @@ def test_constant_column_is_refused():
     table = pa.table({"x": [1.0, 1.0, 1.0], "y": [1.0, 2.0, 3.0]})
     with pytest.raises(TorchworkError, match="same value .1. in every row"):
         TableEncoder.fit(table, ["x"], "y", "regression", np.array([0, 1]), "t.csv")
+
+
+def test_numbers_stored_as_text_are_read_as_numbers_and_huge_values_refused():
+    table = check_values(
+        pa.table({"a": ["1", "2.5", "3"], "y": [1.0, 2.0, 3.0]}), ["a", "y"], "t.parquet"
+    )
+    assert pa.types.is_floating(table.column("a").type)
+    assert table.column("a").to_pylist() == [1.0, 2.5, 3.0]
+    with pytest.raises(TorchworkError, match="too large for 32-bit floats in row 2"):
+        check_values(pa.table({"a": [1.0, 1e300]}), ["a"], "t.csv")

@@ -118,20 +118,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"{path} is not a readable safetensors file (corrupt or truncated?): {e}"
             ) from None
     if suffix in (".pth", ".pt"):
-        try:
-            with warnings.catch_warnings():
-                # A refused or odd file gets our one-line error, not torch's warnings too.
-                warnings.simplefilter("ignore")
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise TorchworkError(
-                f"refused to load {path}: it holds Python objects other than tensors, which could "
-                "run code when loaded; only plain state_dicts are accepted"
-            ) from None
-        except Exception as e:
-            raise TorchworkError(
-                f"{path} is not a readable .pth file (corrupt or truncated?): {e}"
-            ) from None
+        state = _safe_torch_load(path, "a .pth file")
         if not isinstance(state, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
         ):

@@ -269,8 +269,11 @@ def check_values(
                 f"column '{name}' of {source} holds {type_} values, not numbers or text: "
                 "convert it to numbers, or leave it out with --features"
             )
-        if is_text(type_):
-            _check_mixed(column, name, source)
+        if is_text(type_) and _check_mixed(column, name, source):
+            # Numbers stored as text (an Excel column formatted as text, say): read as numbers.
+            column = pc.cast(column, pa.float64())
+            table = table.set_column(table.column_names.index(name), name, column)
+            type_ = column.type
         col_missing = column.is_null().to_numpy(zero_copy_only=False)
         if pa.types.is_floating(type_):
             values = column.fill_null(0).to_numpy()
@@ -281,6 +284,13 @@ def check_values(
                 raise TorchworkError(
                     f"column '{name}' of {source} has an infinite value in row {row}{_more(count)}: "
                     "replace it with a finite number"
+                )
+            huge = np.abs(values) > np.finfo(np.float32).max
+            if huge.any():
+                row, count = _first_row(huge)
+                raise TorchworkError(
+                    f"column '{name}' of {source} has a value too large for 32-bit floats in row "
+                    f"{row}{_more(count)}: rescale the column"
                 )
         if col_missing.any() and not dropna:
             row, count = _first_row(col_missing)
@@ -301,10 +311,13 @@ def check_values(
     return table
 
 
-def _check_mixed(column: pa.ChunkedArray, name: str, source: str) -> None:
+def _check_mixed(column: pa.ChunkedArray, name: str, source: str) -> bool:
+    """True when a text column holds only numbers; an error when it holds mostly numbers."""
     # A column of numbers with a typo is read as text; say so instead of one-hot encoding it.
     distinct = [v for v in pc.unique(column).to_pylist() if v is not None]
     numeric = [v for v in distinct if _looks_numeric(v)]
+    if numeric and len(numeric) == len(distinct):
+        return True
     if numeric and len(numeric) * 2 >= len(distinct):
         bad = next(v for v in distinct if not _looks_numeric(v))
         mask = pc.equal(column, bad).fill_null(False).to_numpy(zero_copy_only=False)
@@ -313,6 +326,7 @@ def _check_mixed(column: pa.ChunkedArray, name: str, source: str) -> None:
             f"column '{name}' of {source} has a non-numeric value {bad!r} in row {row}{_more(count)}: "
             "it should hold numbers; fix or remove that value"
         )
+    return False
 
 
 def _sorted_labels(values: list[Any]) -> list[Any]:
