@@ -273,3 +273,50 @@ def test_console_script_is_installed():
     result = subprocess.run([script, "run", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--epochs" in result.stdout
     assert time.perf_counter() - started < 60  # a sanity bound, not a benchmark
+
+
+def test_export_compare_and_report_from_the_command_line(cli, tmp_path):
+    for lr in ("0.01", "0.05", "0.1"):
+        result = cli("run", "--epochs", "30", "--lr", lr, "--out", f"lr{lr}")
+        assert result.returncode == 0, result.stderr
+        assert "report.html" in result.stdout
+        assert (tmp_path / f"lr{lr}" / "report.html").read_text().startswith("<!DOCTYPE html>")
+    compared = cli(
+        "compare", "lr0.01", "lr0.05", "lr0.1", "--out", "compare.png", "--html", "compare.html"
+    )
+    assert compared.returncode == 0, compared.stderr
+    assert (
+        "train.lr" in compared.stdout
+        and "0.05" in compared.stdout
+        and "train.epochs" not in compared.stdout
+    )
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert_clean_error(cli("compare", "lr0.01"), "two")
+    exported = cli("export", "--model", "lr0.1/model.safetensors", "--format", "pt2")
+    assert exported.returncode == 0, exported.stderr
+    assert "within 1e-05" in exported.stdout and (tmp_path / "lr0.1" / "model.pt2").exists()
+    assert_clean_error(
+        cli("export", "--model", "nope.safetensors", "--format", "pt2"), "does not exist"
+    )
+
+
+def test_tensorboard_logs_the_losses_or_says_what_to_install(tw, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    code, _, err = tw("run", "--epochs", "5", "--tensorboard", "--out", "tb", "--no-plots")
+    assert code == 2 and "pip install 'torchwork[tensorboard]'" in err
+    assert not (tmp_path / "tb").exists()
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    pytest.importorskip("tensorboard")
+    code, _, err = tw("run", "--epochs", "25", "--tensorboard", "--out", "tb", "--no-plots")
+    assert code == 0, err
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

@@ -49,6 +49,13 @@ _EXPORTS = {
     "load": "checkpoint",
     "read_metadata": "checkpoint",
     "run": "workflow",
+    "resume": "workflow",
+    "predict_file": "workflow",
+    "evaluate_file": "workflow",
+    "Predictor": "workflow",
+    "export_model": "export",
+    "write_report": "html_report",
+    "compare_runs": "html_report",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -152,6 +152,12 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     ("--device", "train.device", {"choices": DEVICES}, "where to train"),
     ("--out", "out", {"metavar": "DIR"}, "run folder (default: a new folder under runs/)"),
     ("--no-plots", "plots", {"action": "store_const", "const": False}, "skip the PNG pictures"),
+    (
+        "--tensorboard",
+        "tensorboard",
+        {"action": "store_const", "const": True},
+        "also log the losses for TensorBoard (needs torchwork[tensorboard])",
+    ),
 ]
 
 
@@ -238,6 +244,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
+    export = commands.add_parser(
+        "export", help="export a saved model to ONNX or a torch.export program, checked on the spot"
+    )
+    export.add_argument(
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="model file (.safetensors keeps the preprocessing; .pth is the bare model)",
+    )
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "pt2"),
+        help="onnx (needs torchwork[onnx]) or pt2 (torch.export)",
+    )
+    export.add_argument(
+        "--out", metavar="FILE", help="output file (default: the model file with .onnx or .pt2)"
+    )
+
+    serve = commands.add_parser("serve", help="answer prediction requests over HTTP (JSON)")
+    serve.add_argument(
+        "--model", required=True, metavar="FILE", help="model file (.safetensors or .pth)"
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)"
+    )
+
+    compare = commands.add_parser(
+        "compare", help="compare run folders: config differences, final metrics, loss curves"
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="two or more run folders")
+    compare.add_argument("--out", metavar="FILE", help="draw every run's loss curves in one PNG")
+    compare.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+
     inspect = commands.add_parser(
         "inspect", help="show a model file's architecture, parameters and config"
     )
@@ -274,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if field in flags and field not in RESUME_FIELDS:
                 raise TorchworkError(
                     f"{flag} cannot change when resuming: it would change the result; only "
-                    "--epochs (to train longer), --checkpoint-every and --no-plots may be given"
+                    "--epochs (to train longer), --checkpoint-every, --no-plots and --tensorboard may be given"
                 )
         resume(args.resume, flags)
         return 0
@@ -425,11 +470,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from torchwork.export import export_model
+
+    export_model(args.model, args.format, args.out)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from torchwork.serve import serve
+
+    # flush: the address line must show at once when the output is a pipe
+    serve(args.model, args.host, args.port, log=partial(print, flush=True))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from torchwork.html_report import compare_runs
+
+    print(compare_runs(args.runs, out_png=args.out, out_html=args.html))
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "predict": cmd_predict,
     "evaluate": cmd_evaluate,
     "inspect": cmd_inspect,
+    "export": cmd_export,
+    "serve": cmd_serve,
+    "compare": cmd_compare,
 }
 
 

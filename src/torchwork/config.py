@@ -89,6 +89,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = ""  # run folder; empty = a new timestamped folder under runs/
     plots: bool = True  # draw the PNG pictures
+    tensorboard: bool = False  # also log the losses for TensorBoard, in <run>/tensorboard
 
     def validate(self) -> RunConfig:
         """Raise TorchworkError naming the flag to change when a value is out of range."""

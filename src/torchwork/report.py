@@ -22,8 +22,9 @@ RUN_FILES = (
     "predictions.csv",
     "checkpoint-last.pt",
     "checkpoint-best.pt",
+    "report.html",
 )
-RUN_FOLDERS = ("plots",)
+RUN_FOLDERS = ("plots", "tensorboard")
 
 
 def resolve_run_dir(out: str, force: bool) -> Path:

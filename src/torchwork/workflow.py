@@ -250,6 +250,8 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
     >>> folder = run(RunConfig(out="runs/demo"))  # doctest: +SKIP
     """
     config.validate()
+    if config.tensorboard:
+        tensorboard_writer(None)  # a missing package is a clear error before anything is written
     with process_group(config) as group:
         main = group is None or group.main
         log = log if main else _silent
@@ -369,7 +371,7 @@ def _resume(
     return finish(session, history, seconds, outputs_before, log)
 
 
-RESUME_FIELDS = ("train.epochs", "train.checkpoint_every", "plots")
+RESUME_FIELDS = ("train.epochs", "train.checkpoint_every", "plots", "tensorboard")
 CHECKPOINT_LAST = "checkpoint-last.pt"
 CHECKPOINT_BEST = "checkpoint-best.pt"
 CHECKPOINT_SECONDS = 30.0  # with --checkpoint-every 0, write a checkpoint this often
@@ -419,8 +421,21 @@ class Checkpointer:
         self.log = log
         self.best_written: int | None = None
         self.last_epoch: int | None = None
+        self.logged = 0  # history records already sent to TensorBoard
+        self.tensorboard = None
+        if session.config.tensorboard and session.main:
+            self.tensorboard = tensorboard_writer(session.out / "tensorboard")
 
     def __call__(self, state: TrainState) -> None:
+        if self.tensorboard is not None and len(state.history.records) > self.logged:
+            for record in state.history.records[self.logged :]:
+                for key, value in record.items():
+                    if key != "epoch":
+                        self.tensorboard.add_scalar(
+                            f"loss/{key.removesuffix('_loss')}", value, record["epoch"]
+                        )
+            self.logged = len(state.history.records)
+            self.tensorboard.flush()
         epochs = self.session.config.train.epochs
         due = (
             (self.every > 0 and state.epoch % self.every == 0)
@@ -582,7 +597,8 @@ def train(
                 group=session.group,
             )
         except TrainingDiverged as e:
-            write_text_atomic(session.out / "metrics.csv", state.history.to_csv())
+            if session.main:
+                write_text_atomic(session.out / "metrics.csv", state.history.to_csv())
             kept = (
                 f"; the last good checkpoint (after epoch {checkpointer.last_epoch - 1}) is kept in "
                 f"{session.out / CHECKPOINT_LAST}"
@@ -598,6 +614,9 @@ def train(
                 f"a process of this distributed run failed ({str(e).splitlines()[0][:200]}); "
                 f"resume with: torchrun ... -m torchwork run --resume {session.out}"
             ) from None
+        finally:
+            if checkpointer.tensorboard is not None:
+                checkpointer.tensorboard.close()
     return history, checkpointer.seconds()
 
 
@@ -698,8 +717,23 @@ def finish(
             "features": data.encoder.feature_names,
         }
     write_json(out / "summary.json", summary)
+    from torchwork.html_report import write_report
+
+    write_report(out)
+    written.append("report.html")
     log(f"6. Run folder: {out} ({', '.join(written)}{', plots/' if config.plots else ''})")
     return out
+
+
+def tensorboard_writer(folder: Path | None) -> Any:
+    """A TensorBoard SummaryWriter for `folder` (None: only check that one can be made)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TorchworkError(
+            "--tensorboard needs the tensorboard package: pip install 'torchwork[tensorboard]'"
+        ) from None
+    return SummaryWriter(str(folder)) if folder is not None else None
 
 
 def file_sha256(path: str | Path) -> str:

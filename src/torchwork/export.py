@@ -1,0 +1,400 @@
+"""Export a saved model to ONNX or torch.export's .pt2, each verified against PyTorch on the spot.
+
+The exported graph holds the model and every step of the stored preprocessing that is plain
+arithmetic: numeric scaling, the regression target's scaling back, class probabilities.
+What is not arithmetic (one-hot encoding text columns, naming the classes) is written to a
+JSON file beside the export, so another program can prepare its rows the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchwork.errors import TorchworkError
+from torchwork.fileio import atomic_path, write_text_atomic
+
+FORMATS = ("onnx", "pt2")
+TOLERANCE = 1e-5  # largest difference allowed between the export and PyTorch, per unit of output
+MAX_CHECK_ROWS = 1000  # enough rows to catch a wrong graph; more only makes export slower
+RANDOM_CHECK_ROWS = 64
+INPUT_NAME = "X"
+SIDECAR_SUFFIX = ".preprocess.json"
+SIDECAR_FORMAT = "torchwork-export-preprocess"
+SIDECAR_VERSION = 1
+ONNX_HINT = "pip install 'torchwork[onnx]'"
+
+
+@dataclass
+class ExportResult:
+    """What `export_model` wrote and how closely the export matched PyTorch."""
+
+    path: Path
+    fmt: str  # onnx or pt2
+    max_abs_diff: float  # largest difference between the export's and PyTorch's outputs
+    rows_checked: int
+    checked_on: str  # "test rows" of the training data, or "random rows"
+    tolerance: float
+    input_names: list[str]  # the graph's input columns, in order
+    output_name: str  # prediction (regression) or probabilities (classification)
+    sidecar: Path | None = None  # the JSON preprocessing file, for table models
+    notes: list[str] = field(default_factory=list)
+
+
+class ExportPipeline(nn.Module):
+    """The model with its stored scaling and output transform, as one graph.
+
+    Input: rows with numeric columns in their own units and text columns already one-hot
+    encoded. Output: predictions in the target's own units [rows, 1] (regression), or class
+    probabilities [rows, classes] (binary: [1 - p, p]).
+    """
+
+    def __init__(self, model: nn.Module, encoder: Any = None) -> None:
+        super().__init__()
+        self.model = model
+        self.task = encoder.task if encoder is not None else "regression"
+        means, stds = [], []
+        for f in encoder.features if encoder is not None else []:
+            if f.kind == "numeric":
+                means.append(f.mean)
+                stds.append(f.std)
+            else:
+                # One-hot columns pass through unchanged: 0 and 1 are already model inputs.
+                means += [0.0] * len(f.categories)
+                stds += [1.0] * len(f.categories)
+        self.scale_inputs = any(m != 0.0 for m in means) or any(s != 1.0 for s in stds)
+        self.register_buffer("mean", torch.tensor(means, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(stds, dtype=torch.float32))
+        self.scale_target = encoder is not None and encoder.scale_target
+        self.target_mean = float(encoder.target_mean) if encoder is not None else 0.0
+        self.target_std = float(encoder.target_std) if encoder is not None else 1.0
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        # The same float32 operations, in the same order, as TableEncoder.transform and
+        # decode, so the export reproduces `torchwork predict` and not an approximation.
+        if self.scale_inputs:
+            X = (X - self.mean) / self.std
+        outputs = self.model(X)
+        if self.task == "binary":
+            p = torch.sigmoid(outputs)
+            return torch.cat([1 - p, p], dim=1)
+        if self.task == "multiclass":
+            return torch.softmax(outputs, dim=1)
+        if self.scale_target:
+            outputs = outputs * self.target_std + self.target_mean
+        return outputs
+
+    @property
+    def output_name(self) -> str:
+        return "prediction" if self.task == "regression" else "probabilities"
+
+
+def export_model(
+    model_path: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export a saved model (with its preprocessing) to ONNX or .pt2 and check it against PyTorch.
+
+    The export is run on the model's test rows (rebuilt from its stored config when the data
+    is still there, else on random rows) and must match PyTorch's outputs to within 1e-5
+    (relative beyond outputs of size 1), or nothing is written. For table models a JSON file
+    `OUT.preprocess.json` beside the export lists the input columns in order, the categories
+    of each text column (to one-hot encode before calling the graph) and the class labels.
+
+    >>> export_model("runs/demo/model.safetensors", "onnx").path  # doctest: +SKIP
+    PosixPath('runs/demo/model.onnx')
+    """
+    fmt = str(fmt).lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise TorchworkError(f"unknown export format '{fmt}': use {' or '.join(FORMATS)}")
+    model_path = Path(model_path)
+    out = _output_path(model_path, fmt, out)
+    if fmt == "onnx":
+        _require_onnx()
+
+    from torchwork.workflow import Predictor  # workflow sits above export; import on use
+
+    predictor = Predictor.from_file(model_path)
+    encoder = predictor.encoder
+    pipeline = ExportPipeline(predictor.model, encoder).eval()
+    in_features = int(predictor.model.spec()["in_features"])
+    X_check, checked_on, why_random = check_rows(model_path, encoder, in_features)
+    with torch.inference_mode():
+        expected = pipeline(X_check)
+    tolerance = TOLERANCE * max(1.0, float(expected.abs().max()))
+
+    with atomic_path(out) as tmp:
+        if fmt == "onnx":
+            actual = _export_onnx(pipeline, in_features, tmp, X_check)
+        else:
+            actual = _export_pt2(pipeline, in_features, tmp, X_check)
+        # Checked before the file takes its name, so a wrong export never replaces a good one.
+        diff = float((actual - expected).abs().max()) if len(expected) else 0.0
+        if not diff <= tolerance:
+            raise TorchworkError(
+                f"the {fmt} export of {model_path} differs from PyTorch by {diff:.3g} on "
+                f"{len(X_check)} {checked_on} (allowed {tolerance:.0e}); nothing was written: "
+                "report this with the model file"
+            )
+
+    notes: list[str] = []
+    sidecar = None
+    input_names = encoder.input_names if encoder is not None else _plain_input_names(in_features)
+    if encoder is not None:
+        sidecar = Path(f"{out}{SIDECAR_SUFFIX}")
+        notes = _outside_graph_notes(encoder, out.name)
+        write_text_atomic(
+            sidecar, json.dumps(sidecar_contents(encoder, out.name, pipeline, notes), indent=2)
+        )
+    if encoder is None and model_path.suffix.lower() != ".safetensors":
+        notes.append(
+            f"{model_path.name} keeps no preprocessing: {out.name} takes inputs as the model saw "
+            "them; export the .safetensors file to include a table's scaling."
+        )
+    if why_random:
+        notes.insert(0, f"Checked on random rows: {why_random}.")
+    allowed = (
+        f"{tolerance:.0e}"
+        if tolerance == TOLERANCE
+        else f"{tolerance:.1e} = {TOLERANCE:.0e} x the largest output"
+    )
+    log(
+        f"Exported {out}; checked on {len(X_check)} {checked_on}: max difference {diff:.2g} "
+        f"(within {allowed})"
+    )
+    for note in notes:
+        log(f"   {note}")
+    if sidecar is not None:
+        log(f"   Wrote {sidecar}: the input columns in order, categories and labels")
+    return ExportResult(
+        out,
+        fmt,
+        diff,
+        len(X_check),
+        checked_on,
+        tolerance,
+        input_names,
+        pipeline.output_name,
+        sidecar,
+        notes,
+    )
+
+
+def _output_path(model_path: Path, fmt: str, out: str | Path | None) -> Path:
+    path = model_path.with_suffix(f".{fmt}") if out is None else Path(out)
+    if path.suffix.lower() != f".{fmt}":
+        raise TorchworkError(f"--out {path}: name the {fmt} file with a .{fmt} suffix")
+    if path.is_dir():
+        raise TorchworkError(f"--out {path} is a folder: give a file name ending in .{fmt}")
+    if not path.parent.is_dir():
+        raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
+    return path
+
+
+def _require_onnx() -> None:
+    # onnxscript is what torch.onnx's exporter translates with; onnxruntime runs the check.
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise TorchworkError(
+                f"exporting to ONNX needs the {module} package, which is not installed: {ONNX_HINT}"
+            ) from None
+
+
+def _plain_input_names(in_features: int) -> list[str]:
+    # The names `torchwork predict` gives bare feature rows.
+    return ["x"] if in_features == 1 else [f"x{i}" for i in range(in_features)]
+
+
+def check_rows(
+    model_path: Path, encoder: Any, in_features: int
+) -> tuple[torch.Tensor, str, str | None]:
+    """Rows to compare the export with PyTorch on, in the export's input layout: the model's
+    test rows when its config and data can be found, else random rows around the stored
+    means. Returns (rows, which rows: "test rows" or "random rows", why random or None)."""
+    rows, split_or_why = _test_rows(model_path, encoder, in_features)
+    if rows is not None:
+        return rows.contiguous(), f"{split_or_why} rows", None
+    why = split_or_why
+    generator = torch.Generator().manual_seed(0)
+    if encoder is None:
+        X = torch.randn(RANDOM_CHECK_ROWS, in_features, generator=generator)
+        return X, "random rows", why
+    parts = []
+    for f in encoder.features:
+        if f.kind == "numeric":
+            noise = torch.randn(RANDOM_CHECK_ROWS, 1, generator=generator)
+            parts.append(f.mean + f.std * noise)
+        else:
+            index = torch.randint(len(f.categories), (RANDOM_CHECK_ROWS,), generator=generator)
+            parts.append(nn.functional.one_hot(index, len(f.categories)).to(torch.float32))
+    return torch.cat(parts, dim=1), "random rows", why
+
+
+def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.Tensor | None, str]:
+    if model_path.suffix.lower() != ".safetensors":
+        return None, f"{model_path.name} keeps no config to rebuild the training data from"
+    from torchwork.checkpoint import read_metadata
+    from torchwork.config import RunConfig
+    from torchwork.workflow import prepare_data
+
+    config = read_metadata(model_path)["config"]
+    if not config:
+        return None, f"{model_path.name} keeps no config to rebuild the training data from"
+    try:
+        run_config = RunConfig.from_dict(config)
+        source = run_config.data.path
+        if source and not Path(source).is_file():
+            return None, f"its training data {source} is not here"
+        data = prepare_data(run_config, log=lambda *_: None)
+        split = next((s for s in ("test", "val", "train") if len(data.rows[s])), None)
+        if split is None:
+            return None, "its training data has no rows"
+        rows = data.rows[split][:MAX_CHECK_ROWS]
+        # Tables: the raw rows, encoded by the model's own stored encoder, not the one
+        # prepare_data refitted: the data file may have changed since training.
+        X = data.X[rows] if encoder is None else raw_inputs(encoder, data.table.take(rows.numpy()))
+    except TorchworkError as e:
+        return None, f"its training data cannot be used ({e})"
+    if X.ndim != 2 or X.shape[1] != in_features:
+        return None, "its training data no longer fits the model"
+    return X, split
+
+
+def raw_inputs(encoder: Any, table: Any, source: str = "the input") -> torch.Tensor:
+    """A table's feature columns in the export's input layout: numeric columns as they are
+    (the graph scales them), text columns one-hot encoded (which the graph cannot do)."""
+    from torchwork.tables import table_to_tensor
+
+    encoded = encoder.transform(table, source)
+    parts, start = [], 0
+    for f in encoder.features:
+        width = 1 if f.kind == "numeric" else len(f.categories)
+        if f.kind == "numeric":
+            parts.append(table_to_tensor(table, [f.name]))
+        else:
+            parts.append(encoded[:, start : start + width])
+        start += width
+    return torch.cat(parts, dim=1).contiguous()
+
+
+def sidecar_contents(
+    encoder: Any, export_name: str, pipeline: ExportPipeline, notes: list[str]
+) -> dict[str, Any]:
+    """The preprocessing the graph cannot hold, as plain JSON."""
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": SIDECAR_VERSION,
+        "export": export_name,
+        "task": encoder.task,
+        "target": encoder.target,
+        "input": INPUT_NAME,
+        "input_columns": encoder.input_names,
+        "numeric_columns": [f.name for f in encoder.features if f.kind == "numeric"],
+        "categories": {f.name: f.categories for f in encoder.features if f.kind == "categorical"},
+        "output": pipeline.output_name,
+        "labels": encoder.labels,
+        "note": " ".join(notes),
+    }
+
+
+def _outside_graph_notes(encoder: Any, export_name: str) -> list[str]:
+    text = [f for f in encoder.features if f.kind == "categorical"]
+    numeric = [f for f in encoder.features if f.kind == "numeric"]
+    notes = [
+        f"{export_name} takes float32 rows [N, {encoder.in_features}] with the columns listed in "
+        f"'input_columns' of {export_name}{SIDECAR_SUFFIX}, in that order."
+    ]
+    if numeric:
+        notes.append(
+            "Numeric columns go in as they are, in their own units: the graph standardizes them."
+        )
+    if text:
+        names = ", ".join(f.name for f in text)
+        notes.append(
+            f"Text columns ({names}) cannot be encoded inside the graph: give one 0/1 column per "
+            "category (1 for the row's category), in the order of 'categories'."
+        )
+    if encoder.task == "regression":
+        notes.append(
+            f"It outputs the prediction of '{encoder.target}' in its own units, as [N, 1]."
+        )
+    else:
+        notes.append(
+            f"It outputs class probabilities [N, {len(encoder.labels)}]; the class names are "
+            "not in the graph: column j is 'labels'[j]."
+        )
+    return notes
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    # torch.export and torch.onnx log progress and deprecation chatter that says nothing
+    # to a user of torchwork; real failures still raise.
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _batch_dim() -> dict[int, Any]:
+    return {0: torch.export.Dim("batch")}
+
+
+def _example(in_features: int) -> torch.Tensor:
+    # Two rows: a batch of one would let torch.export specialize the batch size to 1.
+    return torch.zeros(2, in_features)
+
+
+def _export_onnx(
+    pipeline: ExportPipeline, in_features: int, path: Path, X_check: torch.Tensor
+) -> torch.Tensor:
+    import onnxruntime
+
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            pipeline,
+            (_example(in_features),),
+            dynamo=True,  # the TorchScript exporter is deprecated
+            input_names=[INPUT_NAME],
+            output_names=[pipeline.output_name],
+            dynamic_shapes=(_batch_dim(),),
+            verbose=False,
+        )
+        # One self-contained file: torchwork models are far below ONNX's 2 GB limit.
+        program.save(str(path), external_data=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (outputs,) = session.run(None, {INPUT_NAME: X_check.numpy()})
+    return torch.from_numpy(outputs)
+
+
+def _export_pt2(
+    pipeline: ExportPipeline, in_features: int, path: Path, X_check: torch.Tensor
+) -> torch.Tensor:
+    with _quiet_exporter():
+        program = torch.export.export(
+            pipeline, (_example(in_features),), dynamic_shapes=(_batch_dim(),)
+        )
+        torch.export.save(program, path)
+        loaded = torch.export.load(path).module()
+    with torch.inference_mode():
+        return loaded(X_check)

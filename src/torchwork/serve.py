@@ -1,0 +1,486 @@
+"""The HTTP prediction endpoint: `torchwork serve --model FILE` answers JSON requests with a
+saved model's predictions, every row checked the way `torchwork predict` checks a file.
+
+    GET  /health   -> {"status": "ok", "model": "model.safetensors", "task": ..., "features": [...]}
+    POST /predict  {"rows": [{"a": 1.5, "color": "red"}, ...]}
+                   -> {"predictions": [...], "probabilities": [{"no": 0.2, "yes": 0.8}, ...]}
+
+Rows are objects {column: value}, lists of values in the model's feature order, or, for a
+model of one feature (the line), bare numbers. Rows count from 1 in error messages. A request
+the model cannot answer gets a 4xx status and {"error": "one sentence saying what to change"}.
+
+The app is a plain WSGI callable (`make_app`, no dependencies); `serve` runs it on waitress,
+a small pure-Python production server with no dependencies of its own, installed with the
+`serve` extra: pip install 'torchwork[serve]'.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchwork.errors import TorchworkError
+from torchwork.workflow import Predictor
+
+MAX_BODY_BYTES = 1 << 20  # a larger request body gets 413
+MAX_ROWS = 10_000  # more rows in one request get 413
+THREADS = 4  # waitress worker threads answering requests
+SOURCE = "the request"  # how error messages name the data, as they name a file
+FIX = "fix or remove those rows"
+FLOAT32_MAX = 3.4028234663852886e38
+ROUTES = {"/health": ("GET", "HEAD"), "/predict": ("POST",)}
+
+logger = logging.getLogger("torchwork.serve")
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and one sentence for the client."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or []
+
+
+class PredictionApp:
+    """The WSGI application: one loaded model answering GET /health and POST /predict."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.encoder = predictor.encoder
+        if self.encoder is None:
+            width = predictor.model.spec()["in_features"]
+            self.features = ["x"] if width == 1 else [f"x{i}" for i in range(width)]
+            self.numeric = list(self.features)
+        else:
+            self.features = self.encoder.feature_names
+            self.numeric = [f.name for f in self.encoder.features if f.kind == "numeric"]
+        self.categories = (
+            {f.name: f.categories for f in self.encoder.features if f.kind == "categorical"}
+            if self.encoder is not None
+            else {}
+        )
+        self.health: dict[str, Any] = {
+            "status": "ok",
+            "model": predictor.path.name,
+            "task": self.encoder.task if self.encoder is not None else "regression",
+            "features": self.features,
+        }
+        if self.encoder is not None:
+            self.health["target"] = self.encoder.target
+            if self.encoder.task != "regression":
+                self.health["labels"] = self.encoder.labels
+        # Predictor.outputs sets the model's eval flag on every call: one forward at a time
+        # keeps that shared state out of any race; the model is tiny next to JSON and checks.
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        headers: list[tuple[str, str]] = []
+        try:
+            status, body = 200, self.route(environ)
+        except RequestError as e:
+            status, body, headers = e.status, {"error": e.message, **e.details}, e.headers
+        except TorchworkError as e:
+            status, body = 400, {"error": str(e)}
+        except Exception:
+            logger.exception("error while answering %s", environ.get("PATH_INFO"))
+            status, body = 500, {"error": "the server failed to answer; its log has the details"}
+        payload = json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            *headers,
+        ]
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [payload]
+
+    def route(self, environ: dict[str, Any]) -> dict[str, Any]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path not in ROUTES:
+            raise RequestError(
+                404, f"no such path {path[:100]!r}: use GET /health or POST /predict"
+            )
+        allowed = ROUTES[path]
+        if method not in allowed:
+            raise RequestError(
+                405,
+                f"{path} answers {' or '.join(allowed)}, not {method[:20]}",
+                headers=[("Allow", ", ".join(allowed))],
+            )
+        if path == "/health":
+            return self.health
+        return self.predict(_read_json(environ))
+
+    def predict(self, body: Any) -> dict[str, Any]:
+        """The answer to one request body (already decoded from JSON)."""
+        rows = _rows_of(body)
+        X = self.inputs(rows)
+        with self.lock:
+            outputs = self.predictor.outputs(X)
+        if not bool(torch.isfinite(outputs).all()):
+            row = int((~torch.isfinite(outputs)).reshape(len(outputs), -1).any(1).nonzero()[0])
+            raise RequestError(
+                400,
+                f"the model's output for row {row + 1} is not a finite number: "
+                "its values are far outside what the model was trained on",
+            )
+        if self.encoder is None:
+            return {"predictions": _floats(outputs.reshape(-1))}
+        decoded = self.encoder.decode(outputs)
+        if self.encoder.task == "regression":
+            return {"predictions": _floats(decoded["prediction"])}
+        labels = [str(label) for label in self.encoder.labels]
+        return {
+            "predictions": decoded["prediction"],
+            "probabilities": [
+                dict(zip(labels, row, strict=True)) for row in _floats(decoded["probabilities"])
+            ],
+        }
+
+    def inputs(self, rows: list[Any]) -> torch.Tensor:
+        """The rows as the model's input tensor, every value checked."""
+        import pyarrow as pa
+
+        from torchwork.tables import check_values, table_to_tensor
+
+        raw = self.columns(rows)
+        table = pa.table(
+            {
+                name: _numbers(values, name)
+                if name in self.numeric
+                else _texts(values, name, self.categories[name])
+                for name, values in raw.items()
+            }
+        )
+        table = check_values(table, self.numeric, SOURCE, fix=FIX)
+        if self.encoder is None:
+            X = table_to_tensor(table, self.features)
+            names = self.features
+        else:
+            X = self.encoder.transform(table, SOURCE)
+            names = self.encoder.input_names
+        finite = torch.isfinite(X)
+        if not bool(finite.all()):
+            row, column = (int(i) for i in (~finite).nonzero()[0])
+            raise RequestError(
+                400,
+                f"column '{names[column]}' of {SOURCE} has a value in row {row + 1} too large for "
+                "the model, which computes in 32-bit floats (at most about 3.4e38)",
+            )
+        return X
+
+    def columns(self, rows: list[Any]) -> dict[str, list[Any]]:
+        """The rows' values, column by column, in the model's feature order."""
+        names = self.features
+        order = f"in the order {', '.join(names)}"
+        if all(isinstance(row, dict) for row in rows):
+            present = set().union(*rows)
+            missing = [n for n in names if n not in present]
+            if missing:
+                extra = sorted(str(n) for n in present if n not in names)
+                raise RequestError(
+                    400,
+                    f"{SOURCE} lacks the model's column(s) {', '.join(missing)}"
+                    + (f"; it has other columns {', '.join(extra[:20])}" if extra else "")
+                    + f"; the model needs {', '.join(names)}",
+                    {"missing": missing, "expected": names},
+                )
+            # A column absent from some rows is an empty cell there, which check_values names.
+            return {n: [row.get(n) for row in rows] for n in names}
+        for i, row in enumerate(rows):
+            if isinstance(row, dict):
+                raise RequestError(
+                    400,
+                    f"row {i + 1} of {SOURCE} is an object but others are not: send every row as an "
+                    f"object {{column: value}}, or every row as a list of values {order}",
+                )
+            if not isinstance(row, list) and len(names) > 1:
+                raise RequestError(
+                    400,
+                    f"row {i + 1} of {SOURCE} is {_short(row)}: send each row as an object "
+                    f"{{column: value}} or a list of {len(names)} values {order}",
+                )
+            if isinstance(row, list) and len(row) != len(names):
+                raise RequestError(
+                    400,
+                    f"row {i + 1} of {SOURCE} has {len(row)} value(s); the model takes "
+                    f"{len(names)} per row, {order}",
+                )
+        if len(names) == 1:
+            return {names[0]: [row[0] if isinstance(row, list) else row for row in rows]}
+        return {n: [row[j] for row in rows] for j, n in enumerate(names)}
+
+
+def _rows_of(body: Any) -> list[Any]:
+    """The list of rows from a request body {"rows": [...]}, within the size limit."""
+    if not isinstance(body, dict) or "rows" not in body:
+        raise RequestError(400, 'the request body must be a JSON object {"rows": [...]}')
+    unknown = [str(k) for k in body if k != "rows"]
+    if unknown:
+        raise RequestError(
+            400,
+            f"unknown key(s) {', '.join(repr(k[:40]) for k in unknown[:10])} in the request body: "
+            'send only {"rows": [...]}',
+        )
+    rows = body["rows"]
+    if not isinstance(rows, list):
+        raise RequestError(400, f'"rows" must be a list of rows, not {_short(rows)}')
+    if not rows:
+        raise RequestError(400, '"rows" is empty: send at least one row')
+    if len(rows) > MAX_ROWS:
+        raise RequestError(
+            413,
+            f"{len(rows)} rows is more than the {MAX_ROWS} one request may hold: "
+            "send them in several requests",
+        )
+    return rows
+
+
+def _numbers(values: list[Any], name: str) -> Any:
+    """A float64 column of JSON numbers (true and false count as 1 and 0); None stays empty."""
+    import pyarrow as pa
+
+    out: list[float | None] = []
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            out.append(value)  # empty, NaN and infinite cells are check_values' to name
+            continue
+        if not isinstance(value, (int, float)):
+            raise RequestError(
+                400,
+                f"column '{name}' of {SOURCE} must hold numbers; row {i + 1} has {_short(value)}",
+            )
+        if abs(value) > FLOAT32_MAX:
+            raise RequestError(
+                400,
+                f"column '{name}' of {SOURCE} has a number too large for the model in row {i + 1}: "
+                "it computes in 32-bit floats, at most about 3.4e38",
+            )
+        out.append(float(value))
+    return pa.array(out, pa.float64())
+
+
+def _texts(values: list[Any], name: str, categories: list[Any]) -> Any:
+    """A text column; an empty cell is refused here, as check_values refuses one."""
+    import pyarrow as pa
+
+    # check_values' other test on text columns (numbers typed as text) is for training data;
+    # here the categories decide, and the encoder names any it never saw.
+    for i, value in enumerate(values):
+        if value is None:
+            raise RequestError(
+                400,
+                f"column '{name}' of {SOURCE} has an empty cell in row {i + 1}: fill it in, or {FIX}",
+            )
+        if not isinstance(value, str):
+            raise RequestError(
+                400,
+                f"column '{name}' of {SOURCE} must hold text, one of "
+                f"{', '.join(map(str, categories))}; row {i + 1} has {_short(value)}",
+            )
+    return pa.array(values, pa.string())
+
+
+def _short(value: Any) -> str:
+    """A value as a client wrote it, cut short."""
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _floats(values: torch.Tensor) -> list[Any]:
+    """float32 values (a vector, or a matrix as a list of rows) as the shortest decimals that
+    read back as the same float32: 0.9, not 0.8999999761581421."""
+    array = values.detach().cpu().numpy()
+    if array.ndim == 2:
+        return [[float(str(v)) for v in row] for row in array]
+    return [float(str(v)) for v in array.reshape(-1)]
+
+
+def _read_json(environ: dict[str, Any]) -> Any:
+    """The request body, decoded from JSON, after checking its type and size."""
+    kind = environ.get("CONTENT_TYPE", "")
+    if kind.split(";")[0].strip().lower() != "application/json":
+        raise RequestError(
+            415,
+            f"send the rows as JSON with Content-Type: application/json (got {kind[:60] or 'none'})",
+        )
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise RequestError(400, "the Content-Length header is not a number") from None
+    if length > MAX_BODY_BYTES:
+        raise RequestError(
+            413,
+            f"the request body has {length} bytes, more than the {MAX_BODY_BYTES} allowed: "
+            "send fewer rows per request",
+        )
+    data = environ["wsgi.input"].read(length) if length > 0 else b""
+    if not data.strip():
+        raise RequestError(400, 'the request body is empty: send {"rows": [...]}')
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RequestError(400, "the request body is not UTF-8 text: send JSON in UTF-8") from None
+    except RecursionError:
+        raise RequestError(400, "the request body is nested too deeply to be rows") from None
+    except ValueError as e:
+        raise RequestError(400, f"the request body is not valid JSON: {e}") from None
+
+
+def make_app(model_path: str | Path) -> PredictionApp:
+    """The WSGI app answering with the model saved in `model_path`, loaded once.
+
+    >>> app = make_app("runs/example/model.safetensors")  # doctest: +SKIP
+    """
+    path = Path(model_path)
+    if path.is_dir():
+        found = [p.name for p in (path / "model.safetensors", path / "model.pth") if p.is_file()]
+        hint = f": give its model file, e.g. {path / found[0]}" if found else ": give a model file"
+        raise TorchworkError(f"--model {path} is a folder{hint}")
+    return PredictionApp(Predictor.from_file(path))
+
+
+class Server:
+    """The app on waitress, bound to its address: `run()` serves until `stop()`."""
+
+    def __init__(
+        self, app: PredictionApp, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS
+    ) -> None:
+        try:
+            from waitress import wasyncore
+            from waitress.server import create_server
+            from waitress.trigger import trigger
+        except ImportError:
+            raise TorchworkError(
+                "torchwork serve needs the waitress server: pip install 'torchwork[serve]'"
+            ) from None
+        if not host:
+            raise TorchworkError("--host is empty: give an address such as 127.0.0.1")
+        if not 0 <= port <= 65535:
+            raise TorchworkError(
+                f"--port {port} is not a port number: use 1 to 65535, or 0 for any free port"
+            )
+        self.app = app
+        self._map: dict[int, Any] = {}
+        self._close_all = lambda: wasyncore.close_all(self._map)
+        try:
+            self._server = create_server(
+                app,
+                map=self._map,
+                host=host,
+                port=port,
+                threads=threads,
+                # waitress refuses larger bodies before reading them (>= this size).
+                max_request_body_size=MAX_BODY_BYTES + 1,
+                ident="torchwork",
+            )
+        except (OSError, ValueError, OverflowError) as e:
+            reason = (getattr(e, "strerror", None) or str(e)).rstrip(".")
+            raise TorchworkError(
+                f"cannot listen on {host} port {port}: {reason}; choose another --port or --host"
+            ) from None
+        self._wake = trigger(self._map)  # runs stop() inside the server's own thread
+        listening = getattr(self._server, "effective_listen", None) or [
+            (self._server.effective_host, self._server.effective_port)
+        ]
+        self.host, self.port = listening[0][0], int(listening[0][1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def run(self) -> None:
+        """Answer requests until `stop()`, Ctrl-C or (in `serve`) SIGTERM."""
+        try:
+            self._server.run()  # waitress returns after Ctrl-C, having stopped its threads
+        finally:
+            self._close_all()
+            self._server.task_dispatcher.shutdown()
+
+    def stop(self) -> None:
+        """Close the server's sockets; safe to call from any thread."""
+        self._wake.pull_trigger(self._close_all)
+
+
+def make_server(
+    model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS
+) -> Server:
+    """The model loaded and the server bound to host:port (0: a free port), not yet running."""
+    return Server(make_app(model_path), host, port, threads)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(
+    model_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Answer prediction requests with the model in `model_path` until Ctrl-C or SIGTERM.
+
+    The model file is read and checked before the server starts; port 0 picks a free port.
+
+    >>> serve("runs/example/model.safetensors", port=8000)  # doctest: +SKIP
+    """
+    server = make_server(model_path, host, port)
+    app = server.app
+    if not is_loopback(host):
+        log(
+            f"warning: listening on {host} lets other machines reach this model; the endpoint has "
+            "no authentication or TLS, so keep it on a trusted network or behind a proxy that adds them"
+        )
+    log(
+        f"Serving {app.predictor.path} ({app.health['task']}; features {', '.join(app.features)}) "
+        f"at {server.url}: POST /predict, GET /health; Ctrl-C to stop"
+    )
+    with _sigterm_stops():
+        server.run()
+    log("Stopped")
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM (a service manager's stop) ends serving as cleanly as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

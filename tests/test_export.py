@@ -1,0 +1,240 @@
+"""Export to ONNX and .pt2: each export, loaded by a fresh Python that never imports torchwork,
+predicts what `torchwork predict` predicts."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+import torch
+
+from conftest import write_csv
+from torchwork.errors import TorchworkError
+from torchwork.export import export_model
+from torchwork.workflow import Predictor
+
+# Runs in a fresh interpreter: only numpy and onnxruntime or torch, as a deployment would.
+LOADER = """
+import sys
+import numpy as np
+
+artifact, rows, out = sys.argv[1:4]
+X = np.load(rows)
+if artifact.endswith(".onnx"):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    run = lambda X: session.run(None, {name: X})[0]
+else:
+    import torch
+
+    module = torch.export.load(artifact).module()
+    run = lambda X: module(torch.from_numpy(X)).detach().numpy()
+np.save(out, run(X))
+np.save(out.replace(".npy", "-one.npy"), run(X[:1]))  # the batch size is not baked in
+assert "torchwork" not in sys.modules
+"""
+
+
+def regression_rows(rows=200, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 3)) * [1.0, 5.0, 20.0] + [0.0, 10.0, -30.0]
+    y = X @ [1.5, -0.3, 0.05] + 2 + rng.normal(scale=0.1, size=rows)
+    return {"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "y": y}
+
+
+def classification_rows(rows=200, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=rows)
+    b = rng.normal(size=rows) * 4 + 10
+    color = rng.choice(["red", "green", "blue"], rows)
+    score = a + (color == "red") * 1.0
+    size = np.array(["small", "medium", "large"])[np.digitize(score, [-0.5, 0.8])]
+    return {
+        "a": a,
+        "b": b,
+        "color": color,
+        "size": size,
+        "good": np.where(score > 0.5, "yes", "no"),
+    }
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """The line, a scaled regression table, a binary and a multiclass table with a text column."""
+    from torchwork.cli import main
+
+    folder = tmp_path_factory.mktemp("export")
+    classes = classification_rows()
+    write_csv(folder / "t.csv", regression_rows())
+    write_csv(folder / "binary.csv", {k: v for k, v in classes.items() if k != "size"})
+    write_csv(folder / "multiclass.csv", {k: v for k, v in classes.items() if k != "good"})
+    runs = {
+        "line": ["--epochs", "20"],
+        "regression": ["--data", "t.csv", "--epochs", "30"],
+        "binary": ["--data", "binary.csv", "--epochs", "30"],
+        "multiclass": [
+            "--data",
+            "multiclass.csv",
+            "--epochs",
+            "30",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8",
+        ],
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        for name, args in runs.items():
+            assert main(["run", *args, "--out", name, "--no-plots"]) == 0
+    return folder
+
+
+def inputs_from_sidecar(sidecar: dict, table: pa.Table) -> np.ndarray:
+    """The export's input layout built from the JSON file alone, as another program would."""
+    columns = []
+    for name in sidecar["input_columns"]:
+        if name in sidecar["numeric_columns"]:
+            columns.append(table.column(name).to_numpy().astype(np.float32))
+        else:
+            column, category = name.split("=", 1)
+            assert category in sidecar["categories"][column]
+            values = np.array(table.column(column).to_pylist())
+            columns.append((values == category).astype(np.float32))
+    return np.stack(columns, axis=1)
+
+
+def run_fresh(artifact, X: np.ndarray, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    (tmp_path / "loader.py").write_text(LOADER)
+    np.save(tmp_path / "rows.npy", X)
+    result = subprocess.run(
+        [sys.executable, "loader.py", str(artifact), "rows.npy", "outputs.npy"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return np.load(tmp_path / "outputs.npy"), np.load(tmp_path / "outputs-one.npy")
+
+
+@pytest.fixture(params=["pt2", "onnx"])
+def fmt(request):
+    if request.param == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    return request.param
+
+
+@pytest.mark.parametrize("name", ["line", "regression", "binary", "multiclass"])
+def test_export_predicts_what_torchwork_predicts(models, name, fmt, tmp_path, monkeypatch):
+    monkeypatch.chdir(models)  # where the runs' data files are, to check on their test rows
+    model_path = models / name / "model.safetensors"
+    logged = []
+    result = export_model(model_path, fmt, log=logged.append)
+
+    assert result.path == models / name / f"model.{fmt}" and result.path.is_file()
+    assert result.checked_on == "test rows" and result.rows_checked == (
+        10 if name == "line" else 40
+    )
+    assert result.max_abs_diff <= 1e-5
+    assert logged[0].startswith(
+        f"Exported {result.path}; checked on {result.rows_checked} test rows"
+    )
+
+    predictor = Predictor.from_file(model_path)
+    encoder = predictor.encoder
+    if encoder is None:
+        assert result.sidecar is None and result.input_names == ["x"]
+        X = np.linspace(-1, 2, 25, dtype=np.float32).reshape(-1, 1)
+        expected = predictor.outputs(torch.from_numpy(X)).numpy()
+    else:
+        sidecar = json.loads(result.sidecar.read_text())
+        assert result.sidecar == models / name / f"model.{fmt}.preprocess.json"
+        assert sidecar["input_columns"] == encoder.input_names == result.input_names
+        assert sidecar["labels"] == encoder.labels and sidecar["task"] == encoder.task
+        table = pcsv.read_csv(models / {"regression": "t.csv"}.get(name, f"{name}.csv"))
+        table = table.slice(0, 25)
+        X = inputs_from_sidecar(sidecar, table)
+        # The trusted answer: torchwork's own encoding and decoding, which the graph must match.
+        decoded = encoder.decode(predictor.outputs(encoder.transform(table)))
+        if encoder.task == "regression":
+            expected = decoded["prediction"].numpy().reshape(-1, 1)
+        else:
+            expected = decoded["probabilities"].numpy()
+            assert any("not in the graph" in note for note in result.notes)
+        if "color" in encoder.feature_names:
+            assert sidecar["categories"] == {"color": ["blue", "green", "red"]}
+            assert any("Text columns (color)" in note for note in result.notes)
+            assert any("Text columns (color)" in line for line in logged)
+
+    outputs, one = run_fresh(result.path, X, tmp_path)
+    assert outputs.shape == expected.shape
+    np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(one, expected[:1], rtol=0, atol=1e-5)
+
+
+def test_bare_pth_is_checked_on_random_rows(models, tmp_path):
+    logged = []
+    result = export_model(
+        models / "line" / "model.pth", "pt2", out=tmp_path / "line.pt2", log=logged.append
+    )
+    assert result.checked_on == "random rows" and result.rows_checked > 0
+    assert result.path.is_file() and result.sidecar is None
+    assert "keeps no config" in result.notes[0]
+    assert "random rows" in logged[0]
+
+
+def test_a_table_model_whose_data_is_gone_is_checked_on_random_rows(models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # t.csv is not here
+    result = export_model(
+        models / "regression" / "model.safetensors", "pt2", out="r.pt2", log=lambda *_: None
+    )
+    assert result.checked_on == "random rows"
+    assert "t.csv is not here" in result.notes[0]
+    assert (tmp_path / "r.pt2.preprocess.json").is_file()
+
+
+def test_an_export_that_differs_from_pytorch_is_not_written(models, tmp_path, monkeypatch):
+    import torchwork.export
+
+    def wrong(pipeline, in_features, path, X):
+        path.write_bytes(b"not a model")
+        with torch.inference_mode():
+            return pipeline(X) + 1
+
+    monkeypatch.setattr(torchwork.export, "_export_pt2", wrong)
+    out = tmp_path / "m.pt2"
+    with pytest.raises(TorchworkError, match="differs from PyTorch"):
+        export_model(models / "line" / "model.safetensors", "pt2", out=out, log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "out", "message"),
+    [
+        ("tflite", None, "unknown export format 'tflite': use onnx or pt2"),
+        ("pt2", "model.onnx", "with a .pt2 suffix"),
+        ("pt2", "nowhere/model.pt2", "folder nowhere does not exist"),
+    ],
+)
+def test_bad_format_or_output_is_one_clear_error(models, fmt, out, message, monkeypatch):
+    monkeypatch.chdir(models)
+    with pytest.raises(TorchworkError, match=message):
+        export_model("line/model.safetensors", fmt, out=out)
+
+
+def test_missing_model_file_is_one_clear_error(tmp_path):
+    with pytest.raises(TorchworkError, match="does not exist"):
+        export_model(tmp_path / "missing.safetensors", "pt2")
+
+
+def test_onnx_without_its_packages_says_what_to_install(models, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(TorchworkError, match=r"pip install 'torchwork\[onnx\]'"):
+        export_model(models / "line" / "model.safetensors", "onnx")
