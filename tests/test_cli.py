@@ -320,3 +320,65 @@ def test_tensorboard_logs_the_losses_or_says_what_to_install(tw, tmp_path, monke
     assert code == 0, err
     events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_review_regressions(tw, tmp_path, capsys):
+    """Mistakes found in review, each now one clear line."""
+    from conftest import assert_one_line_error, write_csv
+
+    try:
+        code = tw("run", "--npro", "2", "--epochs", "1")[0]
+    except SystemExit as e:  # abbreviations are not flags: they would reach child runs
+        code = e.code
+    assert code == 2 and "unrecognized arguments: --npro" in capsys.readouterr().err
+    assert_one_line_error(tw("run", "--nproc", "2", "--lr", "-1"), "--lr must be greater than 0")
+    assert_one_line_error(tw("run", "--nproc", "2", "--batch-size", "1"), "smaller than --nproc 2")
+    assert tw("run", "--epochs", "5", "--out", "line", "--no-plots")[0] == 0
+    assert_one_line_error(tw("predict", "--model", "line/model.pth", "--x", "nan"), "NaN")
+    assert_one_line_error(tw("predict", "--model", "line/model.pth", "--x", "1e39"), "too large")
+    code, _, _ = tw("predict", "--model", "line/model.pth", "--x", "0.5", "--out", "p.csv")
+    assert code == 0 and (tmp_path / "p.csv").read_text().startswith("x,prediction\n0.5,")
+    assert_one_line_error(
+        tw("predict", "--model", "line/model.pth", "--x", "1", "--out", "p.xlsx"),
+        ".csv or .parquet",
+    )
+    # a target called "prediction", rows in no split, a .pth beside a table model
+    write_csv(
+        tmp_path / "t.csv",
+        {"a": [float(i) for i in range(30)], "prediction": [i * 0.3 + 1 for i in range(30)]},
+    )
+    assert (
+        tw(
+            "run",
+            "--data",
+            "t.csv",
+            "--train",
+            "0.5",
+            "--test",
+            "0.2",
+            "--epochs",
+            "5",
+            "--out",
+            "t",
+            "--no-plots",
+        )[0]
+        == 0
+    )
+    import pyarrow.csv as pcsv
+
+    written = pcsv.read_csv(tmp_path / "t" / "predictions.csv")
+    assert written.column_names[:3] == ["split", "prediction (actual)", "prediction"]
+    assert written.column("split").to_pylist().count("unused") == 30 - 15 - 6
+    assert_one_line_error(
+        tw("evaluate", "--model", "t/model.pth", "--data", "t.csv"), "use that file"
+    )
+    (tmp_path / "u.csv").write_text("a,y\n1_0,2.5\n2,3.5\n3,4.5\n")
+    assert_one_line_error(tw("run", "--data", "u.csv", "--out", "u"), "non-numeric value '1_0'")
+
+
+def test_config_text_with_control_characters_round_trips(tw):
+    from torchwork import RunConfig
+
+    config = RunConfig()
+    config.data.features = ["a\nb", 'quote"d', "tab\there", "\x01"]
+    assert RunConfig.from_toml(config.to_toml()) == config

@@ -247,3 +247,18 @@ def test_max_restarts_resumes_and_matches_the_uninterrupted_run(tmp_path):
     assert (tmp_path / "restarted" / "metrics.csv").read_text() == (
         tmp_path / "whole" / "metrics.csv"
     ).read_text()
+
+
+def test_a_validation_split_smaller_than_the_processes_with_early_stopping(tmp_path):
+    # 50 rows: 1 validation row for 2 processes, so one of them has none.
+    args = ("--train", "0.78", "--val", "0.02", "--patience", "5", "--epochs", "40", "--no-plots")
+    result = torchrun(tmp_path, *args, "--out", "two")
+    assert result.returncode == 0, result.stderr
+    single(tmp_path, *args, "--out", "one")
+    assert summary(tmp_path / "two")["epochs_run"] == summary(tmp_path / "one")["epochs_run"]
+    one, two = (tmp_path / n / "metrics.csv" for n in ("one", "two"))
+    assert (
+        one.read_text().splitlines()[0]
+        == two.read_text().splitlines()[0]
+        == "epoch,train_loss,val_loss,test_loss"
+    )

@@ -28,7 +28,12 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage mistake in one line instead of usage text."""
+    """argparse that reports a usage mistake in one line instead of usage text, and takes
+    flags only as spelled (an abbreviation such as --npro would survive into child runs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -298,12 +303,30 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    flags = {field: getattr(args, field) for _, field, _, _ in RUN_FLAGS if hasattr(args, field)}
     if args.nproc is not None:
+        from torchwork.distributed import launched
+
+        if launched():
+            raise TorchworkError(
+                "--nproc cannot be used under torchrun: torchrun already started the processes"
+            )
+        if args.nproc < 1:
+            raise TorchworkError(f"--nproc must be at least 1 (got {args.nproc})")
+        if not args.resume:
+            # Mistakes are one line here, not one per process after the launch.
+            config = config_from_args(args).validate()
+            if 0 < config.train.batch_size < args.nproc:
+                raise TorchworkError(
+                    f"--batch-size {config.train.batch_size} is smaller than --nproc {args.nproc}: "
+                    "each process needs at least one row per step"
+                )
+            from torchwork.report import resolve_run_dir
+
+            if config.out:
+                resolve_run_dir(config.out, args.force)
         return launch_torchrun(args.nproc, args.argv)
     if args.resume:
-        flags = {
-            field: getattr(args, field) for _, field, _, _ in RUN_FLAGS if hasattr(args, field)
-        }
         for given, name in (
             (args.config, "--config"),
             (args.force, "--force"),
@@ -313,6 +336,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise TorchworkError(
                     f"{name} cannot be used with --resume: the run keeps its own config and folder"
                 )
+        if args.print_config:
+            raise TorchworkError(
+                "--print-config cannot be used with --resume: see the run's config.toml"
+            )
         from torchwork.workflow import RESUME_FIELDS, resume
 
         for flag, field, _, _ in RUN_FLAGS:
@@ -339,8 +366,6 @@ def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
     run ...`: PyTorch's own launcher starts and watches the processes."""
     import subprocess
 
-    if nproc < 1:
-        raise TorchworkError(f"--nproc must be at least 1 (got {nproc})")
     rest = list(argv)
     i = rest.index("--nproc") if "--nproc" in rest else None
     if i is not None:
@@ -376,7 +401,13 @@ def _parse_rows(values: Sequence[str]) -> list[list[float]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from torchwork.workflow import Predictor, predict_file, prediction_columns, write_table
+    from torchwork.workflow import (
+        Predictor,
+        input_names,
+        predict_file,
+        prediction_columns,
+        write_table,
+    )
 
     if args.data:
         predict_file(args.model, args.data, args.out)
@@ -386,15 +417,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import torch
 
+    from torchwork.tables import check_values
+
     predictor = Predictor.from_file(args.model)
     rows = _parse_rows(args.x)
     encoder = predictor.encoder
     if encoder is None:
+        names = input_names(len(rows[0]))
+        table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(names)})
+        check_values(table, names, "--x", fix="give finite numbers")
         X = torch.tensor(rows, dtype=torch.float32)
         outputs = predictor.outputs(X)
-        names = ["x"] if X.shape[1] == 1 else [f"x{i}" for i in range(X.shape[1])]
-        columns = {name: X[:, j].numpy() for j, name in enumerate(names)}
-        write_table(pa.table(columns | {"prediction": outputs.reshape(-1).numpy()}), None)
+        write_table(
+            table.append_column("prediction", pa.array(outputs.reshape(-1).numpy())), args.out
+        )
         return 0
     if any(f.kind != "numeric" for f in encoder.features):
         raise TorchworkError(
@@ -406,11 +442,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"--x gave {len(rows[0])}"
         )
     table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(encoder.feature_names)})
-
+    check_values(table, encoder.feature_names, "--x", fix="give finite numbers")
     outputs = predictor.outputs(encoder.transform(table, "--x"))
     for name, column in prediction_columns(encoder, outputs).items():
         table = table.append_column(name, column)
-    write_table(table, None)
+    write_table(table, args.out)
     return 0
 
 

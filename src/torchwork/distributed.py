@@ -18,7 +18,9 @@ import torch
 
 from torchwork.errors import TorchworkError
 
-TIMEOUT = datetime.timedelta(seconds=30)  # a dead peer fails a collective after at most this
+# How long a collective waits for the others. torchrun itself stops the group when a process
+# dies; this only bounds a hang, and must outlast the main process writing the run folder.
+TIMEOUT = datetime.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,6 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
-
-
-def agree(ok: bool, device: torch.device) -> bool:
-    """True only when every process says ok: lets one process's error stop them all."""
-    return all_sum([0.0 if ok else 1.0], device)[0] == 0.0
 
 
 def sharded_batches(

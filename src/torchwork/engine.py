@@ -307,7 +307,7 @@ def fit(
 
         val_loss = None
         if has_val and patience > 0:
-            val_loss = mean_of(test_step(model, val_batches, loss_fn), len(X_val), n_val)
+            val_loss = mean_of(_loss_or_none(model, val_batches, loss_fn), len(X_val), n_val)
             if val_loss < state.best_loss:
                 state.best_loss, state.bad_epochs, history.best_epoch = val_loss, 0, epoch
                 state.best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
@@ -328,7 +328,9 @@ def fit(
                 raise TrainingDiverged(epoch, record["train_loss"])
             if has_val:
                 if val_loss is None:
-                    val_loss = mean_of(test_step(model, val_batches, loss_fn), len(X_val), n_val)
+                    val_loss = mean_of(
+                        _loss_or_none(model, val_batches, loss_fn), len(X_val), n_val
+                    )
                 record["val_loss"] = val_loss
             if n_test:
                 record["test_loss"] = mean_of(test_loss, len(X_test), n_test)
@@ -352,6 +354,11 @@ def fit(
     if bar is not None:
         bar.close()
     return history
+
+
+def _loss_or_none(model: nn.Module, batches: list, loss_fn: nn.Module) -> torch.Tensor | None:
+    # A process whose shard of a small split is empty still takes part in the reduction.
+    return test_step(model, batches, loss_fn) if batches else None
 
 
 def _global_mean(group: Group | None, device: torch.device) -> Callable[..., float]:

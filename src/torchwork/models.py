@@ -110,8 +110,8 @@ def build_model(
     if kind == "params":
         if in_features != 1 or out_features != 1:
             raise TorchworkError(
-                f"--model params learns one weight and one bias, for 1 feature; the data has "
-                f"{in_features}: use --model linear"
+                f"--model params learns one weight and one bias: one input and one output; this "
+                f"data needs {in_features} input(s) and {out_features} output(s): use --model linear"
             )
         return LinearRegressionModel()
     if kind == "linear":

@@ -207,6 +207,10 @@ def _more(count: int) -> str:
 
 
 def _looks_numeric(text: str) -> bool:
+    # As Arrow reads numbers: no spaces, digit separators or non-ASCII digits, which Python's
+    # float() accepts and Arrow's cast does not.
+    if not text.isascii() or "_" in text or text != text.strip():
+        return False
     try:
         float(text)
     except ValueError:
@@ -271,7 +275,12 @@ def check_values(
             )
         if is_text(type_) and _check_mixed(column, name, source):
             # Numbers stored as text (an Excel column formatted as text, say): read as numbers.
-            column = pc.cast(column, pa.float64())
+            try:
+                column = pc.cast(column, pa.float64())
+            except pa.ArrowInvalid as e:
+                raise TorchworkError(
+                    f"column '{name}' of {source} holds text that is not a number: {e}"
+                ) from None
             table = table.set_column(table.column_names.index(name), name, column)
             type_ = column.type
         col_missing = column.is_null().to_numpy(zero_copy_only=False)

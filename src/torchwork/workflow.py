@@ -312,12 +312,16 @@ def resume(
     """Continue the run in `folder` from its last checkpoint, with its stored config.
 
     Only settings that cannot change the result may be given (`train.epochs`, to train
-    longer, `plots`, `train.checkpoint_every`); anything else is refused. Under torchrun
+    longer, `plots`, `train.checkpoint_every`, `tensorboard`); anything else is refused. Under torchrun
     every process reads the checkpoint and the main one writes.
     """
     if not distributed.launched():
         return _resume(Path(folder), overrides, log, None)
-    with process_group(RunConfig()) as group:
+    stored = RunConfig()
+    if (Path(folder) / CHECKPOINT_LAST).exists():
+        # The run's own device decides between gloo and NCCL, not this machine's default.
+        stored = RunConfig.from_dict(load_checkpoint(Path(folder) / CHECKPOINT_LAST)["config"])
+    with process_group(stored) as group:
         return _resume(Path(folder), overrides, log if group.main else _silent, group)
 
 
@@ -410,7 +414,12 @@ class Checkpointer:
     cleanly after a signal."""
 
     def __init__(
-        self, session: Session, seconds_before: float, stop: StopSignals, log: Callable[[str], None]
+        self,
+        session: Session,
+        seconds_before: float,
+        stop: StopSignals,
+        log: Callable[[str], None],
+        logged: int = 0,
     ) -> None:
         self.session = session
         self.every = session.config.train.checkpoint_every
@@ -421,7 +430,7 @@ class Checkpointer:
         self.log = log
         self.best_written: int | None = None
         self.last_epoch: int | None = None
-        self.logged = 0  # history records already sent to TensorBoard
+        self.logged = logged  # history records already sent to TensorBoard (before a resume)
         self.tensorboard = None
         if session.config.tensorboard and session.main:
             self.tensorboard = tensorboard_writer(session.out / "tensorboard")
@@ -572,7 +581,9 @@ def train(
         f"3. Training for {t.epochs} epochs ({'full batch' if t.batch_size == 0 else f'batches of {t.batch_size}'})"
     )
     with StopSignals(log) as stop:
-        checkpointer = Checkpointer(session, seconds_before, stop, log)
+        checkpointer = Checkpointer(
+            session, seconds_before, stop, log, logged=len(state.history.records)
+        )
         try:
             history = fit(
                 session.train_model if session.train_model is not None else session.model,
@@ -600,9 +611,8 @@ def train(
             if session.main:
                 write_text_atomic(session.out / "metrics.csv", state.history.to_csv())
             kept = (
-                f"; the last good checkpoint (after epoch {checkpointer.last_epoch - 1}) is kept in "
-                f"{session.out / CHECKPOINT_LAST}"
-                if checkpointer.last_epoch
+                f"; the last good checkpoint is kept in {session.out / CHECKPOINT_LAST}"
+                if checkpointer.last_epoch or (session.out / CHECKPOINT_LAST).exists()
                 else ""
             )
             raise TrainingDiverged(e.epoch, e.loss, kept) from None
@@ -894,15 +904,16 @@ def write_predictions(path: Path, data: Prepared, model: nn.Module, device: torc
     """predictions.csv: every row of the table in order, its split, target and prediction."""
     import pyarrow as pa
 
-    which = ["train"] * len(data.X)
-    for name in ("val", "test"):
+    which = ["unused"] * len(data.X)  # rows left out when the fractions add up to less than 1
+    for name in SPLITS:
         for row in data.rows[name].tolist():
             which[row] = name
-    columns = {
-        "split": pa.array(which),
-        data.encoder.target: data.table.column(data.encoder.target),
-    }
-    columns |= prediction_columns(data.encoder, outputs_of(model, data.X.to(device)))
+    predicted = prediction_columns(data.encoder, outputs_of(model, data.X.to(device)))
+    target = data.encoder.target
+    if target == "split" or target in predicted:
+        target = f"{target} (actual)"  # keep the target beside our own column of that name
+    columns = {"split": pa.array(which), target: data.table.column(data.encoder.target)}
+    columns |= predicted
     write_table(pa.table(columns), path)
 
 
@@ -923,6 +934,8 @@ def write_table(table: Any, path: str | Path | None) -> None:
         sys.stdout.write(text)
         return
     path = Path(path)
+    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise TorchworkError(f"cannot write {path}: use a .csv or .parquet file name")
     if not path.parent.is_dir():
         raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -949,6 +962,16 @@ class Predictor:
         path = Path(path)
         model = load(path)
         encoder = None
+        sibling = path.with_suffix(".safetensors")
+        if (
+            path.suffix.lower() != ".safetensors"
+            and sibling.exists()
+            and read_metadata(sibling).get("preprocess")
+        ):
+            raise TorchworkError(
+                f"{path} holds only the weights; the columns, scaling and labels of this "
+                f"model are in {sibling}: use that file"
+            )
         if path.suffix.lower() == ".safetensors":
             preprocess = read_metadata(path)["preprocess"]
             encoder = TableEncoder.from_dict(preprocess) if preprocess else None
@@ -971,7 +994,7 @@ class Predictor:
             from torchwork.data import read_features
 
             X = read_features(data)  # a bare array of feature rows, no target column
-            names = ["x"] if X.shape[1] == 1 else [f"x{i}" for i in range(X.shape[1])]
+            names = input_names(X.shape[1])
             return pa.table({n: X[:, j].numpy() for j, n in enumerate(names)}), X
         table = read_table(data)
         if self.encoder is None:
@@ -986,6 +1009,13 @@ class Predictor:
             if target not in table.column_names:
                 raise TorchworkError(
                     f"target column '{target}' is not in {source}; its columns are {', '.join(table.column_names)}"
+                )
+            if target in self.encoder.feature_names:
+                raise TorchworkError(f"--target '{target}' is one of the model's feature columns")
+            if self.encoder.target in table.column_names:
+                raise TorchworkError(
+                    f"{source} has both '{target}' (--target) and '{self.encoder.target}' (the "
+                    "model's target): leave out --target, or remove one of the two columns"
                 )
             table = table.rename_columns(
                 [self.encoder.target if n == target else n for n in table.column_names]
@@ -1073,6 +1103,11 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         result["labels"] = encoder.labels
         result["confusion_matrix"] = details["confusion_matrix"]
     return result
+
+
+def input_names(count: int) -> list[str]:
+    """Column names for the inputs of a model without stored column names (the line)."""
+    return ["x"] if count == 1 else [f"x{i}" for i in range(count)]
 
 
 def learned_line(model: nn.Module) -> tuple[float, float] | None:
