@@ -90,7 +90,13 @@ def torchwork_course(epochs: int, eval_every: int = 0):
 
 
 def lightning_course(epochs: int):
+    import logging
+    import warnings
+
     import lightning as L
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
 
     X_train, y_train, X_test, y_test = course_data()
 
@@ -118,8 +124,10 @@ def lightning_course(epochs: int):
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    train = [(X_train, y_train)]
-    trainer.fit(Course(), train, [(X_test, y_test)])
+    # One full batch per epoch, as the course: batch_size=None hands the tensors over as they are.
+    train = torch.utils.data.DataLoader([(X_train, y_train)], batch_size=None)
+    test = torch.utils.data.DataLoader([(X_test, y_test)], batch_size=None)
+    trainer.fit(Course(), train, test)
 
 
 def skorch_course(epochs: int):
