@@ -312,3 +312,39 @@ def test_every_write_is_atomic(tmp_path, monkeypatch):
         write_text_atomic(target, "new")
     assert target.read_text() == "old and complete"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_a_second_ctrl_c_stops_at_once_and_leaves_whole_files(tmp_path):
+    # Epochs of about a second, so that the first Ctrl-C is still waiting for its epoch's end.
+    long_epochs = (
+        "--end",
+        "1000",
+        "--step",
+        "0.01",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "4",
+        "--checkpoint-every",
+        "1",
+        "--shuffle",
+    )
+    process = _start(tmp_path, *long_epochs, "--out", "run", "--no-plots")
+    _wait_for(tmp_path / "run" / "checkpoint-last.pt", process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "stopped at once" in err
+    contents = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)
+    assert contents["epoch"] > 0
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torchwork", "run", "--resume", "run", "--no-plots"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
