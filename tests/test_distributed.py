@@ -122,31 +122,59 @@ def test_nproc_flag_launches_torchrun(tmp_path):
     assert "2 processes" in result.stdout and (tmp_path / "r" / "summary.json").exists()
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def test_two_nodes_on_loopback_complete_a_run_together(tmp_path):
-    port = str(free_port())
-    common = [
-        *TORCHRUN,
-        "--nnodes",
-        "2",
-        "--nproc_per_node",
-        "1",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        port,
-    ]
     args = ["-m", "--", "torchwork", "run", "--epochs", "50", "--out", "nodes", "--no-plots"]
-    nodes = [
-        subprocess.Popen(
-            [*common, "--node_rank", str(r), *args],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in (0, 1)
-    ]
-    outputs = [p.communicate(timeout=240) for p in nodes]
+    for _ in range(3):  # a free port can be taken by someone else before node 0 binds it
+        port = free_port()
+        common = [
+            *TORCHRUN,
+            "--nnodes",
+            "2",
+            "--nproc_per_node",
+            "1",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+        ]
+        nodes = []
+        try:
+            # Node 0 hosts the rendezvous; node 1 joins once it listens.
+            nodes.append(
+                subprocess.Popen(
+                    [*common, "--node_rank", "0", *args],
+                    cwd=tmp_path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            deadline = time.monotonic() + 60
+            while not _listening(port) and nodes[0].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if nodes[0].poll() is not None:
+                continue
+            nodes.append(
+                subprocess.Popen(
+                    [*common, "--node_rank", "1", *args],
+                    cwd=tmp_path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            outputs = [p.communicate(timeout=240) for p in nodes]
+            break
+        finally:
+            for p in nodes:
+                if p.poll() is None:
+                    p.kill()
+                    p.communicate()
     assert [p.returncode for p in nodes] == [0, 0], outputs
     assert "2 processes" in outputs[0][0]
     assert (tmp_path / "nodes" / "summary.json").exists()

@@ -14,7 +14,7 @@ import torch
 from conftest import write_csv
 from torchwork.errors import TorchworkError
 from torchwork.export import export_model
-from torchwork.workflow import Predictor
+from torchwork.predict import Predictor
 
 # Runs in a fresh interpreter: only numpy and onnxruntime or torch, as a deployment would.
 LOADER = """

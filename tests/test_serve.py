@@ -20,6 +20,7 @@ pytest.importorskip("waitress")
 
 from torchwork.cli import main
 from torchwork.errors import TorchworkError
+from torchwork.predict import Predictor
 from torchwork.serve import (
     MAX_BODY_BYTES,
     MAX_ROWS,
@@ -28,7 +29,7 @@ from torchwork.serve import (
     make_server,
     serve,
 )
-from torchwork.workflow import Predictor, learned_line
+from torchwork.workflow import learned_line
 
 COLORS = ["blue", "green", "red"]
 

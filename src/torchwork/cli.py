@@ -401,7 +401,7 @@ def _parse_rows(values: Sequence[str]) -> list[list[float]]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from torchwork.workflow import (
+    from torchwork.predict import (
         Predictor,
         input_names,
         predict_file,
@@ -453,8 +453,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
+    from torchwork.predict import evaluate_file
     from torchwork.report import format_metrics_table
-    from torchwork.workflow import evaluate_file
 
     result = evaluate_file(args.model, args.data, args.target or "")
     if args.json:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from torchwork.errors import TorchworkError
+
+if TYPE_CHECKING:
+    from torchwork.config import RunConfig
 
 
 def make_line(
@@ -283,3 +287,102 @@ def _generator(seed: int | None) -> torch.Generator:
     else:
         g.manual_seed(seed)
     return g
+
+
+@dataclass
+class Prepared:
+    """Step 1's result: every row encoded, and which rows belong to which split."""
+
+    X: torch.Tensor  # model inputs, all rows
+    y: torch.Tensor  # the target as the loss function wants it, all rows
+    y_raw: torch.Tensor  # regression: the target in its own units [rows, 1]; else class indices
+    rows: dict[str, torch.Tensor]  # split name -> row numbers
+    task: str  # regression, binary or multiclass
+    description: str
+    encoder: Any = None  # TableEncoder for tables, None for the line
+    table: Any = None  # the pyarrow table the rows came from
+    x_plot: torch.Tensor | None = None  # the one raw feature for the course's picture
+    true: dict[str, float] | None = None  # the line's known parameters
+
+    def part(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
+        return tensor[self.rows[name]]
+
+    @property
+    def labels(self) -> list[Any]:
+        return self.encoder.labels if self.encoder is not None else []
+
+
+def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
+    """Step 1: the line with known parameters, or the user's table, split and encoded."""
+    d, seed = config.data, config.train.seed
+    if not d.path:
+        X, y = make_line(d.weight, d.bias, d.start, d.end, d.step, d.noise, seed=seed)
+        train, val, test = split_indices(len(X), d.train, d.val, d.test, d.shuffle, seed)
+        noise = f" + noise (std {d.noise:g})" if d.noise else ""
+        return Prepared(
+            X,
+            y,
+            y,
+            {"train": train, "val": val, "test": test},
+            "regression",
+            f"y = {d.weight:g} * X + {d.bias:g}{noise}, {len(X)} rows",
+            x_plot=X,
+            true={"weight": d.weight, "bias": d.bias},
+        )
+
+    from torchwork.tables import TableEncoder, check_values, detect_task, read_table, select_columns
+
+    source = d.path
+    table = read_table(source)
+    target, features = select_columns(table, d.target, d.features, source)
+    table = check_values(table, [*features, target], source, dropna=d.dropna, log=log)
+    task, why = detect_task(table.column(target), d.task, target, source)
+    try:
+        train, val, test = split_indices(table.num_rows, d.train, d.val, d.test, d.shuffle, seed)
+    except TorchworkError as e:
+        raise TorchworkError(
+            f"{source} has {table.num_rows} rows, too few for the split: {e}"
+        ) from None
+    encoder = TableEncoder.fit(
+        table,
+        features,
+        target,
+        task,
+        train.numpy(),
+        source,
+        categorical=d.categorical,
+        scale=d.scale,
+        scale_target=d.scale_target and task == "regression",
+    )
+    X = encoder.transform(table, source)
+    y = encoder.encode_target(table, source)
+    y_raw = encoder.target_values(table) if task == "regression" else y.reshape(-1).long()
+    if task != "regression" and len(torch.unique(y_raw[train])) < 2:
+        raise TorchworkError(
+            f"the training rows of {source} hold only one class of '{target}': add rows or use --shuffle"
+        )
+    one_numeric = len(encoder.features) == 1 and encoder.features[0].kind == "numeric"
+    text_columns = [f for f in encoder.features if f.kind == "categorical"]
+    encoded = (
+        f" ({len(text_columns)} text column(s) one-hot encoded into {sum(len(f.categories) for f in text_columns)})"
+        if text_columns
+        else ""
+    )
+    description = (
+        f"{source}, {table.num_rows} rows x {len(features)} features{encoded}, target '{target}'\n"
+        f"   Task: {task} ({why}; --task to change)"
+    )
+    from torchwork.tables import table_to_tensor
+
+    x_plot = table_to_tensor(table, features) if one_numeric else None
+    return Prepared(
+        X,
+        y,
+        y_raw,
+        {"train": train, "val": val, "test": test},
+        task,
+        description,
+        encoder=encoder,
+        table=table,
+        x_plot=x_plot,
+    )

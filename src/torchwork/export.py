@@ -123,7 +123,7 @@ def export_model(
     if fmt == "onnx":
         _require_onnx()
 
-    from torchwork.workflow import Predictor  # workflow sits above export; import on use
+    from torchwork.predict import Predictor
 
     predictor = Predictor.from_file(model_path)
     encoder = predictor.encoder
@@ -248,7 +248,7 @@ def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
     from torchwork.checkpoint import read_metadata
     from torchwork.config import RunConfig
-    from torchwork.workflow import prepare_data
+    from torchwork.data import prepare_data
 
     config = read_metadata(model_path)["config"]
     if not config:

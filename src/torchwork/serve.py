@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from torchwork.errors import TorchworkError
-from torchwork.workflow import Predictor
+from torchwork.predict import Predictor
 
 MAX_BODY_BYTES = 1 << 20  # a larger request body gets 413
 MAX_ROWS = 10_000  # more rows in one request get 413

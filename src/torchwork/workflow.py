@@ -1,5 +1,5 @@
-"""Step 6, all together: the six steps in order. `torchwork run` calls `run(config)`;
-`torchwork predict` and `evaluate` call `predict_file` and `evaluate_file`."""
+"""Step 6, all together: the six steps in order. `torchwork run` calls `run(config)`, and
+`torchwork run --resume` calls `resume(folder)`."""
 
 from __future__ import annotations
 
@@ -19,19 +19,18 @@ from torchwork import __version__, distributed
 from torchwork.checkpoint import (
     load,
     load_checkpoint,
-    read_metadata,
     rng_states,
     save,
     save_checkpoint,
     set_rng_states,
 )
 from torchwork.config import RunConfig
-from torchwork.data import make_line, split_indices
+from torchwork.data import Prepared, prepare_data
 from torchwork.distributed import Group
 from torchwork.engine import History, TrainingDiverged, TrainState, fit, make_loss, make_optimizer
 from torchwork.errors import TorchworkError
-from torchwork.fileio import atomic_path, write_text_atomic
-from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
+from torchwork.fileio import write_text_atomic
+from torchwork.metrics import classification_metrics, regression_metrics
 from torchwork.models import build_model
 from torchwork.plots import (
     plot_confusion_matrix,
@@ -40,6 +39,7 @@ from torchwork.plots import (
     plot_predictions,
     plot_residuals,
 )
+from torchwork.predict import outputs_of, prediction_columns, score, write_table
 from torchwork.report import create_run_dir, format_metrics_table, resolve_run_dir, write_json
 from torchwork.solve import least_squares
 
@@ -59,105 +59,6 @@ def resolve_device(name: str) -> torch.device:
             "--device mps: Apple's MPS is not available here: use --device cpu or auto"
         )
     return torch.device(name)
-
-
-@dataclass
-class Prepared:
-    """Step 1's result: every row encoded, and which rows belong to which split."""
-
-    X: torch.Tensor  # model inputs, all rows
-    y: torch.Tensor  # the target as the loss function wants it, all rows
-    y_raw: torch.Tensor  # regression: the target in its own units [rows, 1]; else class indices
-    rows: dict[str, torch.Tensor]  # split name -> row numbers
-    task: str  # regression, binary or multiclass
-    description: str
-    encoder: Any = None  # TableEncoder for tables, None for the line
-    table: Any = None  # the pyarrow table the rows came from
-    x_plot: torch.Tensor | None = None  # the one raw feature for the course's picture
-    true: dict[str, float] | None = None  # the line's known parameters
-
-    def part(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
-        return tensor[self.rows[name]]
-
-    @property
-    def labels(self) -> list[Any]:
-        return self.encoder.labels if self.encoder is not None else []
-
-
-def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
-    """Step 1: the line with known parameters, or the user's table, split and encoded."""
-    d, seed = config.data, config.train.seed
-    if not d.path:
-        X, y = make_line(d.weight, d.bias, d.start, d.end, d.step, d.noise, seed=seed)
-        train, val, test = split_indices(len(X), d.train, d.val, d.test, d.shuffle, seed)
-        noise = f" + noise (std {d.noise:g})" if d.noise else ""
-        return Prepared(
-            X,
-            y,
-            y,
-            {"train": train, "val": val, "test": test},
-            "regression",
-            f"y = {d.weight:g} * X + {d.bias:g}{noise}, {len(X)} rows",
-            x_plot=X,
-            true={"weight": d.weight, "bias": d.bias},
-        )
-
-    from torchwork.tables import TableEncoder, check_values, detect_task, read_table, select_columns
-
-    source = d.path
-    table = read_table(source)
-    target, features = select_columns(table, d.target, d.features, source)
-    table = check_values(table, [*features, target], source, dropna=d.dropna, log=log)
-    task, why = detect_task(table.column(target), d.task, target, source)
-    try:
-        train, val, test = split_indices(table.num_rows, d.train, d.val, d.test, d.shuffle, seed)
-    except TorchworkError as e:
-        raise TorchworkError(
-            f"{source} has {table.num_rows} rows, too few for the split: {e}"
-        ) from None
-    encoder = TableEncoder.fit(
-        table,
-        features,
-        target,
-        task,
-        train.numpy(),
-        source,
-        categorical=d.categorical,
-        scale=d.scale,
-        scale_target=d.scale_target and task == "regression",
-    )
-    X = encoder.transform(table, source)
-    y = encoder.encode_target(table, source)
-    y_raw = encoder.target_values(table) if task == "regression" else y.reshape(-1).long()
-    if task != "regression" and len(torch.unique(y_raw[train])) < 2:
-        raise TorchworkError(
-            f"the training rows of {source} hold only one class of '{target}': add rows or use --shuffle"
-        )
-    one_numeric = len(encoder.features) == 1 and encoder.features[0].kind == "numeric"
-    text_columns = [f for f in encoder.features if f.kind == "categorical"]
-    encoded = (
-        f" ({len(text_columns)} text column(s) one-hot encoded into {sum(len(f.categories) for f in text_columns)})"
-        if text_columns
-        else ""
-    )
-    description = (
-        f"{source}, {table.num_rows} rows x {len(features)} features{encoded}, target '{target}'\n"
-        f"   Task: {task} ({why}; --task to change)"
-    )
-    from torchwork.tables import table_to_tensor
-
-    x_plot = table_to_tensor(table, features) if one_numeric else None
-    return Prepared(
-        X,
-        y,
-        y_raw,
-        {"train": train, "val": val, "test": test},
-        task,
-        description,
-        encoder=encoder,
-        table=table,
-        x_plot=x_plot,
-    )
 
 
 @dataclass
@@ -754,35 +655,6 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """The model's raw outputs in evaluation mode, as a CPU tensor."""
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        result = model(X).cpu()
-    model.train(was_training)
-    return result
-
-
-def score(
-    task: str, encoder: Any, outputs: torch.Tensor, y_raw: torch.Tensor
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Metrics of raw model outputs against the true target (its own units, or class indices)."""
-    if task == "regression":
-        predictions = (
-            encoder.decode(outputs)["prediction"] if encoder is not None else outputs.reshape(-1)
-        )
-        return regression_metrics(predictions, y_raw), {"predictions": predictions}
-    decoded = encoder.decode(outputs)
-    classes = len(encoder.labels)
-    positive = decoded["probabilities"][:, 1] if classes == 2 else None
-    metrics = classification_metrics(decoded["index"], y_raw, classes, positive)
-    return metrics, {
-        "confusion_matrix": confusion_matrix(decoded["index"], y_raw, classes),
-        **decoded,
-    }
-
-
 def reference_scores(
     data: Prepared, used: list[str]
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
@@ -886,20 +758,6 @@ def draw_plots(
         plot_residuals(y_test, predictions, path=folder / "residuals.png")
 
 
-def prediction_columns(encoder: Any, outputs: torch.Tensor) -> dict[str, Any]:
-    """Predictions in the data's own terms, as named columns (plus class probabilities)."""
-    import pyarrow as pa
-
-    decoded = encoder.decode(outputs)
-    if encoder.task == "regression":
-        return {"prediction": pa.array(decoded["prediction"].numpy())}
-    columns = {"prediction": pa.array(decoded["prediction"])}
-    probabilities = decoded["probabilities"].numpy()
-    for j, label in enumerate(encoder.labels):
-        columns[f"probability_{label}"] = pa.array(probabilities[:, j])
-    return columns
-
-
 def write_predictions(path: Path, data: Prepared, model: nn.Module, device: torch.device) -> None:
     """predictions.csv: every row of the table in order, its split, target and prediction."""
     import pyarrow as pa
@@ -915,199 +773,6 @@ def write_predictions(path: Path, data: Prepared, model: nn.Module, device: torc
     columns = {"split": pa.array(which), target: data.table.column(data.encoder.target)}
     columns |= predicted
     write_table(pa.table(columns), path)
-
-
-def write_table(table: Any, path: str | Path | None) -> None:
-    """A table as CSV (or Parquet, by suffix), atomically; to stdout when path is None."""
-    import csv
-    import io
-
-    import pyarrow.csv as pcsv
-
-    # pyarrow quotes every header name; write a plain header and let it write the rows.
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(table.column_names)
-    rows = io.BytesIO()
-    pcsv.write_csv(table, rows, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
-    text = buffer.getvalue() + rows.getvalue().decode("utf-8")
-    if path is None:
-        sys.stdout.write(text)
-        return
-    path = Path(path)
-    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise TorchworkError(f"cannot write {path}: use a .csv or .parquet file name")
-    if not path.parent.is_dir():
-        raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
-    else:
-        write_text_atomic(path, text)
-
-
-@dataclass
-class Predictor:
-    """A saved model with the preprocessing it was trained with."""
-
-    model: nn.Module
-    encoder: Any  # TableEncoder, or None for models of the line or bare .pth files
-    path: Path
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Predictor:
-        from torchwork.tables import TableEncoder
-
-        path = Path(path)
-        model = load(path)
-        encoder = None
-        sibling = path.with_suffix(".safetensors")
-        if (
-            path.suffix.lower() != ".safetensors"
-            and sibling.exists()
-            and read_metadata(sibling).get("preprocess")
-        ):
-            raise TorchworkError(
-                f"{path} holds only the weights; the columns, scaling and labels of this "
-                f"model are in {sibling}: use that file"
-            )
-        if path.suffix.lower() == ".safetensors":
-            preprocess = read_metadata(path)["preprocess"]
-            encoder = TableEncoder.from_dict(preprocess) if preprocess else None
-            if encoder is not None and encoder.in_features != model.spec()["in_features"]:
-                raise TorchworkError(
-                    f"{path}: its preprocessing does not match the model's input size"
-                )
-        return cls(model, encoder, path)
-
-    def read(
-        self, data: str | Path, target: str = "", need_target: bool = False
-    ) -> tuple[Any, torch.Tensor]:
-        """Read a table for this model: (table, encoded inputs), with every column checked."""
-        from torchwork.tables import check_values, read_table, table_to_tensor
-
-        source = str(data)
-        if self.encoder is None and not need_target and str(data).lower().endswith(".npy"):
-            import pyarrow as pa
-
-            from torchwork.data import read_features
-
-            X = read_features(data)  # a bare array of feature rows, no target column
-            names = input_names(X.shape[1])
-            return pa.table({n: X[:, j].numpy() for j, n in enumerate(names)}), X
-        table = read_table(data)
-        if self.encoder is None:
-            features = (
-                [n for n in table.column_names if n != target]
-                if need_target
-                else table.column_names
-            )
-            table = check_values(table, table.column_names, source, fix="fix or remove those rows")
-            return table, table_to_tensor(table, features)
-        if target and target != self.encoder.target:
-            if target not in table.column_names:
-                raise TorchworkError(
-                    f"target column '{target}' is not in {source}; its columns are {', '.join(table.column_names)}"
-                )
-            if target in self.encoder.feature_names:
-                raise TorchworkError(f"--target '{target}' is one of the model's feature columns")
-            if self.encoder.target in table.column_names:
-                raise TorchworkError(
-                    f"{source} has both '{target}' (--target) and '{self.encoder.target}' (the "
-                    "model's target): leave out --target, or remove one of the two columns"
-                )
-            table = table.rename_columns(
-                [self.encoder.target if n == target else n for n in table.column_names]
-            )
-        expected = self.encoder.feature_names
-        missing = [n for n in expected if n not in table.column_names]
-        if missing:
-            extra = [
-                n for n in table.column_names if n not in expected and n != self.encoder.target
-            ]
-            raise TorchworkError(
-                f"{source} lacks the model's column(s) {', '.join(missing)}"
-                + (f"; it has other columns {', '.join(extra)}" if extra else "")
-                + f"; the model needs {', '.join(expected)}"
-            )
-        if need_target and self.encoder.target not in table.column_names:
-            raise TorchworkError(
-                f"{source} has no target column '{self.encoder.target}': name it with --target"
-            )
-        checked = [*expected, self.encoder.target] if need_target else expected
-        table = check_values(table, checked, source, fix="fix or remove those rows")
-        return table, self.encoder.transform(table, source)
-
-    def outputs(self, X: torch.Tensor) -> torch.Tensor:
-        in_features = self.model.spec()["in_features"]
-        if X.shape[1] != in_features:
-            raise TorchworkError(
-                f"the model takes {in_features} feature(s) per row, the input has {X.shape[1]}"
-            )
-        return outputs_of(self.model, X)
-
-
-def predict_file(model_path: str | Path, data: str | Path, out: str | Path | None = None) -> Any:
-    """Predict every row of a table file: its columns in order plus `prediction` (and class
-    probabilities). Written to `out` (.csv or .parquet), else printed as CSV."""
-    import pyarrow as pa
-
-    predictor = Predictor.from_file(model_path)
-    table, X = predictor.read(data)
-    outputs = predictor.outputs(X)
-    if predictor.encoder is None:
-        columns = {
-            **{n: table.column(n) for n in table.column_names},
-            "prediction": pa.array(outputs.reshape(-1).numpy()),
-        }
-        result = pa.table(columns)
-    else:
-        result = table
-        for name, column in prediction_columns(predictor.encoder, outputs).items():
-            if name in result.column_names:
-                result = result.drop_columns([name])
-            result = result.append_column(name, column)
-    write_table(result, out)
-    return result
-
-
-def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") -> dict[str, Any]:
-    """The metrics of a saved model on a labelled table: {"task", "rows", "metrics", ...}."""
-    predictor = Predictor.from_file(model_path)
-    encoder = predictor.encoder
-    if encoder is None:
-        from torchwork.tables import read_table, table_to_tensor
-
-        names = read_table(data).column_names
-        target = target or names[-1]
-        table, X = predictor.read(data, target=target, need_target=True)
-        metrics, _ = score(
-            "regression", None, predictor.outputs(X), table_to_tensor(table, [target])
-        )
-        return {"task": "regression", "rows": table.num_rows, "target": target, "metrics": metrics}
-    table, X = predictor.read(data, target=target, need_target=True)
-    outputs = predictor.outputs(X)
-    if encoder.task == "regression":
-        truth = encoder.target_values(table)
-    else:
-        truth = encoder.label_index(table.column(encoder.target), str(data))
-    metrics, details = score(encoder.task, encoder, outputs, truth)
-    result = {
-        "task": encoder.task,
-        "rows": table.num_rows,
-        "target": encoder.target,
-        "metrics": metrics,
-    }
-    if encoder.task != "regression":
-        result["labels"] = encoder.labels
-        result["confusion_matrix"] = details["confusion_matrix"]
-    return result
-
-
-def input_names(count: int) -> list[str]:
-    """Column names for the inputs of a model without stored column names (the line)."""
-    return ["x"] if count == 1 else [f"x{i}" for i in range(count)]
 
 
 def learned_line(model: nn.Module) -> tuple[float, float] | None:

@@ -1,0 +1,256 @@
+"""Using a saved model: its preprocessing, predictions on new rows, and their metrics.
+
+`torchwork predict`, `evaluate`, `serve` and `export` read models through `Predictor`; the
+run itself scores and writes predictions with the same functions, so the numbers agree.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchwork.checkpoint import load, read_metadata
+from torchwork.errors import TorchworkError
+from torchwork.fileio import atomic_path, write_text_atomic
+from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
+
+
+def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """The model's raw outputs in evaluation mode, as a CPU tensor."""
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        result = model(X).cpu()
+    model.train(was_training)
+    return result
+
+
+def score(
+    task: str, encoder: Any, outputs: torch.Tensor, y_raw: torch.Tensor
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Metrics of raw model outputs against the true target (its own units, or class indices)."""
+    if task == "regression":
+        predictions = (
+            encoder.decode(outputs)["prediction"] if encoder is not None else outputs.reshape(-1)
+        )
+        return regression_metrics(predictions, y_raw), {"predictions": predictions}
+    decoded = encoder.decode(outputs)
+    classes = len(encoder.labels)
+    positive = decoded["probabilities"][:, 1] if classes == 2 else None
+    metrics = classification_metrics(decoded["index"], y_raw, classes, positive)
+    return metrics, {
+        "confusion_matrix": confusion_matrix(decoded["index"], y_raw, classes),
+        **decoded,
+    }
+
+
+def prediction_columns(encoder: Any, outputs: torch.Tensor) -> dict[str, Any]:
+    """Predictions in the data's own terms, as named columns (plus class probabilities)."""
+    import pyarrow as pa
+
+    decoded = encoder.decode(outputs)
+    if encoder.task == "regression":
+        return {"prediction": pa.array(decoded["prediction"].numpy())}
+    columns = {"prediction": pa.array(decoded["prediction"])}
+    probabilities = decoded["probabilities"].numpy()
+    for j, label in enumerate(encoder.labels):
+        columns[f"probability_{label}"] = pa.array(probabilities[:, j])
+    return columns
+
+
+def write_table(table: Any, path: str | Path | None) -> None:
+    """A table as CSV (or Parquet, by suffix), atomically; to stdout when path is None."""
+    import csv
+    import io
+
+    import pyarrow.csv as pcsv
+
+    # pyarrow quotes every header name; write a plain header and let it write the rows.
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(table.column_names)
+    rows = io.BytesIO()
+    pcsv.write_csv(table, rows, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+    text = buffer.getvalue() + rows.getvalue().decode("utf-8")
+    if path is None:
+        sys.stdout.write(text)
+        return
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise TorchworkError(f"cannot write {path}: use a .csv or .parquet file name")
+    if not path.parent.is_dir():
+        raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    else:
+        write_text_atomic(path, text)
+
+
+@dataclass
+class Predictor:
+    """A saved model with the preprocessing it was trained with."""
+
+    model: nn.Module
+    encoder: Any  # TableEncoder, or None for models of the line or bare .pth files
+    path: Path
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Predictor:
+        from torchwork.tables import TableEncoder
+
+        path = Path(path)
+        model = load(path)
+        encoder = None
+        sibling = path.with_suffix(".safetensors")
+        if (
+            path.suffix.lower() != ".safetensors"
+            and sibling.exists()
+            and read_metadata(sibling).get("preprocess")
+        ):
+            raise TorchworkError(
+                f"{path} holds only the weights; the columns, scaling and labels of this "
+                f"model are in {sibling}: use that file"
+            )
+        if path.suffix.lower() == ".safetensors":
+            preprocess = read_metadata(path)["preprocess"]
+            encoder = TableEncoder.from_dict(preprocess) if preprocess else None
+            if encoder is not None and encoder.in_features != model.spec()["in_features"]:
+                raise TorchworkError(
+                    f"{path}: its preprocessing does not match the model's input size"
+                )
+        return cls(model, encoder, path)
+
+    def read(
+        self, data: str | Path, target: str = "", need_target: bool = False
+    ) -> tuple[Any, torch.Tensor]:
+        """Read a table for this model: (table, encoded inputs), with every column checked."""
+        from torchwork.tables import check_values, read_table, table_to_tensor
+
+        source = str(data)
+        if self.encoder is None and not need_target and str(data).lower().endswith(".npy"):
+            import pyarrow as pa
+
+            from torchwork.data import read_features
+
+            X = read_features(data)  # a bare array of feature rows, no target column
+            names = input_names(X.shape[1])
+            return pa.table({n: X[:, j].numpy() for j, n in enumerate(names)}), X
+        table = read_table(data)
+        if self.encoder is None:
+            features = (
+                [n for n in table.column_names if n != target]
+                if need_target
+                else table.column_names
+            )
+            table = check_values(table, table.column_names, source, fix="fix or remove those rows")
+            return table, table_to_tensor(table, features)
+        if target and target != self.encoder.target:
+            if target not in table.column_names:
+                raise TorchworkError(
+                    f"target column '{target}' is not in {source}; its columns are {', '.join(table.column_names)}"
+                )
+            if target in self.encoder.feature_names:
+                raise TorchworkError(f"--target '{target}' is one of the model's feature columns")
+            if self.encoder.target in table.column_names:
+                raise TorchworkError(
+                    f"{source} has both '{target}' (--target) and '{self.encoder.target}' (the "
+                    "model's target): leave out --target, or remove one of the two columns"
+                )
+            table = table.rename_columns(
+                [self.encoder.target if n == target else n for n in table.column_names]
+            )
+        expected = self.encoder.feature_names
+        missing = [n for n in expected if n not in table.column_names]
+        if missing:
+            extra = [
+                n for n in table.column_names if n not in expected and n != self.encoder.target
+            ]
+            raise TorchworkError(
+                f"{source} lacks the model's column(s) {', '.join(missing)}"
+                + (f"; it has other columns {', '.join(extra)}" if extra else "")
+                + f"; the model needs {', '.join(expected)}"
+            )
+        if need_target and self.encoder.target not in table.column_names:
+            raise TorchworkError(
+                f"{source} has no target column '{self.encoder.target}': name it with --target"
+            )
+        checked = [*expected, self.encoder.target] if need_target else expected
+        table = check_values(table, checked, source, fix="fix or remove those rows")
+        return table, self.encoder.transform(table, source)
+
+    def outputs(self, X: torch.Tensor) -> torch.Tensor:
+        in_features = self.model.spec()["in_features"]
+        if X.shape[1] != in_features:
+            raise TorchworkError(
+                f"the model takes {in_features} feature(s) per row, the input has {X.shape[1]}"
+            )
+        return outputs_of(self.model, X)
+
+
+def predict_file(model_path: str | Path, data: str | Path, out: str | Path | None = None) -> Any:
+    """Predict every row of a table file: its columns in order plus `prediction` (and class
+    probabilities). Written to `out` (.csv or .parquet), else printed as CSV."""
+    import pyarrow as pa
+
+    predictor = Predictor.from_file(model_path)
+    table, X = predictor.read(data)
+    outputs = predictor.outputs(X)
+    if predictor.encoder is None:
+        columns = {
+            **{n: table.column(n) for n in table.column_names},
+            "prediction": pa.array(outputs.reshape(-1).numpy()),
+        }
+        result = pa.table(columns)
+    else:
+        result = table
+        for name, column in prediction_columns(predictor.encoder, outputs).items():
+            if name in result.column_names:
+                result = result.drop_columns([name])
+            result = result.append_column(name, column)
+    write_table(result, out)
+    return result
+
+
+def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") -> dict[str, Any]:
+    """The metrics of a saved model on a labelled table: {"task", "rows", "metrics", ...}."""
+    predictor = Predictor.from_file(model_path)
+    encoder = predictor.encoder
+    if encoder is None:
+        from torchwork.tables import read_table, table_to_tensor
+
+        names = read_table(data).column_names
+        target = target or names[-1]
+        table, X = predictor.read(data, target=target, need_target=True)
+        metrics, _ = score(
+            "regression", None, predictor.outputs(X), table_to_tensor(table, [target])
+        )
+        return {"task": "regression", "rows": table.num_rows, "target": target, "metrics": metrics}
+    table, X = predictor.read(data, target=target, need_target=True)
+    outputs = predictor.outputs(X)
+    if encoder.task == "regression":
+        truth = encoder.target_values(table)
+    else:
+        truth = encoder.label_index(table.column(encoder.target), str(data))
+    metrics, details = score(encoder.task, encoder, outputs, truth)
+    result = {
+        "task": encoder.task,
+        "rows": table.num_rows,
+        "target": encoder.target,
+        "metrics": metrics,
+    }
+    if encoder.task != "regression":
+        result["labels"] = encoder.labels
+        result["confusion_matrix"] = details["confusion_matrix"]
+    return result
+
+
+def input_names(count: int) -> list[str]:
+    """Column names for the inputs of a model without stored column names (the line)."""
+    return ["x"] if count == 1 else [f"x{i}" for i in range(count)]
