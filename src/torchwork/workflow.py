@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import sys
 import time
@@ -154,18 +155,20 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
     if config.tensorboard:
         tensorboard_writer(None)  # a missing package is a clear error before anything is written
     with process_group(config) as group:
-        main = group is None or group.main
-        log = log if main else _silent
-        out = _run_folder(config, force, group)
-        if group is not None and distributed.restarted() and (out / CHECKPOINT_LAST).exists():
-            log(f"torchrun restarted the processes: resuming {out} from its last checkpoint")
-            return _resume(out, {}, log, group)
-        session = setup(config, out, log, group)
-        if main:
-            create_run_dir(out)
-        outputs_before = outputs_of(session.model, session.X["test"])
-        history, seconds = train(session, TrainState(), 0.0, log)
-        return finish(session, history, seconds, outputs_before, log)
+        return _run(config, force, log if group is None or group.main else _silent, group)
+
+
+def _run(config: RunConfig, force: bool, log: Callable[[str], None], group: Group | None) -> Path:
+    out = _run_folder(config, force, group)
+    if group is not None and distributed.restarted() and (out / CHECKPOINT_LAST).exists():
+        log(f"torchrun restarted the processes: resuming {out} from its last checkpoint")
+        return _resume(out, {}, log, group)
+    session = setup(config, out, log, group)
+    if group is None or group.main:
+        create_run_dir(out)
+    outputs_before = outputs_of(session.model, session.X["test"])
+    history, seconds = train(session, TrainState(), 0.0, log)
+    return finish(session, history, seconds, outputs_before, log)
 
 
 @contextlib.contextmanager
@@ -181,6 +184,10 @@ def process_group(config: RunConfig) -> Iterator[Group | None]:
         # writing the run folder can take the whole run down with it.
         distributed.barrier()
     finally:
+        # The DDP wrapper holds gloo work; freed after the interpreter starts shutting down,
+        # it can abort the process (pytorch/pytorch#179291). The run's objects are out of
+        # scope by now: collect them while the group still exists.
+        gc.collect()
         distributed.stop()
 
 
@@ -213,8 +220,8 @@ def resume(
     """Continue the run in `folder` from its last checkpoint, with its stored config.
 
     Only settings that cannot change the result may be given (`train.epochs`, to train
-    longer, `plots`, `train.checkpoint_every`, `tensorboard`); anything else is refused. Under torchrun
-    every process reads the checkpoint and the main one writes.
+    longer, `plots`, `train.checkpoint_every`, `tensorboard`); anything else is refused.
+    Under torchrun every process reads the checkpoint and the main one writes.
     """
     if not distributed.launched():
         return _resume(Path(folder), overrides, log, None)
