@@ -56,6 +56,17 @@ def _start(tmp_path, *args):
     )
 
 
+def _resume_in_a_new_process(cwd: Path, folder: str) -> None:
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torchwork", "run", "--resume", folder, "--no-plots"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+
 def _wait_for(path: Path, process, timeout=120):
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -77,14 +88,7 @@ def test_a_signal_writes_a_checkpoint_and_resume_completes(tmp_path, signum, cod
     assert "Traceback" not in err
     checkpoint = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)
     assert 0 < checkpoint["epoch"] < 1500
-    resumed = subprocess.run(
-        [sys.executable, "-m", "torchwork", "run", "--resume", "run", "--no-plots"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    _resume_in_a_new_process(tmp_path, "run")
     assert kill_resume.identical(reference("minibatch"), tmp_path / "run") == []
 
 
@@ -340,11 +344,4 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_whole_files(tmp_path):
     contents = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)
     assert contents["epoch"] > 0
     assert not list((tmp_path / "run").glob(".*.tmp"))
-    resumed = subprocess.run(
-        [sys.executable, "-m", "torchwork", "run", "--resume", "run", "--no-plots"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    _resume_in_a_new_process(tmp_path, "run")
