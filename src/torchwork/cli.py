@@ -405,7 +405,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         Predictor,
         input_names,
         predict_file,
-        prediction_columns,
+        with_predictions,
         write_table,
     )
 
@@ -426,11 +426,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         names = input_names(len(rows[0]))
         table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(names)})
         check_values(table, names, "--x", fix="give finite numbers")
-        X = torch.tensor(rows, dtype=torch.float32)
-        outputs = predictor.outputs(X)
-        write_table(
-            table.append_column("prediction", pa.array(outputs.reshape(-1).numpy())), args.out
-        )
+        outputs = predictor.outputs(torch.tensor(rows, dtype=torch.float32))
+        write_table(with_predictions(table, None, outputs), args.out)
         return 0
     if any(f.kind != "numeric" for f in encoder.features):
         raise TorchworkError(
@@ -444,9 +441,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(encoder.feature_names)})
     check_values(table, encoder.feature_names, "--x", fix="give finite numbers")
     outputs = predictor.outputs(encoder.transform(table, "--x"))
-    for name, column in prediction_columns(encoder, outputs).items():
-        table = table.append_column(name, column)
-    write_table(table, args.out)
+    write_table(with_predictions(table, encoder, outputs), args.out)
     return 0
 
 
@@ -552,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except TorchworkError as e:
         print(f"torchwork {args.command}: error: {e}", file=sys.stderr)
-        return exit_code(e)
+        return e.exit_code
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", 2)
         print(
@@ -560,19 +555,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 128 + signum
-
-
-EXIT_DIVERGED = 3
-
-
-def exit_code(error: TorchworkError) -> int:
-    """2 for mistakes to fix, 3 when training diverged, 128 + N after signal N (130, 143)."""
-    signum = getattr(error, "signum", None)
-    if signum is not None:
-        return 128 + signum
-    if type(error).__name__ == "TrainingDiverged":
-        return EXIT_DIVERGED
-    return EXIT_USAGE
 
 
 if __name__ == "__main__":

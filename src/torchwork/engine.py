@@ -180,6 +180,8 @@ def format_record(record: dict[str, Any]) -> str:
 class TrainingDiverged(TorchworkError):
     """The loss became NaN or infinite: training cannot continue from here."""
 
+    exit_code = 3
+
     def __init__(self, epoch: int, loss: float, kept: str = "") -> None:
         self.epoch = epoch
         self.loss = loss

@@ -197,25 +197,28 @@ class Predictor:
 def predict_file(model_path: str | Path, data: str | Path, out: str | Path | None = None) -> Any:
     """Predict every row of a table file: its columns in order plus `prediction` (and class
     probabilities). Written to `out` (.csv or .parquet), else printed as CSV."""
-    import pyarrow as pa
 
     predictor = Predictor.from_file(model_path)
     table, X = predictor.read(data)
-    outputs = predictor.outputs(X)
-    if predictor.encoder is None:
-        columns = {
-            **{n: table.column(n) for n in table.column_names},
-            "prediction": pa.array(outputs.reshape(-1).numpy()),
-        }
-        result = pa.table(columns)
-    else:
-        result = table
-        for name, column in prediction_columns(predictor.encoder, outputs).items():
-            if name in result.column_names:
-                result = result.drop_columns([name])
-            result = result.append_column(name, column)
+    result = with_predictions(table, predictor.encoder, predictor.outputs(X))
     write_table(result, out)
     return result
+
+
+def with_predictions(table: Any, encoder: Any, outputs: torch.Tensor) -> Any:
+    """The input rows with `prediction` (and class probability) columns added; a column of
+    the same name in the input is replaced."""
+    import pyarrow as pa
+
+    if encoder is None:
+        columns = {"prediction": pa.array(outputs.reshape(-1).numpy())}
+    else:
+        columns = prediction_columns(encoder, outputs)
+    for name, column in columns.items():
+        if name in table.column_names:
+            table = table.drop_columns([name])
+        table = table.append_column(name, column)
+    return table
 
 
 def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") -> dict[str, Any]:

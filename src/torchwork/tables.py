@@ -20,7 +20,6 @@ import torch
 from torchwork.errors import TorchworkError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".xlsx", ".npy", ".npz")
-TASKS = ("auto", "regression", "binary", "multiclass")
 MAX_CLASSES = 100  # more distinct labels than this is not a classification target
 MAX_AUTO_INTEGER_CLASSES = 10  # integer targets with at most this many values are classes
 

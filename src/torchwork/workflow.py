@@ -70,6 +70,7 @@ class Session:
     data: Prepared
     device: torch.device
     model: nn.Module
+    train_model: nn.Module  # what fit trains: the model itself, or its DDP wrapper
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     X: dict[str, torch.Tensor]
@@ -77,7 +78,6 @@ class Session:
     out: Path
     data_sha256: str | None = None
     group: Group | None = None  # this process's place in a torchrun group, if any
-    train_model: nn.Module | None = None  # what fit trains: the model, or its DDP wrapper
 
     @property
     def main(self) -> bool:
@@ -132,6 +132,7 @@ def setup(
         data,
         device,
         model,
+        train_model,
         loss_fn,
         make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum),
         {name: data.part(data.X, name).to(device) for name in SPLITS},
@@ -139,7 +140,6 @@ def setup(
         out,
         file_sha256(d.path) if d.path else None,
         group,
-        train_model,
     )
 
 
@@ -430,7 +430,7 @@ class TrainingInterrupted(TorchworkError):
     """A signal stopped training after a checkpoint; the run can be resumed."""
 
     def __init__(self, signum: int, epoch: int, folder: Path) -> None:
-        self.signum = signum
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
         name = signal.Signals(signum).name
         super().__init__(
             f"{name} received: stopped after epoch {epoch - 1} with a checkpoint; "
@@ -494,7 +494,7 @@ def train(
         )
         try:
             history = fit(
-                session.train_model if session.train_model is not None else session.model,
+                session.train_model,
                 X["train"],
                 y["train"],
                 X["test"],
