@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import write_csv
-from torchwork import TorchworkError
+from torchwork import TorchworkError, tables
 from torchwork.tables import TableEncoder, check_values, detect_task, read_table, select_columns
 
 
@@ -158,3 +158,107 @@ def test_numbers_stored_as_text_are_read_as_numbers_and_huge_values_refused():
     assert table.column("a").to_pylist() == [1.0, 2.5, 3.0]
     with pytest.raises(TorchworkError, match="too large for 32-bit floats in row 2"):
         check_values(pa.table({"a": [1.0, 1e300]}), ["a"], "t.csv")
+
+
+def _read_with_every_marker(path):
+    import pyarrow.csv as pcsv
+
+    return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+
+
+@pytest.mark.parametrize(
+    ("late", "cell"),
+    [
+        (False, "NA"),  # in the first block: the column comes out as text, read again
+        (False, "NaN"),  # parses as a float NaN, read again as a missing value
+        (False, ""),
+        (True, "NA"),  # after the first block: a conversion error, the whole file again
+        (True, ""),
+        (True, "null"),
+    ],
+)
+@pytest.mark.parametrize("parts", [1, 3])
+def test_csv_fast_path_reads_missing_markers_like_a_full_read(
+    tmp_path, monkeypatch, late, cell, parts
+):
+    # parts=3: the file is cut into 3 parts read side by side, as large files are
+    monkeypatch.setattr(pa, "cpu_count", lambda: parts)
+    monkeypatch.setattr("torchwork.tables._CSV_SPLIT_BYTES", 1 << 16)
+    rows = 60_000 if late else 50  # pyarrow infers types from its first 1 MB block
+    lines = ["n,i,x,t,y"] + [f"{r},{r % 7},{r * 0.5},t{r % 3},{r % 2}" for r in range(rows)]
+    at = rows - 2 if late else 3
+    lines[at + 1] = f"{at},{cell},{cell},{cell},1"
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(lines) + "\n")
+    table = read_table(path)
+    assert table.equals(_read_with_every_marker(path))
+    assert table.column("i").null_count == 1 and table.column("n").null_count == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "newline", "late"),
+    [
+        ("a,b,c", "\n", "7,3,x"),
+        ("a,b,c", "\n", "7,1.5,x"),  # a float late in an integer column: read again whole
+        ('\ufeff"a","b","c"', "\r\n", "7,3,x"),  # byte-order mark, quotes, CRLF
+        ("a,b,c", "\n", "7,3,x,9"),  # a ragged row late in the file
+    ],
+)
+def test_csv_in_parts_reads_like_one_reader(tmp_path, monkeypatch, header, newline, late):
+    import pyarrow.csv as pcsv
+
+    monkeypatch.setattr(pa, "cpu_count", lambda: 3)
+    monkeypatch.setattr("torchwork.tables._CSV_SPLIT_BYTES", 1 << 16)
+    lines = [header] + [f"{r},{r % 5},{'xy'[r % 2]}" for r in range(150_000)] + [late, "1,2,y"]
+    path = tmp_path / "t.csv"
+    path.write_bytes(newline.join(lines).encode())  # no newline at the end
+    try:
+        expected = _read_with_every_marker(path)
+    except pa.ArrowInvalid as e:
+        with pytest.raises(TorchworkError, match=str(e).splitlines()[0]):
+            read_table(path)
+        return
+    table = read_table(path)
+    assert table.equals(expected) and table.num_rows == 150_002
+    if late == "7,3,x":  # read in parts, not by the fallback to one reader
+        data = pa.py_buffer(path.read_bytes())
+        options = pcsv.ConvertOptions(null_values=[], quoted_strings_can_be_null=False)
+        parts = tables._read_csv_parts(data, pcsv.ParseOptions(), options)
+        assert parts.equals(expected) and parts.column(0).num_chunks >= 3
+    assert table.column_names == pcsv.read_csv(path).column_names == ["a", "b", "c"]
+
+
+def test_csv_fast_path_keeps_plain_numbers_and_inf(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,c,d\n1,0.5,true,x\n2,inf,false,y\n3,-1e3,true,\n")
+    table = read_table(path)
+    assert table.equals(_read_with_every_marker(path))
+    assert table.column("d").to_pylist() == ["x", "y", None]
+
+
+def test_table_to_tensor_any_chunk_layout_nulls_and_types():
+    from torchwork.tables import table_to_tensor
+
+    rng = np.random.default_rng(0)
+    rows = 300_000  # large enough for the threaded path
+    a = rng.normal(size=rows)
+    b = rng.integers(-5, 5, size=rows)
+    c = rng.random(rows) < 0.5
+
+    def chunked(values, cuts):
+        return pa.chunked_array(
+            [values[i:j] for i, j in zip([0, *cuts], [*cuts, rows], strict=True)]
+        )
+
+    mask = rng.random(rows) < 0.01
+    table = pa.table(
+        {
+            "a": chunked(pa.array(a, mask=mask), [7, 100_000, 250_001]),
+            "b": chunked(pa.array(b.astype(np.int16)), [150_000]),
+            "c": chunked(pa.array(c), [1, 2, 3, 299_999]),
+        }
+    ).slice(5, rows - 10)
+    tensor = table_to_tensor(table, ["c", "a", "b"])
+    expected = np.column_stack([c, np.where(mask, np.nan, a), b]).astype(np.float32)[5:-5]
+    assert tensor.is_contiguous() and tensor.dtype == torch.float32
+    assert np.array_equal(tensor.numpy(), expected, equal_nan=True)
