@@ -135,6 +135,39 @@ def test_encoder_scales_on_training_rows_only_and_round_trips():
     assert torch.allclose(encoder.decode(y)["prediction"], torch.tensor([1.0, 2.0, 3.0, 4.0]))
 
 
+def _encoder_dict():
+    table = pa.table({"x": [1.0, 2.0, 5.0], "c": ["u", "v", "u"], "y": ["a", "b", "c"]})
+    encoder = TableEncoder.fit(table, ["x", "c"], "y", "multiclass", np.array([0, 1, 2]), "t")
+    return encoder.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["features"][0].update(std=0.0), "feature 'x' has std 0.0"),
+        (lambda d: d["features"][0].update(mean=float("nan")), "finite mean and std"),
+        (lambda d: d["features"][1].update(categories=[]), "feature 'c' has no categories"),
+        (lambda d: d["features"][1].update(categories=["u", "u"]), "category twice"),
+        (lambda d: d["features"][1].update(kind="date"), "unknown kind 'date'"),
+        (lambda d: d["features"][1].update(name="x"), "appears twice"),
+        (lambda d: d.update(features=[]), "no feature columns"),
+        (lambda d: d.update(task="ranking"), "unknown task 'ranking'"),
+        (lambda d: d.update(labels=["a"]), "multiclass model cannot have 1 labels"),
+        (lambda d: d.update(labels=["a", "b", "a"]), "a label appears twice"),
+        (lambda d: d.update(task="regression"), "regression model cannot have 3 labels"),
+        (lambda d: d.update(target_std=-1.0), "target's std is -1.0"),
+        (lambda d: d["features"][0].update(colour="red"), "malformed: .*colour"),
+        (lambda d: d.pop("target"), "incomplete or malformed: 'target'"),
+    ],
+)
+def test_stored_encoder_is_checked_field_by_field(change, message):
+    raw = _encoder_dict()
+    TableEncoder.from_dict(raw)  # the untouched one loads
+    change(raw)
+    with pytest.raises(TorchworkError, match=message):
+        TableEncoder.from_dict(raw)
+
+
 def test_unseen_category_and_label_are_clear_errors():
     table = pa.table({"c": ["u", "v"], "y": ["a", "b"]})
     encoder = TableEncoder.fit(table, ["c"], "y", "binary", np.array([0, 1]), "t.csv")

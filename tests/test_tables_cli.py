@@ -191,6 +191,50 @@ def test_predict_column_errors(species, tw):
     assert not (folder / "green-predictions.csv").exists()
 
 
+def test_a_tampered_model_file_is_an_error_not_wrong_numbers(species, tw):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder, _ = species
+    with safe_open(str(folder / "run" / "model.safetensors"), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        metadata = f.metadata()
+    preprocess = json.loads(metadata["preprocess"])
+    preprocess["features"][0]["std"] = 0.0
+    save_file(
+        tensors,
+        str(folder / "tampered.safetensors"),
+        {**metadata, "preprocess": json.dumps(preprocess)},
+    )
+    assert_one_line_error(
+        tw(
+            "predict",
+            "--model",
+            str(folder / "tampered.safetensors"),
+            "--data",
+            str(folder / "iris.csv"),
+        ),
+        "tampered.safetensors: the stored preprocessing is malformed: feature 'p' has std 0.0",
+    )
+    preprocess["features"][0]["std"] = 1.0
+    preprocess["labels"] = ["setosa", "versicolor"]  # the model has 3 outputs
+    save_file(
+        tensors,
+        str(folder / "tampered.safetensors"),
+        {**metadata, "preprocess": json.dumps(preprocess)},
+    )
+    assert_one_line_error(
+        tw(
+            "predict",
+            "--model",
+            str(folder / "tampered.safetensors"),
+            "--data",
+            str(folder / "iris.csv"),
+        ),
+        "does not match the model's input or output size",
+    )
+
+
 def _bad_tables(tmp_path):
     write_csv(
         tmp_path / "ok.csv",

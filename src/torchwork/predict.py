@@ -120,10 +120,17 @@ class Predictor:
             )
         if path.suffix.lower() == ".safetensors":
             preprocess = read_metadata(path)["preprocess"]
-            encoder = TableEncoder.from_dict(preprocess) if preprocess else None
-            if encoder is not None and encoder.in_features != model.spec()["in_features"]:
+            try:
+                encoder = TableEncoder.from_dict(preprocess) if preprocess else None
+            except TorchworkError as e:
+                raise TorchworkError(f"{path}: {e}") from None
+            spec = model.spec()
+            if encoder is not None and (encoder.in_features, encoder.out_features) != (
+                spec["in_features"],
+                spec["out_features"],
+            ):
                 raise TorchworkError(
-                    f"{path}: its preprocessing does not match the model's input size"
+                    f"{path}: its preprocessing does not match the model's input or output size"
                 )
         return cls(model, encoder, path)
 

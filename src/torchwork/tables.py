@@ -738,9 +738,11 @@ class TableEncoder:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TableEncoder:
+        """The encoder stored in a model file, every field checked: a hand-edited or damaged
+        file is an error, never wrong numbers."""
         try:
             features = [Feature(**f) for f in raw["features"]]
-            return cls(
+            encoder = cls(
                 features,
                 raw["target"],
                 raw["task"],
@@ -752,6 +754,48 @@ class TableEncoder:
             raise TorchworkError(
                 f"the stored preprocessing is incomplete or malformed: {e}"
             ) from None
+        problem = encoder._problem()
+        if problem:
+            raise TorchworkError(f"the stored preprocessing is malformed: {problem}")
+        return encoder
+
+    def _problem(self) -> str:
+        """What is wrong with this encoder's fields, or "" when nothing is."""
+        names = self.feature_names
+        if not names:
+            return "it has no feature columns"
+        if not all(isinstance(n, str) and n for n in [*names, self.target]):
+            return "a column name is not text"
+        if len(set(names)) < len(names) or self.target in names:
+            return "a column name appears twice"
+        if self.task not in ("regression", "binary", "multiclass"):
+            return f"unknown task {self.task!r}"
+        for f in self.features:
+            if f.kind == "numeric":
+                if f.categories or not all(
+                    isinstance(v, (int, float)) and math.isfinite(v) for v in (f.mean, f.std)
+                ):
+                    return f"feature '{f.name}' needs a finite mean and std and no categories"
+                if not f.std > 0:
+                    return f"feature '{f.name}' has std {f.std}, not above 0"
+            elif f.kind == "categorical":
+                if not isinstance(f.categories, list) or not f.categories:
+                    return f"feature '{f.name}' has no categories"
+                if len({str(c) for c in f.categories}) < len(f.categories):
+                    return f"feature '{f.name}' lists a category twice"
+            else:
+                return f"feature '{f.name}' has unknown kind {f.kind!r}"
+        if not (math.isfinite(self.target_mean) and math.isfinite(self.target_std)):
+            return "the target's mean and std must be finite"
+        if not self.target_std > 0:
+            return f"the target's std is {self.target_std}, not above 0"
+        wanted = {"regression": (0, 0), "binary": (2, 2), "multiclass": (2, MAX_CLASSES)}
+        low, high = wanted[self.task]
+        if not low <= len(self.labels) <= high:
+            return f"a {self.task} model cannot have {len(self.labels)} labels"
+        if len({_label_key(v) for v in self.labels}) < len(self.labels):
+            return "a label appears twice"
+        return ""
 
 
 def _label_key(value: Any) -> Any:
