@@ -81,6 +81,9 @@ def test_multiclass_with_string_labels(species):
     folder, stdout = species
     s = json.loads((folder / "run" / "summary.json").read_text())
     assert s["task"] == "multiclass" and s["labels"] == ["setosa", "versicolor", "virginica"]
+    assert s["loss"] == "CrossEntropyLoss"
+    assert s["data"]["inputs"] == ["p", "q", "colour=blue", "colour=red"]
+    assert len(s["learned"]["linear_layer.weight"]) == 3 * len(s["data"]["inputs"])
     assert s["metrics"]["test"]["accuracy"] > 0.9
     assert len(s["confusion_matrix"]["test"]) == 3
     assert "one-hot encoded" in stdout

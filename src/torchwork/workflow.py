@@ -607,6 +607,7 @@ def finish(
         written.append("predictions.csv")
     summary: dict[str, Any] = {
         "task": data.task,
+        "loss": type(session.loss_fn).__name__,  # what --loss auto chose, too
         "metrics": metrics,
         "reference": reference_summary,
         "learned": {
@@ -633,6 +634,8 @@ def finish(
             "path": config.data.path,
             "target": data.encoder.target,
             "features": data.encoder.feature_names,
+            # the model's input columns in order, one per category: they name the weights
+            "inputs": data.encoder.input_names,
         }
     write_json(out / "summary.json", summary)
     from torchwork.html_report import write_report
