@@ -85,3 +85,21 @@ def test_shuffled_batches_visit_every_row_once_in_a_seeded_order():
     assert not torch.equal(second_epoch, seen)
     for xb, yb in batches(X, y, 10, g1):
         assert torch.equal(yb, xb * 2)
+
+
+def test_read_features_csv_and_npy(tmp_path):
+    import numpy as np
+
+    from torchwork.data import read_features
+
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n3,4.5\n")
+    np.save(tmp_path / "x.npy", np.array([[1.0, 2.0], [3.0, 4.5]]))
+    for name in ("x.csv", "x.npy"):
+        X = read_features(tmp_path / name)
+        assert X.dtype == torch.float32 and torch.equal(X, torch.tensor([[1.0, 2.0], [3.0, 4.5]]))
+    (tmp_path / "text.csv").write_text("a,b\n1,x\n3,4\n")
+    with pytest.raises(TorchworkError, match="column 'b' of .*text.csv is not numeric"):
+        read_features(tmp_path / "text.csv")
+    (tmp_path / "gap.csv").write_text("a,b\n1,\n3,4\n")
+    with pytest.raises(TorchworkError, match="empty or NaN cell in row 1"):
+        read_features(tmp_path / "gap.csv")

@@ -243,27 +243,17 @@ def read_features(path: str | Path) -> torch.Tensor:
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as e:
             raise TorchworkError(f"cannot read {path} as a NumPy .npy file: {e}") from None
-    elif suffix in (".csv", ".tsv", ".txt"):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
+    elif suffix in (".csv", ".tsv"):
+        from torchwork.tables import check_values, is_numeric, read_table, table_to_tensor
 
-        delimiter = "\t" if suffix == ".tsv" else ","
-        try:
-            table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
-        except (pa.ArrowInvalid, OSError) as e:
-            raise TorchworkError(f"cannot read {path} as CSV: {e}") from None
-        columns = []
+        table = read_table(path)
         for name, column in zip(table.column_names, table.columns, strict=True):
-            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            if not is_numeric(column.type):
                 raise TorchworkError(
                     f"column '{name}' of {path} is not numeric ({column.type}): give numbers only"
                 )
-            if column.null_count:
-                raise TorchworkError(
-                    f"column '{name}' of {path} has empty cells: fill or remove them"
-                )
-            columns.append(column.to_numpy().astype("float32"))
-        array = np.stack(columns, axis=1) if columns else np.empty((0, 0), dtype="float32")
+        table = check_values(table, table.column_names, str(path), fix="fix or remove those rows")
+        return table_to_tensor(table, table.column_names)
     else:
         raise TorchworkError(f"cannot read {path}: use a .csv, .tsv or .npy file")
     if array.ndim == 1:
