@@ -194,7 +194,20 @@ def test_predict_column_errors(species, tw):
     assert not (folder / "green-predictions.csv").exists()
 
 
-def test_a_tampered_model_file_is_an_error_not_wrong_numbers(species, tw):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda p: p["features"][0].update(std=0.0),
+            "tampered.safetensors: the stored preprocessing is malformed: feature 'p' has std 0.0",
+        ),
+        (
+            lambda p: p.update(labels=["setosa", "versicolor"]),  # the model has 3 outputs
+            "does not match the model's input or output size",
+        ),
+    ],
+)
+def test_a_tampered_model_file_is_an_error_not_wrong_numbers(species, tw, change, message):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -203,39 +216,11 @@ def test_a_tampered_model_file_is_an_error_not_wrong_numbers(species, tw):
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         metadata = f.metadata()
     preprocess = json.loads(metadata["preprocess"])
-    preprocess["features"][0]["std"] = 0.0
-    save_file(
-        tensors,
-        str(folder / "tampered.safetensors"),
-        {**metadata, "preprocess": json.dumps(preprocess)},
-    )
-    assert_one_line_error(
-        tw(
-            "predict",
-            "--model",
-            str(folder / "tampered.safetensors"),
-            "--data",
-            str(folder / "iris.csv"),
-        ),
-        "tampered.safetensors: the stored preprocessing is malformed: feature 'p' has std 0.0",
-    )
-    preprocess["features"][0]["std"] = 1.0
-    preprocess["labels"] = ["setosa", "versicolor"]  # the model has 3 outputs
-    save_file(
-        tensors,
-        str(folder / "tampered.safetensors"),
-        {**metadata, "preprocess": json.dumps(preprocess)},
-    )
-    assert_one_line_error(
-        tw(
-            "predict",
-            "--model",
-            str(folder / "tampered.safetensors"),
-            "--data",
-            str(folder / "iris.csv"),
-        ),
-        "does not match the model's input or output size",
-    )
+    change(preprocess)
+    tampered = str(folder / "tampered.safetensors")
+    save_file(tensors, tampered, {**metadata, "preprocess": json.dumps(preprocess)})
+    predicted = tw("predict", "--model", tampered, "--data", str(folder / "iris.csv"))
+    assert_one_line_error(predicted, message)
 
 
 def _bad_tables(tmp_path):
