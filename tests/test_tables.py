@@ -158,6 +158,8 @@ def _encoder_dict():
         (lambda d: d.update(target_std=-1.0), "target's std is -1.0"),
         (lambda d: d["features"][0].update(colour="red"), "malformed: .*colour"),
         (lambda d: d.pop("target"), "incomplete or malformed: 'target'"),
+        (lambda d: d.update(labels=[[0], [1], [2]]), "labels must be a list of names or numbers"),
+        (lambda d: d.update(labels="abc"), "labels must be a list of names or numbers"),
     ],
 )
 def test_stored_encoder_is_checked_field_by_field(change, message):
@@ -254,9 +256,11 @@ def test_csv_in_parts_reads_like_one_reader(tmp_path, monkeypatch, header, newli
     table = read_table(path)
     assert table.equals(expected) and table.num_rows == 150_002
     if late == "7,3,x":  # read in parts, not by the fallback to one reader
-        data = pa.py_buffer(path.read_bytes())
-        options = pcsv.ConvertOptions(null_values=[], quoted_strings_can_be_null=False)
-        parts = tables._read_csv_parts(data, pcsv.ParseOptions(), options)
+        raw = path.read_bytes()
+        types = dict(zip(expected.column_names, expected.schema.types, strict=True))
+        parts = tables._read_csv_parts(
+            raw, pa.py_buffer(raw), tables._line_end(raw, 0), pcsv.ParseOptions(), types
+        )
         assert parts.equals(expected) and parts.column(0).num_chunks >= 3
     assert table.column_names == pcsv.read_csv(path).column_names == ["a", "b", "c"]
 
@@ -295,3 +299,21 @@ def test_table_to_tensor_any_chunk_layout_nulls_and_types():
     expected = np.column_stack([c, np.where(mask, np.nan, a), b]).astype(np.float32)[5:-5]
     assert tensor.is_contiguous() and tensor.dtype == torch.float32
     assert np.array_equal(tensor.numpy(), expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+def test_quoted_values_with_newlines_are_read_whole(tmp_path, monkeypatch, parts):
+    """Valid CSV whose quoted values hold newlines, commas and escaped quotes, larger than
+    pyarrow's block: never cut inside a value, whatever the file's size and the cores."""
+    import pyarrow.csv as pcsv
+
+    monkeypatch.setattr(pa, "cpu_count", lambda: parts)
+    monkeypatch.setattr("torchwork.tables._CSV_SPLIT_BYTES", 1 << 10)
+    rows = [f'{i},{2 * i},"one\ntwo, ""{i}"""' for i in range(60_000)]
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,note\n" + "\n".join(rows) + "\n")
+    table = read_table(path)
+    assert table.column("b").to_pylist() == [2 * i for i in range(60_000)]
+    assert table.column("note")[7].as_py() == 'one\ntwo, "7"'
+    whole = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(newlines_in_values=True))
+    assert table.equals(whole)

@@ -25,6 +25,7 @@ from torchwork.errors import TorchworkError
 if TYPE_CHECKING:
     import pyarrow.csv as pcsv
 
+
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".xlsx", ".npy", ".npz")
 MAX_CLASSES = 100  # more distinct labels than this is not a classification target
 MAX_AUTO_INTEGER_CLASSES = 10  # integer targets with at most this many values are classes
@@ -78,41 +79,115 @@ def read_table(path: str | Path) -> pa.Table:
 
 
 _CSV_BLOCK = 1 << 20  # pyarrow's default block; it infers column types from the first one
-_CSV_SPLIT_BYTES = 16 << 20  # files at least this large are read in parts, one per core
+_CSV_SPLIT_BYTES = 16 << 20  # unquoted files at least this large are read in parts
 
 
 def _read_csv(path: Path, delimiter: str) -> pa.Table:
+    """Read a CSV/TSV file as pyarrow's reader would with every missing-value marker ("",
+    "NA", "null", ...) and empty text as missing, only faster (see _read_csv_fast)."""
     import pyarrow.csv as pcsv
 
-    parse = pcsv.ParseOptions(delimiter=delimiter)
+    raw = _map_file(path)
+    data = pa.py_buffer(raw)
+    header_end = _line_end(raw, 0)
+    # A quoted value may hold a newline: pyarrow must be told, or it cuts its blocks inside
+    # such values and fails on (or misreads) a valid file larger than one block.
+    quoted = raw.find(b'"', header_end) >= 0
+    parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted)
     # Empty text cells are missing values too, not empty-string categories.
     full = pcsv.ConvertOptions(strings_can_be_null=True)
-    # A first read with no missing-value markers converts numbers about 15% faster: each
-    # cell is not compared with "", "NA", "null", ... A column where such a marker could
-    # have mattered comes out as text, or as floats holding NaN ("NaN" parses as a float),
-    # and only those columns are read again with the markers. Where a marker late in the
-    # file does not fit the type of its column, the whole file is read again.
+    if not quoted:
+        try:
+            table = _read_csv_fast(raw, data, header_end, parse)
+        except pa.ArrowInvalid:
+            table = None  # a late value that does not fit its column's type, or a bad row
+        if table is not None:
+            return table
+    return _read_csv_buffer(data, parse, full)
+
+
+def _read_csv_fast(
+    raw: Any, data: pa.Buffer, header_end: int, parse: pcsv.ParseOptions
+) -> pa.Table | None:
+    """The file read with no missing-value markers, or None where they could matter.
+
+    Without markers pyarrow converts numbers about 15% faster: no cell is compared with
+    "", "NA", "null", ... The first block decides: where any column in it comes out as
+    text, or as floats holding NaN ("NaN" parses as a float), markers could matter and the
+    caller reads the file once with them. A column where that shows only later is read
+    again with markers (and a late value that does not fit its column's type raises
+    ArrowInvalid). Large files are read in parts, one per core (_read_csv_parts).
+    """
+    import pyarrow.csv as pcsv
+
     fast = pcsv.ConvertOptions(null_values=[], quoted_strings_can_be_null=False)
-    # A memory map saves a copy of each block, measured about 10% faster.
-    try:
-        data = pa.memory_map(str(path)).read_buffer()
-    except OSError:  # a pipe or another file that cannot be mapped
-        data = pa.py_buffer(path.read_bytes())
-    try:
-        table = _read_csv_parts(data, parse, fast)
-    except pa.ArrowInvalid:
-        return _read_csv_buffer(data, parse, full)
-    names = table.column_names
+    head_end = _line_end(raw, _CSV_BLOCK)
+    head = _read_csv_buffer(data.slice(0, head_end), parse, fast, _serial())
+    names = head.column_names
     if len(set(names)) < len(names):  # duplicate names: read_table reports them
-        return table
-    again = [name for name in names if not _markers_cannot_matter(table.column(name))]
-    if not again:
-        return table
-    full.include_columns = again
-    reread = _read_csv_buffer(data, parse, full)
-    for name in again:
-        table = table.set_column(names.index(name), name, reread.column(name))
+        return None
+    if not all(_markers_cannot_matter(column) for column in head.columns):
+        return None
+    if head_end == data.size:
+        return head
+    if pa.cpu_count() > 1 and data.size >= _CSV_SPLIT_BYTES:
+        types = dict(zip(names, head.schema.types, strict=True))
+        table = _read_csv_parts(raw, data, header_end, parse, types)
+    else:
+        table = _read_csv_buffer(data, parse, fast)
+    again = [n for n in names if not _markers_cannot_matter(table.column(n))]
+    if again:
+        full = pcsv.ConvertOptions(strings_can_be_null=True, include_columns=again)
+        reread = _read_csv_buffer(data, parse, full)
+        if reread.num_rows != table.num_rows:
+            return None
+        for name in again:
+            table = table.set_column(names.index(name), name, reread.column(name))
     return table
+
+
+def _read_csv_parts(
+    raw: Any,
+    data: pa.Buffer,
+    header_end: int,
+    parse: pcsv.ParseOptions,
+    types: dict[str, pa.DataType],
+) -> pa.Table:
+    """An unquoted CSV cut at line ends into one part per core, each read by a serial reader
+    on its own thread with the column types of the first block (a row that does not fit
+    them raises ArrowInvalid). Only for files without quotes: a cut could fall inside a
+    quoted value.
+
+    pyarrow's threaded reader holds much more of the file parsed at once: for 1M x 20
+    (218 MB) its peak memory was 636 MB against 385 MB this way, and faulting in less fresh
+    memory makes a fresh process's read about 10% faster (slower by as much when the same
+    process reads the file again and again).
+    """
+    import pyarrow.csv as pcsv
+
+    size, parts = data.size, pa.cpu_count()
+    convert = pcsv.ConvertOptions(
+        null_values=[], quoted_strings_can_be_null=False, column_types=types
+    )
+    cuts = sorted({max(header_end, _line_end(raw, size * k // parts)) for k in range(1, parts)})
+    spans = [(a, b) for a, b in zip([0, *cuts], [*cuts, size], strict=True) if b > a]
+    names = list(types)
+
+    def part(span: tuple[int, int]) -> pa.Table:
+        start, end = span
+        read = _serial() if start == 0 else pcsv.ReadOptions(use_threads=False, column_names=names)
+        return _read_csv_buffer(data.slice(start, end - start), parse, convert, read)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(spans)) as pool:
+        return pa.concat_tables(list(pool.map(part, spans)))
+
+
+def _serial() -> pcsv.ReadOptions:
+    import pyarrow.csv as pcsv
+
+    return pcsv.ReadOptions(use_threads=False)
 
 
 def _read_csv_buffer(
@@ -134,58 +209,22 @@ def _read_csv_buffer(
     )
 
 
-def _read_csv_parts(
-    data: pa.Buffer, parse: pcsv.ParseOptions, convert: pcsv.ConvertOptions
-) -> pa.Table:
-    """A large CSV cut at line ends into one part per core, each read by a serial reader on
-    its own thread, with the column types pyarrow infers from its first block.
+def _map_file(path: Path) -> Any:
+    """The file's bytes, memory-mapped where possible (it saves pyarrow a copy of each block,
+    about 10% faster): a bytes-like object with find()."""
+    import mmap
 
-    pyarrow's threaded reader holds much more of the file parsed at once: for 1M x 20
-    (218 MB) its peak memory was 636 MB against 385 MB this way, and faulting in less fresh
-    memory makes a fresh process's read about 10% faster (slower by as much when the same
-    process reads the file again and again). A row that does not fit the inferred types
-    raises ArrowInvalid; the caller then reads the whole file with one reader.
-    """
-    import pyarrow.csv as pcsv
-
-    size, parts = data.size, pa.cpu_count()
-    if parts < 2 or size < _CSV_SPLIT_BYTES:
-        return _read_csv_buffer(data, parse, convert)
-    serial = pcsv.ReadOptions(use_threads=False)
-    head = _read_csv_buffer(data.slice(0, _line_end(data, _CSV_BLOCK)), parse, convert, serial)
-    names = head.column_names
-    if len(set(names)) < len(names):  # read_table reports them; types are not by name
-        return _read_csv_buffer(data, parse, convert)
-    typed = pcsv.ConvertOptions(
-        null_values=convert.null_values,
-        quoted_strings_can_be_null=convert.quoted_strings_can_be_null,
-        column_types=dict(zip(names, head.schema.types, strict=True)),
-    )
-    header_end = _line_end(data, 0)
-    cuts = sorted({max(header_end, _line_end(data, size * k // parts)) for k in range(1, parts)})
-    spans = list(zip([0, *cuts], [*cuts, size], strict=True))
-
-    def part(k: int) -> pa.Table:
-        start, end = spans[k]
-        read = serial if k == 0 else pcsv.ReadOptions(use_threads=False, column_names=names)
-        return _read_csv_buffer(data.slice(start, end - start), parse, typed, read)
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=len(spans)) as pool:
-        tables = list(pool.map(part, [k for k, (a, b) in enumerate(spans) if k == 0 or b > a]))
-    return pa.concat_tables(tables)
+    try:
+        with open(path, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # a pipe or another file that cannot be mapped
+        return path.read_bytes()
 
 
-def _line_end(data: pa.Buffer, position: int) -> int:
+def _line_end(raw: Any, position: int) -> int:
     """The offset just after the first newline at or after position (or the end)."""
-    step = 1 << 16
-    while position < data.size:
-        found = data.slice(position, min(step, data.size - position)).to_pybytes().find(b"\n")
-        if found >= 0:
-            return position + found + 1
-        position += step
-    return data.size
+    found = raw.find(b"\n", position)
+    return len(raw) if found < 0 else found + 1
 
 
 def _markers_cannot_matter(column: pa.ChunkedArray) -> bool:
@@ -754,7 +793,13 @@ class TableEncoder:
             raise TorchworkError(
                 f"the stored preprocessing is incomplete or malformed: {e}"
             ) from None
-        problem = encoder._problem()
+        labels = raw.get("labels", [])
+        if not isinstance(labels, list) or not all(
+            isinstance(v, (str, int, float, bool)) for v in labels
+        ):
+            problem = "labels must be a list of names or numbers"
+        else:
+            problem = encoder._problem()
         if problem:
             raise TorchworkError(f"the stored preprocessing is malformed: {problem}")
         return encoder
@@ -764,7 +809,7 @@ class TableEncoder:
         names = self.feature_names
         if not names:
             return "it has no feature columns"
-        if not all(isinstance(n, str) and n for n in [*names, self.target]):
+        if not all(isinstance(n, str) for n in [*names, self.target]):
             return "a column name is not text"
         if len(set(names)) < len(names) or self.target in names:
             return "a column name appears twice"
