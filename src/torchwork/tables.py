@@ -198,8 +198,8 @@ def _read_csv_buffer(
 ) -> pa.Table:
     import pyarrow.csv as pcsv
 
-    # The system allocator: pyarrow's default (mimalloc) asks for huge pages, and faulting
-    # them in made a fresh process's read 0.1 to 0.4 s slower, at random, here.
+    # The system allocator: with pyarrow's default, mimalloc (it asks for huge pages), a
+    # fresh process's read took 0.1 to 0.4 s longer, at random, here.
     return pcsv.read_csv(
         pa.BufferReader(data),
         read_options=read,
