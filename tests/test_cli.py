@@ -241,6 +241,11 @@ def test_predict_errors_are_one_clear_line(course_run, cli, tmp_path):
     assert_clean_error(
         cli("predict", "--model", str(folder / "model.pth"), "--x", "1,2"), "takes 1 feature"
     )
+    (tmp_path / "words.csv").write_text("x\nabc\ndef\n")
+    assert_clean_error(
+        cli("predict", "--model", str(folder / "model.pth"), "--data", "words.csv"),
+        "column 'x' of words.csv is not numeric (string): give numbers only",
+    )
     (tmp_path / "junk.safetensors").write_bytes(b"not a model at all")
     assert_clean_error(cli("inspect", "junk.safetensors"), "corrupt or truncated")
     assert_clean_error(cli("predict", "--model", str(folder / "model.pth")), "one of the arguments")

@@ -97,9 +97,14 @@ def test_read_features_csv_and_npy(tmp_path):
     for name in ("x.csv", "x.npy"):
         X = read_features(tmp_path / name)
         assert X.dtype == torch.float32 and torch.equal(X, torch.tensor([[1.0, 2.0], [3.0, 4.5]]))
-    (tmp_path / "text.csv").write_text("a,b\n1,x\n3,4\n")
+    (tmp_path / "text.csv").write_text("a,b\n1,x\n3,y\n")
     with pytest.raises(TorchworkError, match="column 'b' of .*text.csv is not numeric"):
         read_features(tmp_path / "text.csv")
+    (tmp_path / "typo.csv").write_text("a,b\n1,x\n3,4\n")
+    with pytest.raises(
+        TorchworkError, match="column 'b' of .*typo.csv has a non-numeric value 'x' in row 1"
+    ):
+        read_features(tmp_path / "typo.csv")
     (tmp_path / "gap.csv").write_text("a,b\n1,\n3,4\n")
     with pytest.raises(TorchworkError, match="empty or NaN cell in row 1"):
         read_features(tmp_path / "gap.csv")

@@ -244,15 +244,10 @@ def read_features(path: str | Path) -> torch.Tensor:
         except (ValueError, OSError) as e:
             raise TorchworkError(f"cannot read {path} as a NumPy .npy file: {e}") from None
     elif suffix in (".csv", ".tsv"):
-        from torchwork.tables import check_values, is_numeric, read_table, table_to_tensor
+        from torchwork.tables import read_table, require_numbers, table_to_tensor
 
         table = read_table(path)
-        for name, column in zip(table.column_names, table.columns, strict=True):
-            if not is_numeric(column.type):
-                raise TorchworkError(
-                    f"column '{name}' of {path} is not numeric ({column.type}): give numbers only"
-                )
-        table = check_values(table, table.column_names, str(path), fix="fix or remove those rows")
+        table = require_numbers(table, table.column_names, str(path))
         return table_to_tensor(table, table.column_names)
     else:
         raise TorchworkError(f"cannot read {path}: use a .csv, .tsv or .npy file")

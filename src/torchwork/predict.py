@@ -138,7 +138,7 @@ class Predictor:
         self, data: str | Path, target: str = "", need_target: bool = False
     ) -> tuple[Any, torch.Tensor]:
         """Read a table for this model: (table, encoded inputs), with every column checked."""
-        from torchwork.tables import check_values, read_table, table_to_tensor
+        from torchwork.tables import check_values, read_table, require_numbers, table_to_tensor
 
         source = str(data)
         if self.encoder is None and not need_target and str(data).lower().endswith(".npy"):
@@ -156,7 +156,7 @@ class Predictor:
                 if need_target
                 else table.column_names
             )
-            table = check_values(table, table.column_names, source, fix="fix or remove those rows")
+            table = require_numbers(table, table.column_names, source)
             return table, table_to_tensor(table, features)
         if target and target != self.encoder.target:
             if target not in table.column_names:

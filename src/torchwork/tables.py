@@ -487,6 +487,21 @@ def check_values(
     return table
 
 
+def require_numbers(
+    table: pa.Table, columns: Sequence[str], source: str, fix: str = "fix or remove those rows"
+) -> pa.Table:
+    """check_values, then refuse any column that does not hold numbers: for models that take
+    the columns as they are, with no stored encoding."""
+    table = check_values(table, columns, source, fix=fix)
+    for name in columns:
+        type_ = table.column(name).type
+        if not is_numeric(type_):
+            raise TorchworkError(
+                f"column '{name}' of {source} is not numeric ({type_}): give numbers only"
+            )
+    return table
+
+
 def _check_mixed(column: pa.ChunkedArray, name: str, source: str) -> bool:
     """True when a text column holds only numbers; an error when it holds mostly numbers."""
     # A column of numbers with a typo is read as text; say so instead of one-hot encoding it.
