@@ -27,9 +27,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, machine, markdown_table
+from course_reference import course_data, hand_written_course
 
 import torchwork
-from torchwork import LinearRegressionModel, fit, make_line, make_loss, make_optimizer
+from torchwork import LinearRegressionModel, fit, make_loss, make_optimizer
 from torchwork.data import batches
 from torchwork.engine import train_step
 
@@ -37,35 +38,6 @@ NOTES: list[str] = []
 
 
 # 1. The course ---------------------------------------------------------------------------
-
-
-def course_data():
-    X, y = make_line()
-    return X[:40], y[:40], X[40:], y[40:]
-
-
-def hand_written_course(epochs: int):
-    """The course notebook's loop, as written there."""
-    X_train, y_train, X_test, y_test = course_data()
-    torch.manual_seed(42)
-    model_0 = LinearRegressionModel()
-    loss_fn = nn.L1Loss()
-    optimizer = torch.optim.SGD(params=model_0.parameters(), lr=0.01)
-    history = []
-    for epoch in range(epochs):
-        model_0.train()
-        y_pred = model_0(X_train)
-        loss = loss_fn(y_pred, y_train)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        model_0.eval()
-        with torch.inference_mode():
-            test_pred = model_0(X_test)
-            test_loss = loss_fn(test_pred, y_test.type(torch.float))
-        if epoch % 10 == 0:
-            history.append((epoch, loss.item(), test_loss.item()))
-    return model_0, history
 
 
 def torchwork_course(epochs: int, eval_every: int = 0):

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from course_reference import hand_written_course
 
 from torchwork import (
     LinearRegressionModel,
@@ -19,31 +19,6 @@ from torchwork import (
     test_step,
     train_step,
 )
-
-
-def course_loop(epochs: int):
-    """The course notebook's loop, written out by hand: the trusted answer."""
-    X, y = make_line()
-    X_train, y_train, X_test, y_test = X[:40], y[:40], X[40:], y[40:]
-    torch.manual_seed(42)
-    model_0 = LinearRegressionModel()
-    loss_fn = nn.L1Loss()
-    optimizer = torch.optim.SGD(params=model_0.parameters(), lr=0.01)
-    logged = []
-    for epoch in range(epochs):
-        model_0.train()
-        y_pred = model_0(X_train)
-        loss = loss_fn(y_pred, y_train)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        model_0.eval()
-        with torch.inference_mode():
-            test_pred = model_0(X_test)
-            test_loss = loss_fn(test_pred, y_test.type(torch.float))
-        if epoch % 10 == 0:
-            logged.append((epoch, loss.item(), test_loss.item()))
-    return model_0, logged
 
 
 def torchwork_course(epochs: int, **kwargs):
@@ -81,7 +56,7 @@ def test_fit_reproduces_the_course_numbers():
 
 
 def test_fit_is_bit_identical_to_the_hand_written_course_loop():
-    reference, logged = course_loop(300)
+    reference, logged = hand_written_course(300)
     model, history = torchwork_course(300)
     assert torch.equal(model.weights, reference.weights)
     assert torch.equal(model.bias, reference.bias)
