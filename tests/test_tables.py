@@ -258,8 +258,9 @@ def test_csv_in_parts_reads_like_one_reader(tmp_path, monkeypatch, header, newli
     if late == "7,3,x":  # read in parts, not by the fallback to one reader
         raw = path.read_bytes()
         types = dict(zip(expected.column_names, expected.schema.types, strict=True))
+        convert = tables._without_markers(column_types=types)
         parts = tables._read_csv_parts(
-            raw, pa.py_buffer(raw), tables._line_end(raw, 0), pcsv.ParseOptions(), types
+            raw, pa.py_buffer(raw), pcsv.ParseOptions(), convert, expected.column_names
         )
         assert parts.equals(expected) and parts.column(0).num_chunks >= 3
     assert table.column_names == pcsv.read_csv(path).column_names == ["a", "b", "c"]
@@ -309,6 +310,7 @@ def test_quoted_values_with_newlines_are_read_whole(tmp_path, monkeypatch, parts
 
     monkeypatch.setattr(pa, "cpu_count", lambda: parts)
     monkeypatch.setattr("torchwork.tables._CSV_SPLIT_BYTES", 1 << 10)
+    monkeypatch.setattr("torchwork.tables._CSV_PART_BYTES", 1 << 16)
     rows = [f'{i},{2 * i},"one\ntwo, ""{i}"""' for i in range(60_000)]
     path = tmp_path / "t.csv"
     path.write_text("a,b,note\n" + "\n".join(rows) + "\n")

@@ -274,45 +274,64 @@ def _generator(seed: int | None) -> torch.Generator:
     return g
 
 
+SPLITS = ("train", "val", "test")
+
+
 @dataclass
 class Prepared:
-    """Step 1's result: every row encoded, and which rows belong to which split."""
+    """Step 1's result: the rows of each split, encoded, and where they came from."""
 
-    X: torch.Tensor  # model inputs, all rows
-    y: torch.Tensor  # the target as the loss function wants it, all rows
-    y_raw: torch.Tensor  # regression: the target in its own units [rows, 1]; else class indices
-    rows: dict[str, torch.Tensor]  # split name -> row numbers
+    X: dict[str, torch.Tensor]  # split name -> model inputs
+    y: dict[str, torch.Tensor]  # split name -> the target as the loss function wants it
+    y_raw: dict[
+        str, torch.Tensor
+    ]  # regression: the target in its own units [rows, 1]; else class indices
+    rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
     task: str  # regression, binary or multiclass
     description: str
     encoder: Any = None  # TableEncoder for tables, None for the line
-    table: Any = None  # the pyarrow table the rows came from
-    x_plot: torch.Tensor | None = None  # the one raw feature for the course's picture
+    target: Any = None  # tables: the target column as read, for predictions.csv
+    x_plot: dict[str, torch.Tensor] | None = None  # the one raw feature for the course's picture
     true: dict[str, float] | None = None  # the line's known parameters
-
-    def part(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
-        return tensor[self.rows[name]]
+    source_rows: int = 0  # rows in the source, every split and any unused ones
+    table: Any = None  # the table itself, when prepare_data was asked to keep it
 
     @property
     def labels(self) -> list[Any]:
         return self.encoder.labels if self.encoder is not None else []
 
+    @property
+    def in_features(self) -> int:
+        return self.X["train"].shape[1]
 
-def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
-    """Step 1: the line with known parameters, or the user's table, split and encoded."""
+
+def prepare_data(
+    config: RunConfig, log: Callable[[str], None] = print, keep_table: bool = False
+) -> Prepared:
+    """Step 1: the line with known parameters, or the user's table, split and encoded.
+
+    The table itself is let go once encoded (a run needs only its target column after
+    that), unless `keep_table`.
+    """
     d, seed = config.data, config.train.seed
     if not d.path:
         X, y = make_line(d.weight, d.bias, d.start, d.end, d.step, d.noise, seed=seed)
-        train, val, test = split_indices(len(X), d.train, d.val, d.test, d.shuffle, seed)
+        rows = dict(
+            zip(SPLITS, split_indices(len(X), d.train, d.val, d.test, d.shuffle, seed), strict=True)
+        )
         noise = f" + noise (std {d.noise:g})" if d.noise else ""
+        parts = {name: X[index] for name, index in rows.items()}
+        targets = {name: y[index] for name, index in rows.items()}
         return Prepared(
-            X,
-            y,
-            y,
-            {"train": train, "val": val, "test": test},
+            parts,
+            targets,
+            targets,
+            rows,
             "regression",
             f"y = {d.weight:g} * X + {d.bias:g}{noise}, {len(X)} rows",
-            x_plot=X,
+            x_plot=parts,
             true={"weight": d.weight, "bias": d.bias},
+            source_rows=len(X),
         )
 
     from torchwork.tables import TableEncoder, check_values, detect_task, read_table, select_columns
@@ -323,7 +342,13 @@ def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepa
     table = check_values(table, [*features, target], source, dropna=d.dropna, log=log)
     task, why = detect_task(table.column(target), d.task, target, source)
     try:
-        train, val, test = split_indices(table.num_rows, d.train, d.val, d.test, d.shuffle, seed)
+        rows = dict(
+            zip(
+                SPLITS,
+                split_indices(table.num_rows, d.train, d.val, d.test, d.shuffle, seed),
+                strict=True,
+            )
+        )
     except TorchworkError as e:
         raise TorchworkError(
             f"{source} has {table.num_rows} rows, too few for the split: {e}"
@@ -333,20 +358,25 @@ def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepa
         features,
         target,
         task,
-        train.numpy(),
+        rows["train"].numpy(),
         source,
         categorical=d.categorical,
         scale=d.scale,
         scale_target=d.scale_target and task == "regression",
     )
-    X = encoder.transform(table, source)
     y = encoder.encode_target(table, source)
     y_raw = encoder.target_values(table) if task == "regression" else y.reshape(-1).long()
-    if task != "regression" and len(torch.unique(y_raw[train])) < 2:
+    if task != "regression" and len(torch.unique(y_raw[rows["train"]])) < 2:
         raise TorchworkError(
             f"the training rows of {source} hold only one class of '{target}': add rows or use --shuffle"
         )
     one_numeric = len(encoder.features) == 1 and encoder.features[0].kind == "numeric"
+    x_plot = None
+    if one_numeric:
+        x_plot = _parts(encoder.transform(table, source, scaled=False), rows)
+    # Every row encoded once, then each split's rows taken; the table is let go first, so
+    # that at most two copies of the inputs exist at any time.
+    X = encoder.transform(table, source)
     text_columns = [f for f in encoder.features if f.kind == "categorical"]
     encoded = (
         f" ({len(text_columns)} text column(s) one-hot encoded into {sum(len(f.categories) for f in text_columns)})"
@@ -357,17 +387,24 @@ def prepare_data(config: RunConfig, log: Callable[[str], None] = print) -> Prepa
         f"{source}, {table.num_rows} rows x {len(features)} features{encoded}, target '{target}'\n"
         f"   Task: {task} ({why}; --task to change)"
     )
-    from torchwork.tables import table_to_tensor
-
-    x_plot = table_to_tensor(table, features) if one_numeric else None
+    kept, source_rows = table.column(target), table.num_rows
+    if not keep_table:
+        del table
+        table = None
     return Prepared(
-        X,
-        y,
-        y_raw,
-        {"train": train, "val": val, "test": test},
+        _parts(X, rows),
+        _parts(y, rows),
+        _parts(y_raw, rows),
+        rows,
         task,
         description,
         encoder=encoder,
-        table=table,
+        target=kept,
         x_plot=x_plot,
+        source_rows=source_rows,
+        table=table,
     )
+
+
+def _parts(tensor: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor[index] for name, index in rows.items()}

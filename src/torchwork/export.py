@@ -246,6 +246,7 @@ def check_rows(
 def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.Tensor | None, str]:
     if model_path.suffix.lower() != ".safetensors":
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
+    from torchwork import arrow
     from torchwork.checkpoint import read_metadata
     from torchwork.config import RunConfig
     from torchwork.data import prepare_data
@@ -258,14 +259,18 @@ def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.
         source = run_config.data.path
         if source and not Path(source).is_file():
             return None, f"its training data {source} is not here"
-        data = prepare_data(run_config, log=lambda *_: None)
+        data = prepare_data(run_config, log=lambda *_: None, keep_table=True)
         split = next((s for s in ("test", "val", "train") if len(data.rows[s])), None)
         if split is None:
             return None, "its training data has no rows"
         rows = data.rows[split][:MAX_CHECK_ROWS]
         # Tables: the raw rows, encoded by the model's own stored encoder, not the one
         # prepare_data refitted: the data file may have changed since training.
-        X = data.X[rows] if encoder is None else raw_inputs(encoder, data.table.take(rows.numpy()))
+        X = (
+            data.X[split][:MAX_CHECK_ROWS]
+            if encoder is None
+            else raw_inputs(encoder, data.table.take(arrow.from_numpy(rows.numpy())))
+        )
     except TorchworkError as e:
         return None, f"its training data cannot be used ({e})"
     if X.ndim != 2 or X.shape[1] != in_features:
@@ -276,18 +281,7 @@ def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.
 def raw_inputs(encoder: Any, table: Any, source: str = "the input") -> torch.Tensor:
     """A table's feature columns in the export's input layout: numeric columns as they are
     (the graph scales them), text columns one-hot encoded (which the graph cannot do)."""
-    from torchwork.tables import table_to_tensor
-
-    encoded = encoder.transform(table, source)
-    parts, start = [], 0
-    for f in encoder.features:
-        width = 1 if f.kind == "numeric" else len(f.categories)
-        if f.kind == "numeric":
-            parts.append(table_to_tensor(table, [f.name]))
-        else:
-            parts.append(encoded[:, start : start + width])
-        start += width
-    return torch.cat(parts, dim=1).contiguous()
+    return encoder.transform(table, source, scaled=False)
 
 
 def sidecar_contents(

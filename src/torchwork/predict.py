@@ -16,18 +16,29 @@ from torch import nn
 
 from torchwork.checkpoint import load, read_metadata
 from torchwork.errors import TorchworkError
-from torchwork.fileio import atomic_path, write_text_atomic
+from torchwork.fileio import atomic_path
 from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    """The model's raw outputs in evaluation mode, as a CPU tensor."""
+    """The model's raw outputs in evaluation mode, as a CPU tensor.
+
+    Rows go through in chunks of EVAL_ROWS, so that an MLP's hidden activations for a large
+    table never exist for every row at once; the chunks are always the same, and so are
+    the outputs.
+    """
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        result = model(X).cpu()
+        chunks = [model(X[i : i + EVAL_ROWS]).cpu() for i in range(0, len(X), EVAL_ROWS)]
+        result = torch.cat(chunks) if len(chunks) != 1 else chunks[0]
+        if not chunks:
+            result = model(X).cpu()
     model.train(was_training)
     return result
+
+
+EVAL_ROWS = 65536  # rows per evaluation chunk: 16 MB of activations per 64-wide layer
 
 
 def score(
@@ -51,15 +62,15 @@ def score(
 
 def prediction_columns(encoder: Any, outputs: torch.Tensor) -> dict[str, Any]:
     """Predictions in the data's own terms, as named columns (plus class probabilities)."""
-    import pyarrow as pa
+    from torchwork import arrow
 
     decoded = encoder.decode(outputs)
     if encoder.task == "regression":
-        return {"prediction": pa.array(decoded["prediction"].numpy())}
-    columns = {"prediction": pa.array(decoded["prediction"])}
+        return {"prediction": arrow.from_numpy(decoded["prediction"].numpy())}
+    columns = {"prediction": arrow.labelled(decoded["index"].numpy(), encoder.labels)}
     probabilities = decoded["probabilities"].numpy()
     for j, label in enumerate(encoder.labels):
-        columns[f"probability_{label}"] = pa.array(probabilities[:, j])
+        columns[f"probability_{label}"] = arrow.from_numpy(probabilities[:, j])
     return columns
 
 
@@ -73,24 +84,27 @@ def write_table(table: Any, path: str | Path | None) -> None:
     # pyarrow quotes every header name; write a plain header and let it write the rows.
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(table.column_names)
-    rows = io.BytesIO()
-    pcsv.write_csv(table, rows, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
-    text = buffer.getvalue() + rows.getvalue().decode("utf-8")
+    header = buffer.getvalue().encode("utf-8")
+    rows = pcsv.WriteOptions(include_header=False, quoting_style="needed")
     if path is None:
-        sys.stdout.write(text)
+        out = io.BytesIO()
+        pcsv.write_csv(table, out, rows)
+        sys.stdout.write((header + out.getvalue()).decode("utf-8"))
         return
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise TorchworkError(f"cannot write {path}: use a .csv or .parquet file name")
     if not path.parent.is_dir():
         raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
 
-        with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-    else:
-        write_text_atomic(path, text)
+        else:
+            with open(tmp, "wb") as f:  # straight to the file: no copy of the text in memory
+                f.write(header)
+                pcsv.write_csv(table, f, rows)
 
 
 @dataclass

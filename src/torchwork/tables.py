@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from torchwork import arrow
 from torchwork.errors import TorchworkError
 
 if TYPE_CHECKING:
@@ -80,65 +81,66 @@ def read_table(path: str | Path) -> pa.Table:
 
 _CSV_BLOCK = 1 << 20  # pyarrow's default block; it infers column types from the first one
 _CSV_SPLIT_BYTES = 16 << 20  # unquoted files at least this large are read in parts
+_CSV_PART_BYTES = 32 << 20  # at most this much of the file is one part
 
 
 def _read_csv(path: Path, delimiter: str) -> pa.Table:
     """Read a CSV/TSV file as pyarrow's reader would with every missing-value marker ("",
-    "NA", "null", ...) and empty text as missing, only faster (see _read_csv_fast)."""
+    "NA", "null", ...) and empty text as missing, only faster and in less memory (see
+    _read_csv_typed)."""
     import pyarrow.csv as pcsv
 
     raw = _map_file(path)
     data = pa.py_buffer(raw)
-    header_end = _line_end(raw, 0)
     # A quoted value may hold a newline: pyarrow must be told, or it cuts its blocks inside
     # such values and fails on (or misreads) a valid file larger than one block.
-    quoted = raw.find(b'"', header_end) >= 0
+    quoted = _has_quote(raw, _row_end(raw, 0, quoted=True))
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted)
-    # Empty text cells are missing values too, not empty-string categories.
-    full = pcsv.ConvertOptions(strings_can_be_null=True)
-    if not quoted:
-        try:
-            table = _read_csv_fast(raw, data, header_end, parse)
-        except pa.ArrowInvalid:
-            table = None  # a late value that does not fit its column's type, or a bad row
-        if table is not None:
-            return table
-    return _read_csv_buffer(data, parse, full)
+    try:
+        table = _read_csv_typed(raw, data, parse)
+    except pa.ArrowInvalid:
+        table = None  # a late value that does not fit its column's type, or a bad row
+    if table is not None:
+        return table
+    return _read_csv_buffer(data, parse, _with_markers())
 
 
-def _read_csv_fast(
-    raw: Any, data: pa.Buffer, header_end: int, parse: pcsv.ParseOptions
-) -> pa.Table | None:
-    """The file read with no missing-value markers, or None where they could matter.
-
-    Without markers pyarrow converts numbers about 15% faster: no cell is compared with
-    "", "NA", "null", ... The first block decides: where any column in it comes out as
-    text, or as floats holding NaN ("NaN" parses as a float), markers could matter and the
-    caller reads the file once with them. A column where that shows only later is read
-    again with markers (and a late value that does not fit its column's type raises
-    ArrowInvalid). Large files are read in parts, one per core (_read_csv_parts).
-    """
+def _with_markers(**options: Any) -> pcsv.ConvertOptions:
     import pyarrow.csv as pcsv
 
-    fast = pcsv.ConvertOptions(null_values=[], quoted_strings_can_be_null=False)
-    head_end = _line_end(raw, _CSV_BLOCK)
+    # Empty text cells are missing values too, not empty-string categories.
+    return pcsv.ConvertOptions(strings_can_be_null=True, **options)
+
+
+def _read_csv_typed(raw: Any, data: pa.Buffer, parse: pcsv.ParseOptions) -> pa.Table | None:
+    """The file read with the column types of its first block, in parts when it is large
+    (_read_csv_parts); None where that cannot give pyarrow's own answer.
+
+    Without missing-value markers pyarrow converts numbers about 15% faster: no cell is
+    compared with "", "NA", "null", ... The first block decides: where every column in it
+    comes out as integers, booleans or floats without NaN ("NaN" parses as a float), the
+    markers cannot matter and the file is read without them; a column where they matter
+    only later is read again with them. Otherwise the file is read with the markers. A
+    late value that does not fit its column's type raises ArrowInvalid.
+    """
+    fast = _without_markers()
+    head_end = _row_end(raw, _CSV_BLOCK, parse.newlines_in_values)
     head = _read_csv_buffer(data.slice(0, head_end), parse, fast, _serial())
     names = head.column_names
     if len(set(names)) < len(names):  # duplicate names: read_table reports them
         return None
-    if not all(_markers_cannot_matter(column) for column in head.columns):
-        return None
+    markers = not all(_markers_cannot_matter(column) for column in head.columns)
+    if markers:
+        head = _read_csv_buffer(data.slice(0, head_end), parse, _with_markers(), _serial())
     if head_end == data.size:
         return head
-    if pa.cpu_count() > 1 and data.size >= _CSV_SPLIT_BYTES:
-        types = dict(zip(names, head.schema.types, strict=True))
-        table = _read_csv_parts(raw, data, header_end, parse, types)
-    else:
-        table = _read_csv_buffer(data, parse, fast)
-    again = [n for n in names if not _markers_cannot_matter(table.column(n))]
+    types = dict(zip(names, head.schema.types, strict=True))
+    convert = _with_markers if markers else _without_markers
+    table = _read_csv_whole_or_parts(raw, data, parse, convert(column_types=types), names)
+    again = [] if markers else [n for n in names if not _markers_cannot_matter(table.column(n))]
     if again:
-        full = pcsv.ConvertOptions(strings_can_be_null=True, include_columns=again)
-        reread = _read_csv_buffer(data, parse, full)
+        options = _with_markers(include_columns=again)
+        reread = _read_csv_whole_or_parts(raw, data, parse, options, names)
         if reread.num_rows != table.num_rows:
             return None
         for name in again:
@@ -146,42 +148,87 @@ def _read_csv_fast(
     return table
 
 
+def _without_markers(**options: Any) -> pcsv.ConvertOptions:
+    import pyarrow.csv as pcsv
+
+    return pcsv.ConvertOptions(null_values=[], quoted_strings_can_be_null=False, **options)
+
+
+def _read_csv_whole_or_parts(
+    raw: Any,
+    data: pa.Buffer,
+    parse: pcsv.ParseOptions,
+    convert: pcsv.ConvertOptions,
+    names: list[str],
+) -> pa.Table:
+    if pa.cpu_count() > 1 and data.size >= _CSV_SPLIT_BYTES:
+        return _read_csv_parts(raw, data, parse, convert, names)
+    return _read_csv_buffer(data, parse, convert)
+
+
 def _read_csv_parts(
     raw: Any,
     data: pa.Buffer,
-    header_end: int,
     parse: pcsv.ParseOptions,
-    types: dict[str, pa.DataType],
+    convert: pcsv.ConvertOptions,
+    names: list[str],
 ) -> pa.Table:
-    """An unquoted CSV cut at line ends into one part per core, each read by a serial reader
-    on its own thread with the column types of the first block (a row that does not fit
-    them raises ArrowInvalid). Only for files without quotes: a cut could fall inside a
-    quoted value.
+    """A CSV cut at row ends into parts of at most _CSV_PART_BYTES, each read by a serial
+    reader on one of a thread per core, with fixed column types (a row that does not fit
+    them raises ArrowInvalid). In a file with quotes a cut is made only where the quotes
+    before it are balanced, never inside a quoted value (which may hold a newline).
 
-    pyarrow's threaded reader holds much more of the file parsed at once: for 1M x 20
-    (218 MB) its peak memory was 636 MB against 385 MB this way, and faulting in less fresh
-    memory makes a fresh process's read about 10% faster (slower by as much when the same
-    process reads the file again and again).
+    Memory stays near the table's own size: pyarrow's threaded reader holds much more of
+    the file parsed at once (for 1M x 20, 218 MB, its peak was 636 MB against 385 MB this
+    way), and each part's pages of the mapped file are let go once it is read. Faulting in
+    less fresh memory also makes a fresh process's read about 10% faster.
     """
     import pyarrow.csv as pcsv
 
-    size, parts = data.size, pa.cpu_count()
-    convert = pcsv.ConvertOptions(
-        null_values=[], quoted_strings_can_be_null=False, column_types=types
-    )
-    cuts = sorted({max(header_end, _line_end(raw, size * k // parts)) for k in range(1, parts)})
-    spans = [(a, b) for a, b in zip([0, *cuts], [*cuts, size], strict=True) if b > a]
-    names = list(types)
+    size, cores = data.size, pa.cpu_count()
+    parts = cores * -(-size // (_CSV_PART_BYTES * cores))  # a whole number of rounds
+    quoted = parse.newlines_in_values
+    cuts = [_row_end(raw, 0, quoted=True)]  # the first part starts with the header
+    for k in range(1, parts):
+        cut = _row_end(raw, max(cuts[-1], size * k // parts), quoted, cuts[-1])
+        if cut < size:
+            cuts.append(cut)
+    cuts[0] = 0
+    spans = list(zip(cuts, [*cuts[1:], size], strict=True))
 
     def part(span: tuple[int, int]) -> pa.Table:
         start, end = span
         read = _serial() if start == 0 else pcsv.ReadOptions(use_threads=False, column_names=names)
-        return _read_csv_buffer(data.slice(start, end - start), parse, convert, read)
+        table = _read_csv_buffer(data.slice(start, end - start), parse, convert, read)
+        _release(raw, start, end)
+        return table
 
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=len(spans)) as pool:
+    with ThreadPoolExecutor(max_workers=min(pa.cpu_count(), len(spans))) as pool:
         return pa.concat_tables(list(pool.map(part, spans)))
+
+
+def _has_quote(raw: Any, start: int) -> bool:
+    """Whether raw holds a quote character after start, looked for part by part so that
+    the pages of a mapped file seen so far are let go (_release)."""
+    for first in range(start, len(raw), _CSV_PART_BYTES):
+        last = min(first + _CSV_PART_BYTES, len(raw))
+        found = raw.find(b'"', first, last) >= 0
+        _release(raw, first, last)
+        if found:
+            return True
+    return False
+
+
+def _release(raw: Any, start: int, end: int) -> None:
+    """Let the pages of a mapped file's byte range go (they stay in the page cache, and
+    are mapped again if read again): the process's memory does not grow with the file."""
+    import mmap
+
+    if isinstance(raw, mmap.mmap):
+        first = start - start % mmap.PAGESIZE
+        raw.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
 def _serial() -> pcsv.ReadOptions:
@@ -225,6 +272,18 @@ def _line_end(raw: Any, position: int) -> int:
     """The offset just after the first newline at or after position (or the end)."""
     found = raw.find(b"\n", position)
     return len(raw) if found < 0 else found + 1
+
+
+def _row_end(raw: Any, position: int, quoted: bool, start: int = 0) -> int:
+    """The offset just after the first newline at or after position that ends a row: with
+    quotes, one with an even number of quote characters between start (a row's start) and
+    it. A doubled quote inside a quoted value counts twice, so the parity holds."""
+    end = _line_end(raw, position)
+    if quoted:
+        view = np.frombuffer(raw, dtype=np.uint8)
+        while end < len(raw) and np.count_nonzero(view[start:end] == ord('"')) % 2:
+            end = _line_end(raw, end)
+    return end
 
 
 def _markers_cannot_matter(column: pa.ChunkedArray) -> bool:
@@ -299,23 +358,67 @@ def _read_numpy(path: Path) -> pa.Table:
 
 def table_to_tensor(table: pa.Table, columns: Sequence[str]) -> torch.Tensor:
     """Numeric columns as one contiguous float32 tensor of shape [rows, len(columns)]."""
-    # Row-major output from column-major input, one slab of rows at a time: each column's
-    # rows of the slab are copied into a small cache-resident scratch block, which one
-    # transposing copy writes out. The output is the only large allocation, made by torch:
-    # numpy asks the kernel for huge pages, slow to fault in here (1M x 20 in a fresh
-    # process: 0.2 s with two numpy arrays, 0.04 s this way). numpy releases the GIL while
-    # copying, so large tables use a thread per core.
-    rows, width = table.num_rows, len(columns)
+    return _write_rows(table.num_rows, [_NumericColumn(table.column(name)) for name in columns])
+
+
+class _NumericColumn:
+    """Writes one numeric column into a slab of input columns, standardized if asked."""
+
+    width = 1
+
+    def __init__(self, column: pa.ChunkedArray, mean: float = 0.0, std: float = 1.0) -> None:
+        self.arrays = [
+            arrow.float_values(chunk) if chunk.null_count else arrow.to_numpy(chunk)
+            for chunk in column.chunks
+        ]
+        self.starts = np.cumsum([0] + [len(a) for a in self.arrays]).tolist()
+        self.scaled = (mean, std) != (0.0, 1.0)
+        self.mean, self.std = np.float32(mean), np.float32(std)
+
+    def write(self, out: np.ndarray, first: int, last: int) -> None:
+        k = bisect.bisect_right(self.starts, first) - 1  # the chunk holding row `first`
+        row = first
+        while row < last:
+            end = min(last, self.starts[k + 1])
+            out[0, row - first : end - first] = self.arrays[k][
+                row - self.starts[k] : end - self.starts[k]
+            ]
+            row, k = end, k + 1
+        if self.scaled:
+            # float32 arithmetic, as (x - mean) / std on a float32 tensor would do it
+            values = out[0, : last - first]
+            values -= self.mean
+            values /= self.std
+
+
+class _OneHotColumn:
+    """Writes one input column per category: 1 where the row holds it, else 0."""
+
+    def __init__(self, codes: np.ndarray, categories: int) -> None:
+        self.codes = codes
+        self.width = categories
+
+    def write(self, out: np.ndarray, first: int, last: int) -> None:
+        codes = self.codes[first:last]
+        for c in range(self.width):
+            np.equal(codes, c, out=out[c, : last - first])
+
+
+def _write_rows(rows: int, columns: Sequence[Any]) -> torch.Tensor:
+    """Input columns, each written by its writer, as one contiguous float32 tensor [rows, width].
+
+    Row-major output from column-major input, one slab of rows at a time: each writer puts
+    its columns' rows of the slab into a small cache-resident scratch block, which one
+    transposing copy writes out. The output is the only large allocation, made by torch:
+    numpy asks the kernel for huge pages, slow to fault in here (1M x 20 in a fresh
+    process: 0.2 s with two numpy arrays, 0.04 s this way). numpy releases the GIL while
+    copying, so large tables use a thread per core.
+    """
+    width = sum(c.width for c in columns)
     out = torch.empty((rows, width), dtype=torch.float32)
     target = out.numpy()
     step = max(1024, _SCRATCH_VALUES // max(width, 1))
-    sources = []
-    for name in columns:
-        arrays = [
-            (chunk.fill_null(np.nan) if chunk.null_count else chunk).to_numpy(zero_copy_only=False)
-            for chunk in table.column(name).chunks
-        ]
-        sources.append((arrays, np.cumsum([0] + [len(a) for a in arrays]).tolist()))
+    offsets = np.cumsum([0] + [c.width for c in columns]).tolist()
     local = threading.local()
 
     def slab(first: int) -> None:
@@ -323,13 +426,8 @@ def table_to_tensor(table: pa.Table, columns: Sequence[str]) -> torch.Tensor:
         scratch = getattr(local, "scratch", None)
         if scratch is None:
             scratch = local.scratch = np.empty((width, step), dtype=np.float32)
-        for j, (arrays, starts) in enumerate(sources):
-            k = bisect.bisect_right(starts, first) - 1  # the chunk holding row `first`
-            row = first
-            while row < last:
-                end = min(last, starts[k + 1])
-                scratch[j, row - first : end - first] = arrays[k][row - starts[k] : end - starts[k]]
-                row, k = end, k + 1
+        for column, offset in zip(columns, offsets[:-1], strict=True):
+            column.write(scratch[offset : offset + column.width], first, last)
         target[first:last] = scratch[:, : last - first].T
 
     if rows * width < 1 << 20:
@@ -450,9 +548,17 @@ def check_values(
                 ) from None
             table = table.set_column(table.column_names.index(name), name, column)
             type_ = column.type
-        col_missing = column.is_null().to_numpy(zero_copy_only=False)
+        if _all_present_and_finite(column):
+            continue
+        present = [arrow.validity(chunk) for chunk in column.chunks]
+        col_missing = np.concatenate(
+            [
+                np.zeros(len(c), bool) if p is None else ~p
+                for c, p in zip(column.chunks, present, strict=True)
+            ]
+        )
         if pa.types.is_floating(type_):
-            values = column.fill_null(0).to_numpy()
+            values = arrow.float_values(column, np.float64)
             col_missing = col_missing | np.isnan(values)
             infinite = np.isinf(values)
             if infinite.any():
@@ -477,7 +583,7 @@ def check_values(
         missing |= col_missing
     if missing.any():
         dropped = int(missing.sum())
-        table = table.filter(pa.array(~missing))
+        table = table.filter(arrow.from_numpy(~missing))
         if log is not None:
             log(f"   --dropna: dropped {dropped} of {len(missing)} rows with empty or NaN cells")
         if table.num_rows == 0:
@@ -485,6 +591,24 @@ def check_values(
                 f"every row of {source} has an empty or NaN cell: nothing is left to learn from"
             )
     return table
+
+
+def _all_present_and_finite(column: pa.ChunkedArray) -> bool:
+    """True when a column has no empty cell and no NaN, infinite or float32-overflowing
+    value: a pass over the values with nothing allocated, so that the row-by-row look
+    for the first bad cell is only made where there is one."""
+    if column.null_count:
+        return False
+    if not pa.types.is_floating(column.type):
+        return True
+    limit = np.finfo(np.float32).max
+    for chunk in column.chunks:
+        if len(chunk):
+            values = arrow.to_numpy(chunk)
+            low, high = values.min(), values.max()  # NaN if any value is NaN
+            if not (-limit <= low and high <= limit):
+                return False
+    return True
 
 
 def require_numbers(
@@ -535,11 +659,19 @@ def _plain(value: Any) -> Any:
 def detect_task(column: pa.ChunkedArray, requested: str, name: str, source: str) -> tuple[str, str]:
     """The task and a sentence saying why: two values are binary, a few integer or text labels
     multiclass, anything else regression."""
-    distinct = [_plain(v) for v in pc.unique(column).to_pylist() if v is not None]
-    count = len(distinct)
+    count = pc.count_distinct(column).as_py()
     type_ = column.type
-    integral = is_numeric(type_) and all(
-        float(v).is_integer() for v in distinct if not isinstance(v, bool)
+    # The values themselves only matter for a few of them (classes); a numeric target
+    # often has as many distinct values as rows.
+    distinct = (
+        [_plain(v) for v in pc.unique(column).to_pylist() if v is not None]
+        if count <= MAX_CLASSES
+        else []
+    )
+    integral = (
+        count <= MAX_CLASSES
+        and is_numeric(type_)
+        and all(float(v).is_integer() for v in distinct if not isinstance(v, bool))
     )
     if requested == "regression":
         if is_text(type_):
@@ -617,7 +749,7 @@ class TableEncoder:
         scale_target: bool = True,
     ) -> TableEncoder:
         specs = []
-        train = table.take(pa.array(train_rows))
+        train = np.asarray(train_rows)
         for name in features:
             column = table.column(name)
             if is_text(column.type):
@@ -636,29 +768,23 @@ class TableEncoder:
                     )
                 specs.append(Feature(name, "categorical", categories))
                 continue
-            values = table_to_tensor(table, [name]).double()
-            if float(values.max()) == float(values.min()):
+            values = _float32_values(column)
+            if values.max() == values.min():
                 raise TorchworkError(
                     f"column '{name}' of {source} has the same value ({float(values[0]):g}) in every row: "
                     "it carries no information; leave it out with --features"
                 )
             mean, std = 0.0, 1.0
             if scale:
-                train_values = table_to_tensor(train, [name]).double()
-                mean = float(train_values.mean())
-                std = float(train_values.std(unbiased=False)) if len(train_values) > 1 else 0.0
-                if not std > 0:
-                    std = 1.0  # constant on the training rows: centre it, do not divide by zero
-                mean, std = float(np.float32(mean)), float(np.float32(std))
+                mean, std = _train_mean_std(values, train)
             specs.append(Feature(name, "numeric", mean=mean, std=std))
         encoder = cls(specs, target, task)
         column = table.column(target)
         if task == "regression":
             if scale_target:
-                y = table_to_tensor(train, [target]).double()
-                std = float(y.std(unbiased=False)) if len(y) > 1 else 0.0
-                encoder.target_mean = float(np.float32(float(y.mean())))
-                encoder.target_std = float(np.float32(std)) if std > 0 else 1.0
+                encoder.target_mean, encoder.target_std = _train_mean_std(
+                    _float32_values(column), train
+                )
         else:
             encoder.labels = _sorted_labels(
                 [_plain(v) for v in pc.unique(column).to_pylist() if v is not None]
@@ -685,14 +811,18 @@ class TableEncoder:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    def transform(self, table: pa.Table, source: str = "the input") -> torch.Tensor:
-        """Encode the feature columns of `table` as a float32 tensor [rows, in_features]."""
+    def transform(
+        self, table: pa.Table, source: str = "the input", scaled: bool = True
+    ) -> torch.Tensor:
+        """Encode the feature columns of `table` as a float32 tensor [rows, in_features]:
+        numeric columns standardized (as they are with `scaled=False`), text columns one
+        input per category. Every row is written once, straight into the result."""
         missing = [n for n in self.feature_names if n not in table.column_names]
         if missing:
             raise TorchworkError(
                 f"{source} lacks the model's feature column(s): {', '.join(missing)}"
             )
-        parts = []
+        writers: list[Any] = []
         for f in self.features:
             column = table.column(f.name)
             if f.kind == "numeric":
@@ -700,26 +830,27 @@ class TableEncoder:
                     raise TorchworkError(
                         f"column '{f.name}' of {source} must hold numbers (it holds {column.type})"
                     )
-                parts.append((table_to_tensor(table, [f.name]) - f.mean) / f.std)
+                writers.append(
+                    _NumericColumn(column, f.mean, f.std) if scaled else _NumericColumn(column)
+                )
             else:
-                parts.append(self._one_hot(column, f, source))
-        return torch.cat(parts, dim=1).contiguous() if len(parts) > 1 else parts[0].contiguous()
+                writers.append(_OneHotColumn(self._codes(column, f, source), len(f.categories)))
+        return _write_rows(table.num_rows, writers)
 
-    def _one_hot(self, column: pa.ChunkedArray, f: Feature, source: str) -> torch.Tensor:
+    def _codes(self, column: pa.ChunkedArray, f: Feature, source: str) -> np.ndarray:
+        """Each row's position in the feature's categories; an unseen category is an error."""
         values = column.cast(pa.string()) if not is_text(column.type) else column
-        categories = pa.array([str(c) for c in f.categories], pa.string())
+        categories = arrow.from_values([str(c) for c in f.categories])
         found = pc.index_in(values, value_set=categories)
-        unseen = found.is_null().to_numpy(zero_copy_only=False)
-        if unseen.any():
+        if found.null_count:
+            unseen = np.isnan(arrow.float_values(found))
             row, count = _first_row(unseen)
             value = column[row - 1].as_py()
             raise TorchworkError(
                 f"column '{f.name}' of {source} has the category {value!r} in row {row}{_more(count)}, "
                 f"which the model never saw; known categories: {', '.join(map(str, f.categories))}"
             )
-        index = found.to_numpy(zero_copy_only=False)
-        index = torch.from_numpy(index.astype(np.int64))
-        return torch.nn.functional.one_hot(index, len(f.categories)).to(torch.float32)
+        return _integers(found)
 
     def encode_target(self, table: pa.Table, source: str = "the input") -> torch.Tensor:
         """The target as the loss function wants it: [rows, 1] float (scaled for regression,
@@ -746,6 +877,10 @@ class TableEncoder:
         return (self.target_mean, self.target_std) != (0.0, 1.0)
 
     def label_index(self, column: pa.ChunkedArray, source: str) -> torch.Tensor:
+        """Each row's class index; a label the model does not know is an error."""
+        found = self._label_positions(column)
+        if found is not None and not found.null_count:
+            return torch.from_numpy(_integers(found).astype(np.int64))
         position = {_label_key(label): i for i, label in enumerate(self.labels)}
         out = np.empty(len(column), dtype=np.int64)
         for i, value in enumerate(column.to_pylist()):
@@ -757,6 +892,18 @@ class TableEncoder:
                 )
             out[i] = position[key]
         return torch.from_numpy(out)
+
+    def _label_positions(self, column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+        """Label positions found by Arrow when the column and the labels are both numbers
+        (1, 1.0 and True are one class, as _label_key has it) or both text; else None, and
+        the caller compares row by row."""
+        numbers = all(isinstance(v, (bool, int, float)) for v in self.labels)
+        if numbers and is_numeric(column.type):
+            keys = arrow.from_numpy(np.array([float(v) for v in self.labels]))
+            return pc.index_in(column.cast(pa.float64()), value_set=keys)
+        if is_text(column.type) and all(isinstance(v, str) for v in self.labels):
+            return pc.index_in(column.cast(pa.string()), value_set=arrow.from_values(self.labels))
+        return None
 
     def target_values(self, table: pa.Table) -> torch.Tensor:
         """The raw regression target as [rows, 1] float32."""
@@ -856,6 +1003,27 @@ class TableEncoder:
         if len({_label_key(v) for v in self.labels}) < len(self.labels):
             return "a label appears twice"
         return ""
+
+
+def _float32_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as float32 values, as the model sees them."""
+    return arrow.float_values(column, np.float32)
+
+
+def _integers(column: pa.ChunkedArray) -> np.ndarray:
+    """An integer column without nulls as one array."""
+    parts = [arrow.to_numpy(chunk) for chunk in column.chunks]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _train_mean_std(values: np.ndarray, train_rows: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the training rows' values, in float64, each rounded
+    to float32 as stored; a std of 0 (constant on the training rows) becomes 1: centre the
+    column, do not divide by zero."""
+    train = values[train_rows].astype(np.float64)
+    mean = float(train.mean())
+    std = float(train.std()) if len(train) > 1 else 0.0
+    return float(np.float32(mean)), float(np.float32(std)) if std > 0 else 1.0
 
 
 def _label_key(value: Any) -> Any:
