@@ -52,3 +52,88 @@ def test_validate_names_the_flag_to_change(section, key, value, flag):
     setattr(getattr(config, section), key, value)
     with pytest.raises(TorchworkError, match=flag):
         config.validate()
+
+
+def table_config(**overrides):
+    return RunConfig.layered({}, {"data.path": "t.csv", **overrides})
+
+
+def test_a_table_gets_auto_training_settings_and_a_tolerance():
+    config = table_config()
+    t = config.train
+    assert (t.optimizer, t.lr, t.batch_size, t.epochs, t.tol) == ("auto", "auto", "auto", 500, 1e-4)
+    assert RunConfig.layered({}, {}).train.tol == 0.0  # the line: the course, every epoch
+
+
+def test_epochs_given_are_honoured_exactly():
+    assert table_config(**{"train.epochs": 50}).train.tol == 0.0
+    assert table_config(**{"train.epochs": 50, "train.tol": 1e-3}).train.tol == 1e-3
+    from_file = RunConfig.layered({"data": {"path": "t.csv"}, "train": {"epochs": 50}})
+    assert from_file.train.tol == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "rows", "given", "expected"),
+    [
+        ("linear", 160_000, {}, ("lbfgs", 1.0, 0)),
+        ("linear", 50, {}, ("lbfgs", 1.0, 0)),
+        ("linear", 160_000, {"train.batch_size": 128}, ("adam", 0.01, 128)),
+        ("linear", 160_000, {"train.optimizer": "adam"}, ("adam", 0.01, 0)),
+        ("mlp", 140_000, {}, ("adam", 0.003, 1024)),
+        ("mlp", 2_000, {}, ("adam", 0.01, 0)),
+        ("mlp", 140_000, {"train.lr": 0.02, "train.batch_size": 0}, ("adam", 0.02, 0)),
+        ("mlp", 140_000, {"train.optimizer": "lbfgs"}, ("lbfgs", 1.0, 0)),
+    ],
+)
+def test_choose_training_picks_by_model_and_rows_and_every_flag_wins(kind, rows, given, expected):
+    from torchwork.config import choose_training
+
+    config = table_config(**{"model.kind": kind, **given})
+    why = choose_training(config, rows)
+    t = config.train
+    assert (t.optimizer, t.lr, t.batch_size) == expected
+    assert set(why) == {
+        k.split(".")[1] for k in ("train.optimizer", "train.lr", "train.batch_size")
+    } - {k.split(".")[1] for k in given}
+    assert choose_training(config, rows) == {}  # nothing is auto any more
+    assert RunConfig.from_toml(config.to_toml()).train == t  # and config.toml says so
+
+
+def test_an_mlp_on_a_table_holds_out_validation_rows_and_stops_early():
+    config = table_config(**{"model.kind": "mlp"})
+    assert (config.data.train, config.data.val, config.data.test) == (0.7, 0.1, 0.2)
+    assert config.train.patience == 10
+    mine = table_config(**{"model.kind": "mlp", "data.train": 0.8, "data.val": 0.0})
+    assert (mine.data.val, mine.train.patience) == (0.0, 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "flag"),
+    [
+        ("lr", "fast", "--lr must be greater than 0, or auto"),
+        ("batch_size", "big", "--batch-size must be 0"),
+        ("batch_size", -1, "--batch-size must be 0"),
+        ("tol", -1e-4, "--tol must be 0 (off)"),
+        ("tol", float("inf"), "--tol must be 0 (off)"),
+        ("tol_epochs", 0, "--tol-epochs must be at least 1"),
+        ("optimizer", "rmsprop", "unknown optimizer 'rmsprop'"),
+    ],
+)
+def test_bad_training_settings_name_the_flag(key, value, flag):
+    config = RunConfig()
+    setattr(config.train, key, value)
+    with pytest.raises(TorchworkError, match=flag.replace("(", r"\(").replace(")", r"\)")):
+        config.validate()
+
+
+def test_lbfgs_with_minibatches_is_refused():
+    config = RunConfig()
+    config.train.optimizer, config.train.batch_size = "lbfgs", 32
+    with pytest.raises(TorchworkError, match="--optimizer lbfgs trains on the full batch"):
+        config.validate()
+
+
+def test_auto_values_round_trip_through_toml():
+    config = table_config()
+    again = RunConfig.from_toml(config.to_toml())
+    assert (again.train.lr, again.train.batch_size) == ("auto", "auto")

@@ -290,3 +290,19 @@ def test_a_validation_split_smaller_than_the_processes_with_early_stopping(tmp_p
         == two.read_text().splitlines()[0]
         == "epoch,train_loss,val_loss,test_loss"
     )
+
+
+def test_two_processes_with_the_table_defaults_lbfgs_match_one_process(tmp_path):
+    """L-BFGS's line search sees the loss of the whole global batch in every process, so
+    both take the same steps, and the steps of one process."""
+    write_csv(tmp_path / "t.csv", regression_table(rows=3000, features=5, noise=2.0))
+    args = ("--data", "t.csv", "--no-plots")
+    result = torchrun(tmp_path, *args, "--out", "two")
+    assert result.returncode == 0, result.stderr
+    single(tmp_path, *args, "--out", "one")
+    two, one = summary(tmp_path / "two"), summary(tmp_path / "one")
+    assert two["training"]["optimizer"] == one["training"]["optimizer"] == "lbfgs"
+    assert two["converged"] and abs(two["epochs_run"] - one["epochs_run"]) <= 2
+    a, b = parameters(tmp_path / "two"), parameters(tmp_path / "one")
+    assert all((a[k] - b[k]).abs().max() <= 1e-4 for k in a)
+    assert two["metrics"]["test"]["r2"] == pytest.approx(one["metrics"]["test"]["r2"], abs=1e-6)

@@ -7,6 +7,7 @@ from course_reference import hand_written_course
 from torchwork import (
     LinearRegressionModel,
     LinearRegressionModelV2,
+    TorchworkError,
     build_model,
     fit,
     least_squares,
@@ -196,3 +197,161 @@ def test_prefetched_shuffled_batches_equal_plain_indexing():
     for i, (xb, yb) in enumerate(fast):
         index = order[i * 1000 : (i + 1) * 1000]
         assert torch.equal(xb, X[index]) and torch.equal(yb, y[index])
+
+
+def _table_like(rows=3000, seed=0):
+    X, y = make_regression(rows=rows, weights=[2.0, -3.0, 0.5, 1.0], bias=1.5, noise=0.5, seed=seed)
+    return split(X, y, shuffle=True, seed=0)
+
+
+def test_lbfgs_reuses_its_last_evaluation_and_gives_torchs_numbers():
+    s = _table_like()
+    counts = []
+    trained = []
+    for optimizer_of in (
+        lambda p: make_optimizer("lbfgs", p, lr=1.0),
+        lambda p: torch.optim.LBFGS(
+            p, lr=1.0, max_iter=1, max_eval=25, line_search_fn="strong_wolfe"
+        ),
+    ):
+        torch.manual_seed(0)
+        model = LinearRegressionModelV2(4)
+        optimizer = optimizer_of(model.parameters())
+        calls = [0]
+        loss_fn = make_loss("mse")
+
+        def counted(y_pred, y, loss_fn=loss_fn, calls=calls):
+            calls[0] += 1
+            return loss_fn(y_pred, y)
+
+        losses = [
+            float(train_step(model, [(s.X_train, s.y_train)], counted, optimizer))
+            for _ in range(12)
+        ]
+        counts.append(calls[0])
+        trained.append((model.state_dict(), losses))
+    ours, theirs = trained
+    assert ours[1] == theirs[1]
+    assert all(torch.equal(v, theirs[0][k]) for k, v in ours[0].items())
+    assert counts[0] <= counts[1] - 10  # one evaluation saved in (nearly) every step
+
+
+def test_lbfgs_reaches_the_closed_form_optimum_in_a_few_epochs():
+    s = _table_like()
+    torch.manual_seed(0)
+    model = LinearRegressionModelV2(4)
+    history = fit(
+        model,
+        s.X_train,
+        s.y_train,
+        s.X_test,
+        s.y_test,
+        make_loss("mse"),
+        make_optimizer("lbfgs", model.parameters(), lr=1.0),
+        500,
+        tol=1e-6,
+        log=None,
+    )
+    exact = least_squares(s.X_train, s.y_train)
+    assert history.converged and history.epochs_run < 60
+    assert torch.allclose(model.linear_layer.weight.T.double(), exact.weight, atol=1e-4)
+    assert (
+        mse(model(s.X_test).detach(), s.y_test) <= mse(exact.predict(s.X_test), s.y_test) * 1.0001
+    )
+
+
+def test_tol_stops_when_the_training_loss_stops_improving_and_says_so():
+    s = _table_like()
+    torch.manual_seed(0)
+    model = LinearRegressionModelV2(4)
+    lines = []
+    history = fit(
+        model,
+        s.X_train,
+        s.y_train,
+        s.X_test,
+        s.y_test,
+        make_loss("mse"),
+        make_optimizer("adam", model.parameters(), lr=0.05),
+        2000,
+        tol=1e-4,
+        tol_epochs=5,
+        log=lines.append,
+    )
+    assert history.converged and not history.stopped_early
+    assert 20 < history.epochs_run < 2000
+    assert history.records[-1]["epoch"] == history.epochs_run - 1  # the last epoch is logged
+    assert lines[-1].startswith(f"Converged at epoch {history.epochs_run - 1}: ")
+    losses = history.column("train_loss")
+    assert losses[-1] < losses[0] / 10
+
+
+def test_without_tol_every_epoch_runs():
+    s = _table_like()
+    torch.manual_seed(0)
+    model = LinearRegressionModelV2(4)
+    optimizer = make_optimizer("lbfgs", model.parameters(), lr=1.0)
+    history = fit(
+        model, s.X_train, s.y_train, s.X_test, s.y_test, make_loss("mse"), optimizer, 80, log=None
+    )
+    assert history.epochs_run == 80 and not history.converged
+
+
+@pytest.mark.parametrize(("tol", "tol_epochs"), [(-1e-4, 10), (float("nan"), 10), (1e-4, 0)])
+def test_a_bad_tolerance_is_one_clear_error(tol, tol_epochs):
+    s = _table_like(rows=100)
+    model = LinearRegressionModelV2(4)
+    optimizer = make_optimizer("sgd", model.parameters())
+    with pytest.raises(TorchworkError, match="tol must be 0"):
+        fit(
+            model,
+            s.X_train,
+            s.y_train,
+            s.X_test,
+            s.y_test,
+            make_loss("mse"),
+            optimizer,
+            5,
+            tol=tol,
+            tol_epochs=tol_epochs,
+            log=None,
+        )
+
+
+def test_feature_major_inputs_hold_the_same_values():
+    from torchwork.engine import feature_major
+
+    X = torch.randn(10_000, 7)
+    stored = feature_major(X)
+    assert torch.equal(stored, X) and stored.stride() == (1, 10_000)
+    small = torch.randn(10, 7)
+    assert feature_major(small) is small
+
+
+def test_linear_model_with_one_output_predicts_as_nn_linear():
+    model = LinearRegressionModelV2(6)
+    X = torch.randn(500, 6)
+    with torch.no_grad():
+        assert torch.allclose(model(X), model.linear_layer(X), atol=1e-6)
+    assert model(X).shape == (500, 1)
+
+
+def test_training_a_linear_model_with_lbfgs_does_not_import_torch_compile():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from torchwork import LinearRegressionModelV2, make_loss, make_optimizer, train_step\n"
+        "model = LinearRegressionModelV2(3)\n"
+        "optimizer = make_optimizer('lbfgs', model.parameters())\n"
+        "X, y = torch.randn(50, 3), torch.randn(50, 1)\n"
+        "train_step(model, [(X, y)], make_loss('mse'), optimizer)\n"
+        "optimizer.load_state_dict(optimizer.state_dict())\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -294,3 +294,103 @@ def test_dropna_drops_and_says_how_many(tw, tmp_path):
     assert code == 0, err
     assert "dropped 2 of 50 rows" in out
     assert summary(tmp_path, "d")["rows"] == {"train": 38, "test": 10}
+
+
+def test_a_table_run_imports_only_what_it_uses(tmp_path):
+    """No matplotlib with --no-plots, no torch.compile machinery for L-BFGS, and no pandas
+    (which pyarrow imports, where it is installed, for its own conversions)."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    path = tmp_path / "t.csv"
+    rng = np.random.default_rng(0)
+    pcsv.write_csv(
+        pa.table(
+            {
+                "a": rng.normal(size=300),
+                "c": np.array(list("xyz"))[rng.integers(0, 3, 300)],
+                "y": rng.normal(size=300),
+            }
+        ),
+        path,
+    )
+    code = (
+        "import sys\n"
+        "from torchwork.cli import main\n"
+        f"main(['run', '--data', {str(path)!r}, '--out', {str(tmp_path / 'run')!r}, '--no-plots'])\n"
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_table_run_says_and_records_the_solver_it_chose(tw, tmp_path):
+    write_csv(tmp_path / "reg.csv", regression_table(rows=3000, features=6))
+    code, out, err = tw("run", "--data", "reg.csv", "--out", "run", "--no-plots")
+    assert code == 0, err
+    assert "Chosen for this data: optimizer lbfgs (a linear model" in out
+    assert "(--optimizer, --batch-size, --lr to change)" in out
+    assert "3. Training for up to 500 epochs (full batch; converged when" in out
+    s = summary(tmp_path, "run")
+    training = s["training"]
+    assert (training["optimizer"], training["lr"], training["batch_size"]) == ("lbfgs", 1.0, 0)
+    assert set(training["chosen"]) == {"optimizer", "lr", "batch_size"}
+    assert s["converged"] and not s["stopped_early"] and s["epochs_run"] < 100
+    assert f"Converged at epoch {s['epochs_run'] - 1}:" in out
+    config = (tmp_path / "run" / "config.toml").read_text()
+    assert 'optimizer = "lbfgs"' in config and "lr = 1.0" in config and "batch_size = 0" in config
+    # The recorded config repeats the run exactly.
+    code, _, err = tw("run", "--config", "run/config.toml", "--out", "again", "--no-plots")
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.csv").read_text() == (
+        tmp_path / "again" / "metrics.csv"
+    ).read_text()
+    assert summary(tmp_path, "again")["metrics"] == s["metrics"]
+
+
+def test_epochs_given_on_a_table_are_honoured_exactly(tw, tmp_path):
+    write_csv(tmp_path / "reg.csv", regression_table(rows=1000, features=3))
+    code, out, err = tw("run", "--data", "reg.csv", "--out", "run", "--no-plots", "--epochs", "60")
+    assert code == 0, err
+    s = summary(tmp_path, "run")
+    assert s["epochs_run"] == 60 and not s["converged"] and "Converged" not in out
+    assert "3. Training for 60 epochs (full batch)" in out
+
+
+def test_an_mlp_on_many_rows_trains_on_minibatches_and_stops_on_validation(tw, tmp_path):
+    write_csv(tmp_path / "moons.csv", moons(rows=12_000))
+    code, _, err = tw("run", "--data", "moons.csv", "--model", "mlp", "--out", "m", "--no-plots")
+    assert code == 0, err
+    s = summary(tmp_path, "m")
+    assert s["training"]["batch_size"] == 1024 and s["training"]["optimizer"] == "adam"
+    assert s["rows"] == {"train": 8400, "val": 1200, "test": 2400}
+    assert s["metrics"]["test"]["accuracy"] >= 0.99
+    assert s["epochs_run"] < 500
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--tol", "-1"), "--tol must be 0 (off)"),
+        (("--tol-epochs", "0"), "--tol-epochs must be at least 1"),
+        (
+            ("--optimizer", "lbfgs", "--batch-size", "32"),
+            "--optimizer lbfgs trains on the full batch",
+        ),
+        (("--lr", "fast"), "argument --lr: expected a number or auto, got 'fast'"),
+        (("--batch-size", "big"), "argument --batch-size: expected a whole number or auto"),
+    ],
+)
+def test_bad_solver_flags_are_one_clear_line(tw, tmp_path, capsys, args, message):
+    write_csv(tmp_path / "reg.csv", regression_table(rows=100, features=2))
+    try:
+        outcome = tw("run", "--data", "reg.csv", "--out", "run", *args)
+    except SystemExit as e:  # argparse's own one-line errors
+        outcome = (e.code, "", capsys.readouterr().err)
+    assert_one_line_error(outcome, message)
+    assert not (tmp_path / "run").exists()

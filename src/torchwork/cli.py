@@ -49,6 +49,22 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _or_auto(kind: type) -> Any:
+    """An argparse type for a number that may also be 'auto'."""
+
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what} or auto, got '{text}'") from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _name_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
     if not names:
@@ -129,16 +145,39 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     ("--hidden", "model.hidden", {"type": _int_list, "metavar": "N,N"}, "mlp hidden layer sizes"),
     ("--loss", "train.loss", {"choices": LOSSES}, "loss function (auto: by the task)"),
-    ("--optimizer", "train.optimizer", {"choices": OPTIMIZERS}, "optimizer"),
-    ("--lr", "train.lr", {"type": float}, "learning rate"),
+    (
+        "--optimizer",
+        "train.optimizer",
+        {"choices": OPTIMIZERS},
+        "optimizer; auto (tables): lbfgs for a linear model, adam for an mlp",
+    ),
+    ("--lr", "train.lr", {"type": _or_auto(float)}, "learning rate (auto: by the optimizer)"),
     ("--momentum", "train.momentum", {"type": float}, "SGD momentum"),
     ("--epochs", "train.epochs", {"type": int}, "number of epochs"),
-    ("--batch-size", "train.batch_size", {"type": int}, "rows per step (0: full batch)"),
+    (
+        "--batch-size",
+        "train.batch_size",
+        {"type": _or_auto(int)},
+        "rows per step (0: full batch; auto, for tables: minibatches for an mlp on many rows)",
+    ),
     (
         "--patience",
         "train.patience",
         {"type": int},
         "early stopping patience in epochs (0: off; needs --val)",
+    ),
+    (
+        "--tol",
+        "train.tol",
+        {"type": float},
+        "stop as converged when the training loss improves by no more than this for "
+        "--tol-epochs epochs (0: off; tables: 1e-4 unless --epochs is given)",
+    ),
+    (
+        "--tol-epochs",
+        "train.tol_epochs",
+        {"type": int},
+        "epochs in a row without such an improvement before stopping",
     ),
     ("--log-every", "train.log_every", {"type": int}, "record and print losses every N epochs"),
     (
@@ -316,7 +355,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.resume:
             # Mistakes are one line here, not one per process after the launch.
             config = config_from_args(args).validate()
-            if 0 < config.train.batch_size < args.nproc:
+            if (
+                isinstance(config.train.batch_size, int)
+                and 0 < config.train.batch_size < args.nproc
+            ):
                 raise TorchworkError(
                     f"--batch-size {config.train.batch_size} is smaller than --nproc {args.nproc}: "
                     "each process needs at least one row per step"

@@ -61,18 +61,91 @@ def make_loss(name: str = "l1", task: str = "regression") -> nn.Module:
 def make_optimizer(
     name: str, params: Iterable[nn.Parameter], lr: float = 0.01, momentum: float = 0.0
 ) -> torch.optim.Optimizer:
-    """The optimizer by name: sgd (the course's, with optional momentum), adam or adamw."""
+    """The optimizer by name: sgd (the course's, with optional momentum), adam, adamw, or
+    lbfgs (L-BFGS with a strong-Wolfe line search, one iteration per epoch, full batch)."""
     params = list(params)
+    _eager_optimizer_methods()
     # The multi-tensor (foreach) kernels pay off on GPUs; on the CPU PyTorch would pick the
     # per-tensor loop anyway, and saying so up front skips that check on every step.
     foreach = bool(params) and params[0].is_cuda
+    # Adam's fused kernel updates every parameter in one call: on the CPU a step of the
+    # default MLP took 150 us against 420 us per tensor (and 300 us multi-tensor).
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=foreach)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, foreach=foreach)
+        return torch.optim.Adam(params, lr=lr, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, foreach=foreach)
-    raise TorchworkError(f"unknown optimizer '{name}': use sgd, adam or adamw")
+        return torch.optim.AdamW(params, lr=lr, fused=fused)
+    if name == "lbfgs":
+        return LBFGS(params, lr=lr)
+    raise TorchworkError(f"unknown optimizer '{name}': use sgd, adam, adamw or lbfgs")
+
+
+class LBFGS(torch.optim.LBFGS):
+    """torch's L-BFGS (strong-Wolfe line search), one iteration per `step`, that reuses the
+    evaluation its previous step's line search ended on.
+
+    Each step starts by evaluating the closure at the current parameters, where the line
+    search of the step before usually evaluated it already; with the same parameters the
+    loss and gradients are the same numbers, so they are taken from that evaluation: about
+    one pass over the data per epoch instead of two, with identical results.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1.0) -> None:
+        # max_eval bounds the evaluations of a step, the line search's included: torch's
+        # default for one iteration (1 * 5 // 4) would leave the line search none at all.
+        super().__init__(params, lr=lr, max_iter=1, max_eval=25, line_search_fn="strong_wolfe")
+        self._last: tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor | None]] | None = None
+
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        params = self._params
+
+        def remembered() -> torch.Tensor:
+            last = self._last
+            if last is not None and all(
+                torch.equal(p, q) for p, q in zip(params, last[0], strict=True)
+            ):
+                for p, grad in zip(params, last[2], strict=True):
+                    p.grad = None if grad is None else grad.clone()
+                return last[1]
+            loss = closure()
+            self._last = (
+                [p.detach().clone() for p in params],
+                loss.detach(),
+                [None if p.grad is None else p.grad.clone() for p in params],
+            )
+            return loss
+
+        return super().step(remembered)
+
+
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """L-BFGS evaluates the loss several times per step, through a closure."""
+    return isinstance(optimizer, torch.optim.LBFGS)
+
+
+_EAGER = False
+
+
+def _eager_optimizer_methods() -> None:
+    """Mark torch.optim's bookkeeping methods as already excluded from torch.compile.
+
+    `Optimizer.__init__`, `zero_grad`, `state_dict` and `load_state_dict` are wrapped so
+    that their first call imports torch._dynamo (about as long as `import torch` itself,
+    1 to 2 s here) only to exclude them from compilation. torchwork trains eagerly and
+    never compiles, so the methods are marked as their own excluded version: they run
+    unchanged and L-BFGS runs without that import. (SGD's and Adam's `step` import it in
+    any case.)
+    """
+    global _EAGER
+    if _EAGER:
+        return
+    _EAGER = True
+    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
+        if method is not None and not hasattr(method, "__dynamo_disable"):
+            method.__dynamo_disable = method  # type: ignore[attr-defined]
 
 
 def train_step(
@@ -87,20 +160,21 @@ def train_step(
         model.train()
     losses = []
     sizes = []
+    closure = needs_closure(optimizer)
     for batch in batches:
         X, y = batch[0], batch[1]
-        y_pred = model(X)
-        loss = loss_fn(y_pred, y)
-        optimizer.zero_grad()
-        if len(batch) == 3:
-            # A distributed shard: its loss is weighted so that averaging gradients over
-            # processes gives the gradient of the global batch mean (see distributed.py).
-            (loss * batch[2]).backward()
-            sizes.append(len(X) if batch[2] else 0)
+        # A distributed shard: its loss is weighted so that averaging gradients over
+        # processes gives the gradient of the global batch mean (see distributed.py).
+        scale = batch[2] if len(batch) == 3 else None
+        if closure:
+            loss = optimizer.step(_closure(model, X, y, loss_fn, optimizer, scale))
         else:
-            loss.backward()
-            sizes.append(len(X))
-        optimizer.step()
+            y_pred = model(X)
+            loss = loss_fn(y_pred, y)
+            optimizer.zero_grad()
+            (loss if scale is None else loss * scale).backward()
+            optimizer.step()
+        sizes.append(len(X) if scale is None or scale else 0)
         losses.append(loss.detach())
     if len(losses) == 1:
         # Full batch: the loss itself, bit for bit (x * n / n can differ in the last bit).
@@ -108,6 +182,37 @@ def train_step(
     # Batch means weighted by their rows: the exact mean over every row, in one reduction.
     weights = torch.tensor(sizes, dtype=losses[0].dtype, device=losses[0].device)
     return (torch.stack(losses) * weights).sum() / sum(sizes)
+
+
+def _closure(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scale: float | None,
+) -> Callable[[], torch.Tensor]:
+    """The course's step as a function that L-BFGS calls: forward, loss, zero_grad, backward.
+
+    On a distributed shard it returns the loss of the whole global batch, so that every
+    process's line search sees the same numbers and takes the same steps.
+    """
+
+    def closure() -> torch.Tensor:
+        y_pred = model(X)
+        loss = loss_fn(y_pred, y)
+        optimizer.zero_grad()
+        if scale is None:
+            loss.backward()
+            return loss
+        (loss * scale).backward()
+        import torch.distributed as dist
+
+        total = loss.detach() * scale
+        dist.all_reduce(total)
+        return total / dist.get_world_size()
+
+    return closure
 
 
 def test_step(model: nn.Module, batches: Batches, loss_fn: nn.Module) -> torch.Tensor:
@@ -139,6 +244,8 @@ class History:
     records: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False  # early stopping ended training before the last epoch
     best_epoch: int | None = None  # the epoch whose weights were restored by early stopping
+    converged: bool = False  # the training loss stopped improving (tol): training ended there
+    epochs_run: int = 0  # epochs trained, counting any before a resume
 
     def column(self, name: str) -> list[float]:
         return [r[name] for r in self.records if name in r]
@@ -200,9 +307,11 @@ class TrainState:
     best_loss: float = math.inf  # early stopping: the lowest validation loss so far
     bad_epochs: int = 0  # early stopping: epochs since that loss
     best_state: dict[str, torch.Tensor] | None = None  # early stopping: the best weights
+    best_train_loss: float = math.inf  # convergence: the lowest training loss so far
+    flat_epochs: int = 0  # convergence: epochs in a row without an improvement above tol
     generator: torch.Generator | None = None  # the minibatch order, at the next epoch's start
     train_loss: torch.Tensor | None = None  # the last epoch's loss, still on the device
-    stop: bool = False  # early stopping decided to stop
+    stop: bool = False  # early stopping or convergence decided to stop
 
 
 def fit(
@@ -219,6 +328,8 @@ def fit(
     y_val: torch.Tensor | None = None,
     batch_size: int = 0,
     patience: int = 0,
+    tol: float = 0.0,
+    tol_epochs: int = 10,
     log_every: int = 10,
     eval_every: int = 0,
     seed: int = 0,
@@ -234,6 +345,9 @@ def fit(
     stop check. Full batch when `batch_size` is 0 (the course); otherwise minibatches in a
     seeded random order that changes every epoch. With `patience` > 0, training stops after
     that many epochs without a lower validation loss and the best weights are restored.
+    With `tol` > 0, training stops as converged once the training loss has improved by no
+    more than `tol` on its best for `tol_epochs` epochs in a row (scikit-learn's `tol` and
+    `n_iter_no_change`); `epochs` stays the upper bound.
     Pass the `state` of an earlier call (as a checkpoint restores it) to continue from there.
     With a distributed `group` (torchrun), `model` is the DDP-wrapped model and each process
     trains on its shard of every global batch; the losses are reduced over the processes.
@@ -253,6 +367,10 @@ def fit(
         raise TorchworkError(f"epochs must be at least 1 (got {epochs})")
     if log_every < 1:
         raise TorchworkError(f"log_every must be at least 1 (got {log_every})")
+    if not (math.isfinite(tol) and tol >= 0) or tol_epochs < 1:
+        raise TorchworkError(
+            f"tol must be 0 (off) or more and tol_epochs at least 1 (got {tol}, {tol_epochs})"
+        )
     has_val = X_val is not None and y_val is not None and len(X_val) > 0
     if patience > 0 and not has_val:
         raise TorchworkError("early stopping (patience) needs a validation split: add --val")
@@ -296,6 +414,8 @@ def fit(
     fixed = None
     if group is None and state.generator is None:
         fixed = list(batches(X_train, y_train, batch_size))
+        if len(fixed) == 1:
+            fixed = [(feature_major(X_train), y_train)]
     for epoch in epoch_range:
         if state.stop:
             break
@@ -306,6 +426,11 @@ def fit(
         else:
             epoch_batches = batches(X_train, y_train, batch_size, state.generator)
         train_loss = train_step(model, epoch_batches, loss_fn, optimizer)
+        if tol > 0:
+            loss = mean_of(train_loss, train_rows, n_train)
+            converged = _converged(state, loss, tol, tol_epochs, epoch)
+            history.converged = converged
+            state.stop = state.stop or converged
 
         val_loss = None
         if has_val and patience > 0:
@@ -342,20 +467,57 @@ def fit(
 
         state.epoch = epoch + 1
         state.train_loss = train_loss
-        history.stopped_early = state.stop
+        history.stopped_early = state.stop and not history.converged
+        history.epochs_run = state.epoch
         if on_epoch_end is not None:
             on_epoch_end(state)
         if state.stop and write is not None:
-            write(
-                f"Early stopping at epoch {epoch}: no lower validation loss for {patience} "
-                f"epochs; restoring the weights of epoch {history.best_epoch}"
+            restoring = (
+                f"; restoring the weights of epoch {history.best_epoch}"
+                if state.best_state is not None
+                else ""
             )
+            if history.converged:
+                write(
+                    f"Converged at epoch {epoch}: the training loss improved by no more than "
+                    f"{tol:g} for {tol_epochs} epochs{restoring}"
+                )
+            else:
+                write(
+                    f"Early stopping at epoch {epoch}: no lower validation loss for {patience} "
+                    f"epochs{restoring}"
+                )
 
     if state.best_state is not None:
         core.load_state_dict(state.best_state)
     if bar is not None:
         bar.close()
     return history
+
+
+def _converged(state: TrainState, loss: float, tol: float, tol_epochs: int, epoch: int) -> bool:
+    """Count epochs whose training loss is not below the best by more than tol."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(epoch, loss)
+    state.flat_epochs = state.flat_epochs + 1 if loss > state.best_train_loss - tol else 0
+    state.best_train_loss = min(state.best_train_loss, loss)
+    return state.flat_epochs >= tol_epochs
+
+
+def feature_major(X: torch.Tensor) -> torch.Tensor:
+    """X with the same values stored column by column, when that trains faster.
+
+    A full batch on the CPU is multiplied by the weights forward and by the output
+    gradient backward, both matrix-vector products over every row; with each feature's
+    values side by side BLAS runs them about twice as fast here (160,000 x 25: 1.1 against
+    2.5 ms forward).
+    """
+    if X.device.type != "cpu" or X.dim() != 2 or X.shape[1] < 2 or len(X) < FEATURE_MAJOR_ROWS:
+        return X
+    return X.t().contiguous().t()
+
+
+FEATURE_MAJOR_ROWS = 4096  # below this the layout makes no measurable difference
 
 
 def _loss_or_none(model: nn.Module, batches: list, loss_fn: nn.Module) -> torch.Tensor | None:

@@ -140,7 +140,8 @@ def report_html(run: RunFolder) -> str:
     sections.append(("training", "Training", _training_section(run)))
     predictions = run.path / "predictions.csv"
     if predictions.is_file():
-        sections.append(("predictions", "Predictions", _predictions_section(predictions)))
+        rows = (s.get("data") or {}).get("table_rows")
+        sections.append(("predictions", "Predictions", _predictions_section(predictions, rows)))
     sections.append(("config", "Config", _config_section(run)))
     sections.append(("versions", "Versions", _versions_section(s)))
 
@@ -506,8 +507,11 @@ def _training_section(run: RunFolder) -> str:
     facts = [
         ("Epochs run", _epochs(s, flat)),
         ("Stopped early", "yes" if s.get("stopped_early") else "no"),
+        ("Converged", _converged(s, flat)),
         ("Best epoch", "—" if s.get("best_epoch") is None else str(s.get("best_epoch"))),
-        ("Batch size", "full batch" if batch == 0 else _value(batch)),
+        ("Optimizer", _chosen(s, flat, "optimizer")),
+        ("Learning rate", _chosen(s, flat, "lr")),
+        ("Batch size", _chosen(s, flat, "batch_size", "full batch" if batch == 0 else None)),
         ("Training time", _seconds(s.get("seconds"))),
         ("Device", s.get("device", "?")),
         ("Seed", _value(s.get("seed", flat.get("train.seed")))),
@@ -546,8 +550,9 @@ def _training_section(run: RunFolder) -> str:
     )
 
 
-def _predictions_section(path: Path) -> str:
-    # Streamed: the file holds every row of the table, which may not fit in memory twice.
+def _predictions_section(path: Path, rows: int | None = None) -> str:
+    # Only the first rows are read when the summary says how many there are: the file
+    # holds every row of the table, which may be millions.
     preview: list[list[str]] = []
     count = 0
     try:
@@ -558,6 +563,9 @@ def _predictions_section(path: Path) -> str:
                 count += 1
                 if len(preview) < PREVIEW_ROWS:
                     preview.append(row)
+                elif rows is not None:
+                    count = rows
+                    break
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise TorchworkError(
@@ -760,9 +768,24 @@ def _epochs(s: dict[str, Any], flat: dict[str, Any]) -> str:
     run, planned = s.get("epochs_run"), flat.get("train.epochs")
     if run is None:
         return "?"
-    if s.get("stopped_early") and planned is not None:
+    if (s.get("stopped_early") or s.get("converged")) and planned is not None:
         return f"{run} of {planned}"
     return str(run)
+
+
+def _converged(s: dict[str, Any], flat: dict[str, Any]) -> str:
+    tol = flat.get("train.tol")
+    if not tol:
+        return "not checked (tol 0: every epoch runs)"
+    rule = f"the training loss improved by no more than {_value(tol)} for {_value(flat.get('train.tol_epochs'))} epochs"
+    return f"yes: {rule}" if s.get("converged") else f"no (stops when {rule})"
+
+
+def _chosen(s: dict[str, Any], flat: dict[str, Any], name: str, shown: str | None = None) -> str:
+    """A training setting, and why it was chosen when it was auto."""
+    value = shown if shown is not None else _value(flat.get(f"train.{name}"))
+    why = ((s.get("training") or {}).get("chosen") or {}).get(name)
+    return f"{value} (auto: {why})" if why else value
 
 
 def _reference_name(s: dict[str, Any]) -> str:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
+import math
 import signal
 import sys
 import time
@@ -25,26 +27,17 @@ from torchwork.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
-from torchwork.config import RunConfig
-from torchwork.data import Prepared, prepare_data
+from torchwork.config import RunConfig, choose_training
+from torchwork.data import SPLITS, Prepared, prepare_data
 from torchwork.distributed import Group
 from torchwork.engine import History, TrainingDiverged, TrainState, fit, make_loss, make_optimizer
 from torchwork.errors import TorchworkError
 from torchwork.fileio import write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics
 from torchwork.models import build_model
-from torchwork.plots import (
-    plot_confusion_matrix,
-    plot_loss_curves,
-    plot_predicted_vs_actual,
-    plot_predictions,
-    plot_residuals,
-)
 from torchwork.predict import outputs_of, prediction_columns, score, write_table
 from torchwork.report import create_run_dir, format_metrics_table, resolve_run_dir, write_json
 from torchwork.solve import least_squares
-
-SPLITS = ("train", "val", "test")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,6 +71,7 @@ class Session:
     out: Path
     data_sha256: str | None = None
     group: Group | None = None  # this process's place in a torchrun group, if any
+    chosen: dict[str, str] | None = None  # the settings that were auto, and why each was chosen
 
     @property
     def main(self) -> bool:
@@ -92,7 +86,11 @@ class Session:
 def setup(
     config: RunConfig, out: Path, log: Callable[[str], None] = print, group: Group | None = None
 ) -> Session:
-    """Steps 1 and 2: read or make the data, split it, build the model, loss and optimizer."""
+    """Steps 1 and 2: read or make the data, split it, build the model, loss and optimizer.
+
+    The session's config is a copy of `config` with every `auto` training setting chosen.
+    """
+    config = copy.deepcopy(config)
     d, m, t = config.data, config.model, config.train
     device = resolve_device(t.device)
     if group is not None:
@@ -111,14 +109,22 @@ def setup(
 
     # 2. Model, loss function, optimizer
     loss_fn = make_loss(t.loss, data.task)
+    chosen = choose_training(config, sizes["train"])
     out_features = data.encoder.out_features if data.encoder is not None else 1
     torch.manual_seed(t.seed)
     model = build_model(
-        m.kind, in_features=data.X.shape[1], out_features=out_features, hidden=m.hidden
+        m.kind, in_features=data.in_features, out_features=out_features, hidden=m.hidden
     )
     log(
         f"2. Model: {type(model).__name__} ({m.kind}); loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
     )
+    if chosen:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in chosen)
+        log(
+            "   Chosen for this data: "
+            + "; ".join(f"{name} {getattr(t, name)} ({why})" for name, why in chosen.items())
+            + f" ({flags} to change)"
+        )
     log(f"   Initial parameters: {describe_parameters(model)}")
     model.to(device)
     train_model = model
@@ -135,11 +141,12 @@ def setup(
         train_model,
         loss_fn,
         make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum),
-        {name: data.part(data.X, name).to(device) for name in SPLITS},
-        {name: data.part(data.y, name).to(device) for name in SPLITS},
+        {name: data.X[name].to(device) for name in SPLITS},
+        {name: data.y[name].to(device) for name in SPLITS},
         out,
         file_sha256(d.path) if d.path else None,
         group,
+        chosen,
     )
 
 
@@ -245,7 +252,7 @@ def _resume(
             "checkpoint): start it again with --force"
         )
     contents = load_checkpoint(path)
-    config = RunConfig.from_dict(contents["config"], str(path))
+    config = RunConfig.from_dict(contents["config"], str(path))  # every auto already chosen
     for name, value in (overrides or {}).items():
         if name not in RESUME_FIELDS:
             raise TorchworkError(
@@ -269,12 +276,13 @@ def _resume(
     torch.manual_seed(config.train.seed)
     initial = build_model(
         config.model.kind,
-        session.data.X.shape[1],
+        session.data.in_features,
         session.model.spec()["out_features"],
         config.model.hidden,
     )
     outputs_before = outputs_of(initial.to(session.device), session.X["test"])
     state = restore(session, contents)
+    session.chosen = dict(contents.get("chosen") or {})
     if session.main:
         for stale in [*folder.glob(".*.tmp"), *folder.glob("plots/.*.tmp")]:
             stale.unlink(missing_ok=True)  # left by a process killed mid-write
@@ -302,6 +310,8 @@ def restore(session: Session, contents: dict[str, Any]) -> TrainState:
             best_loss=stopping["best_loss"],
             bad_epochs=stopping["bad_epochs"],
             best_state=stopping["best_state"],
+            best_train_loss=stopping.get("best_train_loss", math.inf),
+            flat_epochs=stopping.get("flat_epochs", 0),
             stop=stopping["stop"],
         )
         if contents.get("generator") is not None:
@@ -395,13 +405,18 @@ class Checkpointer:
                 "records": history.records,
                 "stopped_early": history.stopped_early,
                 "best_epoch": history.best_epoch,
+                "converged": history.converged,
+                "epochs_run": history.epochs_run,
             },
             "early_stopping": {
                 "best_loss": state.best_loss,
                 "bad_epochs": state.bad_epochs,
                 "best_state": state.best_state,
+                "best_train_loss": state.best_train_loss,
+                "flat_epochs": state.flat_epochs,
                 "stop": state.stop,
             },
+            "chosen": s.chosen or {},
             "generator": state.generator.get_state() if state.generator is not None else None,
             "rng": rng_states(),
             "config": checkpoint_config(s.config),
@@ -485,9 +500,14 @@ def train(
     """Step 3: fit, with checkpoints; a divergence or a signal still leaves a resumable run."""
     t = session.config.train
     X, y = session.X, session.y
-    log(
-        f"3. Training for {t.epochs} epochs ({'full batch' if t.batch_size == 0 else f'batches of {t.batch_size}'})"
+    batch = "full batch" if t.batch_size == 0 else f"batches of {t.batch_size}"
+    until = (
+        f"up to {t.epochs} epochs ({batch}; converged when the training loss improves by no "
+        f"more than {t.tol:g} for {t.tol_epochs} epochs)"
+        if t.tol > 0
+        else f"{t.epochs} epochs ({batch})"
     )
+    log(f"3. Training for {until}")
     with StopSignals(log) as stop:
         checkpointer = Checkpointer(
             session, seconds_before, stop, log, logged=len(state.history.records)
@@ -506,6 +526,8 @@ def train(
                 y_val=y["val"],
                 batch_size=t.batch_size,
                 patience=t.patience,
+                tol=t.tol,
+                tol_epochs=t.tol_epochs,
                 log_every=t.log_every,
                 eval_every=t.eval_every,
                 seed=t.seed,
@@ -555,8 +577,7 @@ def finish(
     used = [name for name in SPLITS if sizes[name]]
     outputs = {name: outputs_of(model, X[name]) for name in used}
     scores = {
-        name: score(data.task, data.encoder, outputs[name], data.part(data.y_raw, name))
-        for name in used
+        name: score(data.task, data.encoder, outputs[name], data.y_raw[name]) for name in used
     }
     metrics = {name: scores[name][0] for name in used}
     reference, reference_summary = reference_scores(data, used)
@@ -603,7 +624,7 @@ def finish(
     if (out / CHECKPOINT_BEST).exists():
         written.append(CHECKPOINT_BEST)
     if data.encoder is not None:
-        write_predictions(out / "predictions.csv", data, model, session.device)
+        write_predictions(out / "predictions.csv", data, outputs)
         written.append("predictions.csv")
     summary: dict[str, Any] = {
         "task": data.task,
@@ -614,11 +635,15 @@ def finish(
             k: v.detach().cpu().reshape(-1).tolist() for k, v in model.state_dict().items()
         },
         "rows": {name: sizes[name] for name in used},
-        "epochs_run": history.records[-1]["epoch"] + 1
-        if history.stopped_early
-        else config.train.epochs,
+        "epochs_run": history.epochs_run,
         "stopped_early": history.stopped_early,
+        "converged": history.converged,
         "best_epoch": history.best_epoch,
+        "training": {
+            name: getattr(config.train, name)
+            for name in ("optimizer", "lr", "batch_size", "epochs", "tol", "tol_epochs")
+        }
+        | {"chosen": session.chosen or {}},
         "seconds": seconds,
         "device": str(session.device),
         "seed": config.train.seed,
@@ -632,6 +657,7 @@ def finish(
     if data.encoder is not None:
         summary["data"] = {
             "path": config.data.path,
+            "table_rows": data.source_rows,  # the rows of predictions.csv
             "target": data.encoder.target,
             "features": data.encoder.feature_names,
             # the model's input columns in order, one per category: they name the weights
@@ -670,12 +696,9 @@ def reference_scores(
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """The yardstick: closed-form least squares for regression, the majority class otherwise."""
     if data.task == "regression":
-        exact = least_squares(data.part(data.X, "train"), data.part(data.y_raw, "train"))
+        exact = least_squares(data.X["train"], data.y_raw["train"])
         metrics = {
-            name: regression_metrics(
-                exact.predict(data.part(data.X, name)), data.part(data.y_raw, name)
-            )
-            for name in used
+            name: regression_metrics(exact.predict(data.X[name]), data.y_raw[name]) for name in used
         }
         return metrics, {
             "method": "closed-form least squares on the training split (torch.linalg.lstsq)",
@@ -684,12 +707,12 @@ def reference_scores(
             "metrics": metrics,
         }
     classes = len(data.labels)
-    train = data.part(data.y_raw, "train")
+    train = data.y_raw["train"]
     majority = int(torch.bincount(train, minlength=classes).argmax())
     share = float((train == majority).double().mean())
     metrics = {}
     for name in used:
-        truth = data.part(data.y_raw, name)
+        truth = data.y_raw[name]
         guess = torch.full_like(truth, majority)
         metrics[name] = classification_metrics(
             guess, truth, classes, torch.full((len(truth),), share) if classes == 2 else None
@@ -720,6 +743,15 @@ def draw_plots(
     outputs_test: torch.Tensor | None,
     test_score: tuple[dict[str, float], dict[str, Any]] | None,
 ) -> None:
+    # matplotlib costs most of a second to import: only runs that draw pay for it.
+    from torchwork.plots import (
+        plot_confusion_matrix,
+        plot_loss_curves,
+        plot_predicted_vs_actual,
+        plot_predictions,
+        plot_residuals,
+    )
+
     folder.mkdir(exist_ok=True)
     plot_loss_curves(
         history.column("epoch"),
@@ -736,15 +768,15 @@ def draw_plots(
         )
         return
     predictions = test_score[1]["predictions"]
-    y_test = data.part(data.y_raw, "test")
+    y_test = data.y_raw["test"]
     if data.x_plot is not None:
         before = (
             data.encoder.decode(outputs_before)["prediction"]
             if data.encoder is not None
             else outputs_before
         )
-        x_train, y_train = data.part(data.x_plot, "train"), data.part(data.y_raw, "train")
-        x_test = data.part(data.x_plot, "test")
+        x_train, y_train = data.x_plot["train"], data.y_raw["train"]
+        x_test = data.x_plot["test"]
         plot_predictions(
             x_train,
             y_train,
@@ -768,20 +800,31 @@ def draw_plots(
         plot_residuals(y_test, predictions, path=folder / "residuals.png")
 
 
-def write_predictions(path: Path, data: Prepared, model: nn.Module, device: torch.device) -> None:
-    """predictions.csv: every row of the table in order, its split, target and prediction."""
+def write_predictions(path: Path, data: Prepared, outputs: dict[str, torch.Tensor]) -> None:
+    """predictions.csv: every row of the table in order, its split, target and prediction
+    (empty for rows left out when the split fractions add up to less than 1)."""
+    import numpy as np
     import pyarrow as pa
 
-    which = ["unused"] * len(data.X)  # rows left out when the fractions add up to less than 1
-    for name in SPLITS:
-        for row in data.rows[name].tolist():
-            which[row] = name
-    predicted = prediction_columns(data.encoder, outputs_of(model, data.X.to(device)))
+    from torchwork import arrow
+
+    used = [name for name in SPLITS if name in outputs]
+    order = torch.cat([data.rows[name] for name in used]).numpy()
+    where = np.full(data.source_rows, -1, dtype=np.int64)  # table row -> position in order
+    where[order] = np.arange(len(order))
+    split = np.full(data.source_rows, len(SPLITS), dtype=np.int8)
+    for code, name in enumerate(SPLITS):
+        split[data.rows[name].numpy()] = code
+    predicted = prediction_columns(data.encoder, torch.cat([outputs[name] for name in used]))
+    place = arrow.from_numpy(where, mask=where < 0)
     target = data.encoder.target
     if target == "split" or target in predicted:
         target = f"{target} (actual)"  # keep the target beside our own column of that name
-    columns = {"split": pa.array(which), target: data.table.column(data.encoder.target)}
-    columns |= predicted
+    columns = {
+        "split": arrow.labelled(split, [*SPLITS, "unused"]),
+        target: data.target,
+    }
+    columns |= {name: column.take(place) for name, column in predicted.items()}
     write_table(pa.table(columns), path)
 
 
