@@ -42,3 +42,14 @@ def test_least_squares_recovers_the_line_exactly():
     exact = least_squares(X, 0.7 * X + 0.3)
     assert float(exact.weight) == pytest.approx(0.7, abs=1e-6)
     assert float(exact.bias) == pytest.approx(0.3, abs=1e-6)
+
+
+def test_regression_metrics_are_the_four_functions_numbers():
+    _, y = make_regression(rows=5000, weights=[1.0, -2.0], noise=0.3, seed=0)
+    y_pred = y + 0.1 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    assert regression_metrics(y_pred, y) == {
+        "mae": mae(y_pred, y),
+        "mse": mse(y_pred, y),
+        "rmse": rmse(y_pred, y),
+        "r2": r2(y_pred, y),
+    }
