@@ -80,7 +80,9 @@ def test_epochs_given_are_honoured_exactly():
         ("linear", 160_000, {"train.batch_size": 128}, ("adam", 0.01, 128)),
         ("linear", 160_000, {"train.optimizer": "adam"}, ("adam", 0.01, 0)),
         ("mlp", 140_000, {}, ("adam", 0.003, 1024)),
-        ("mlp", 2_000, {}, ("adam", 0.01, 0)),
+        ("mlp", 7_000, {}, ("adam", 0.0011, 128)),  # at least 32 steps an epoch
+        ("mlp", 2_000, {}, ("adam", 0.00053, 32)),
+        ("mlp", 40, {}, ("adam", 0.01, 0)),
         ("mlp", 140_000, {"train.lr": 0.02, "train.batch_size": 0}, ("adam", 0.02, 0)),
         ("mlp", 140_000, {"train.optimizer": "lbfgs"}, ("lbfgs", 1.0, 0)),
     ],
