@@ -1,5 +1,3 @@
-import sys
+from torchwork.cli import entry
 
-from torchwork.cli import main
-
-sys.exit(main())
+entry()
