@@ -348,16 +348,13 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_whole_files(tmp_path):
 
 
 def test_a_run_that_stops_on_convergence_resumes_bit_identical(tmp_path):
-    from conftest import moons, write_csv
-
-    write_csv(tmp_path / "moons.csv", moons(rows=1000))
     args = [
-        "--data", "moons.csv", "--model", "mlp", "--hidden", "16", "--batch-size", "32",
-        "--train", "0.8", "--val", "0", "--checkpoint-every", "2",
+        "--epochs", "100000", "--noise", "0.05", "--tol", "1e-6", "--tol-epochs", "50",
+        "--checkpoint-every", "50", "--log-every", "100",
     ]  # fmt: skip
     reference = kill_resume.uninterrupted(args, tmp_path)
     s = json.loads((reference / "summary.json").read_text())
-    assert s["converged"] and s["epochs_run"] < 500
+    assert s["converged"] and s["epochs_run"] < 100000
     run, killed = kill_resume.killed_and_resumed(args, tmp_path, "killed", 0.5)
     assert killed
     assert kill_resume.identical(reference, run) == []

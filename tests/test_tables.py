@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from conftest import write_csv
-from torchwork import TorchworkError, tables
-from torchwork.tables import TableEncoder, check_values, detect_task, read_table, select_columns
+from torchwork import TorchworkError, read
+from torchwork.read import read_table
+from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
 
 
 def test_reads_every_format_to_the_same_table(tmp_path):
@@ -218,7 +219,7 @@ def test_csv_fast_path_reads_missing_markers_like_a_full_read(
 ):
     # parts=3: the file is cut into 3 parts read side by side, as large files are
     monkeypatch.setattr(pa, "cpu_count", lambda: parts)
-    monkeypatch.setattr("torchwork.tables._CSV_SPLIT_BYTES", 1 << 16)
+    monkeypatch.setattr("torchwork.read._CSV_SPLIT_BYTES", 1 << 16)
     rows = 60_000 if late else 50  # pyarrow infers types from its first 1 MB block
     lines = ["n,i,x,t,y"] + [f"{r},{r % 7},{r * 0.5},t{r % 3},{r % 2}" for r in range(rows)]
     at = rows - 2 if late else 3
@@ -243,7 +244,7 @@ def test_csv_in_parts_reads_like_one_reader(tmp_path, monkeypatch, header, newli
     import pyarrow.csv as pcsv
 
     monkeypatch.setattr(pa, "cpu_count", lambda: 3)
-    monkeypatch.setattr("torchwork.tables._CSV_SPLIT_BYTES", 1 << 16)
+    monkeypatch.setattr("torchwork.read._CSV_SPLIT_BYTES", 1 << 16)
     lines = [header] + [f"{r},{r % 5},{'xy'[r % 2]}" for r in range(150_000)] + [late, "1,2,y"]
     path = tmp_path / "t.csv"
     path.write_bytes(newline.join(lines).encode())  # no newline at the end
@@ -258,8 +259,8 @@ def test_csv_in_parts_reads_like_one_reader(tmp_path, monkeypatch, header, newli
     if late == "7,3,x":  # read in parts, not by the fallback to one reader
         raw = path.read_bytes()
         types = dict(zip(expected.column_names, expected.schema.types, strict=True))
-        convert = tables._without_markers(column_types=types)
-        parts = tables._read_csv_parts(
+        convert = read._without_markers(column_types=types)
+        parts = read._read_csv_parts(
             raw, pa.py_buffer(raw), pcsv.ParseOptions(), convert, expected.column_names
         )
         assert parts.equals(expected) and parts.column(0).num_chunks >= 3
@@ -309,8 +310,8 @@ def test_quoted_values_with_newlines_are_read_whole(tmp_path, monkeypatch, parts
     import pyarrow.csv as pcsv
 
     monkeypatch.setattr(pa, "cpu_count", lambda: parts)
-    monkeypatch.setattr("torchwork.tables._CSV_SPLIT_BYTES", 1 << 10)
-    monkeypatch.setattr("torchwork.tables._CSV_PART_BYTES", 1 << 16)
+    monkeypatch.setattr("torchwork.read._CSV_SPLIT_BYTES", 1 << 10)
+    monkeypatch.setattr("torchwork.read._CSV_PART_BYTES", 1 << 16)
     rows = [f'{i},{2 * i},"one\ntwo, ""{i}"""' for i in range(60_000)]
     path = tmp_path / "t.csv"
     path.write_text("a,b,note\n" + "\n".join(rows) + "\n")

@@ -4,7 +4,8 @@ pyarrow's own conversions (`Array.to_numpy`, `pa.array(...)` of a list or an arr
 ask whether pandas is installed and import it where it is: about half a second of a table
 run here, for nothing torchwork uses. Reading an array's buffers and building one from
 buffers never does. These helpers cover the plain types a table run converts: numbers,
-booleans, text, and dictionaries of them.
+booleans, text, and dictionaries of them. `compute` calls Arrow's compute functions without
+importing `pyarrow.compute`, whose Python wrappers and their docstrings take 0.15 s to make.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+try:  # the compiled functions themselves, which pyarrow.compute wraps
+    from pyarrow._compute import CastOptions, SetLookupOptions, call_function
+except ImportError:  # pragma: no cover - where pyarrow moves them, their public home
+    from pyarrow.compute import CastOptions, SetLookupOptions, call_function
 
 
 def to_numpy(array: pa.Array, dtype: Any = None) -> np.ndarray:
@@ -97,3 +103,23 @@ def from_values(values: Sequence[Any]) -> pa.Array:
 def labelled(codes: np.ndarray, labels: Sequence[Any], mask: np.ndarray | None = None) -> pa.Array:
     """Each row's label, as a dictionary array of the codes into the labels."""
     return pa.DictionaryArray.from_arrays(from_numpy(codes, mask), from_values(labels))
+
+
+def compute(name: str, *args: Any, options: Any = None) -> Any:
+    """An Arrow compute function by name, as `pyarrow.compute.<name>(*args)` would call it."""
+    return call_function(name, list(args), options)
+
+
+def cast(values: Any, type_: pa.DataType) -> Any:
+    """values as type_, refusing lossy conversions (as `pyarrow.compute.cast` does)."""
+    return compute("cast", values, options=CastOptions.safe(type_))
+
+
+def index_in(values: Any, value_set: pa.Array) -> Any:
+    """Each value's position in value_set, null where it is not there."""
+    return compute("index_in", values, options=SetLookupOptions(value_set))
+
+
+def unique(values: Any) -> list[Any]:
+    """The distinct values that are not null, as Python values."""
+    return [v for v in compute("unique", values).to_pylist() if v is not None]

@@ -244,7 +244,8 @@ def read_features(path: str | Path) -> torch.Tensor:
         except (ValueError, OSError) as e:
             raise TorchworkError(f"cannot read {path} as a NumPy .npy file: {e}") from None
     elif suffix in (".csv", ".tsv"):
-        from torchwork.tables import read_table, require_numbers, table_to_tensor
+        from torchwork.read import read_table
+        from torchwork.tables import require_numbers, table_to_tensor
 
         table = read_table(path)
         table = require_numbers(table, table.column_names, str(path))
@@ -334,7 +335,8 @@ def prepare_data(
             source_rows=len(X),
         )
 
-    from torchwork.tables import TableEncoder, check_values, detect_task, read_table, select_columns
+    from torchwork.read import give_back_memory, read_table
+    from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
 
     source = d.path
     table = read_table(source)
@@ -370,13 +372,14 @@ def prepare_data(
         raise TorchworkError(
             f"the training rows of {source} hold only one class of '{target}': add rows or use --shuffle"
         )
+    # Every row of every split is written once, in split order, straight into one tensor:
+    # each split is a slice of it, and the inputs exist once.
+    order = torch.cat([rows[name] for name in SPLITS]).numpy()
     one_numeric = len(encoder.features) == 1 and encoder.features[0].kind == "numeric"
     x_plot = None
     if one_numeric:
-        x_plot = _parts(encoder.transform(table, source, scaled=False), rows)
-    # Every row encoded once, then each split's rows taken; the table is let go first, so
-    # that at most two copies of the inputs exist at any time.
-    X = encoder.transform(table, source)
+        x_plot = _slices(encoder.transform(table, source, scaled=False, order=order), rows)
+    X = encoder.transform(table, source, order=order)
     text_columns = [f for f in encoder.features if f.kind == "categorical"]
     encoded = (
         f" ({len(text_columns)} text column(s) one-hot encoded into {sum(len(f.categories) for f in text_columns)})"
@@ -391,8 +394,9 @@ def prepare_data(
     if not keep_table:
         del table
         table = None
+        give_back_memory()
     return Prepared(
-        _parts(X, rows),
+        _slices(X, rows),
         _parts(y, rows),
         _parts(y_raw, rows),
         rows,
@@ -408,3 +412,9 @@ def prepare_data(
 
 def _parts(tensor: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor[index] for name, index in rows.items()}
+
+
+def _slices(tensor: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The splits of a tensor whose rows are in split order."""
+    sizes = [len(rows[name]) for name in SPLITS]
+    return dict(zip(SPLITS, torch.split(tensor, sizes), strict=True))

@@ -1,12 +1,15 @@
-"""Atomic writes: every file torchwork writes appears complete or not at all."""
+"""Atomic writes: every file torchwork writes appears complete or not at all. And file work
+started in the background."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from torchwork.errors import TorchworkError
 
@@ -60,3 +63,15 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def in_background(fn: Callable[..., Any], *args: Any) -> Future:
+    """fn(*args) started on a thread of its own, for file work that lets go of Python's
+    lock (pyarrow reading a table, hashlib hashing a file) while the caller goes on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchwork")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)

@@ -152,7 +152,8 @@ class Predictor:
         self, data: str | Path, target: str = "", need_target: bool = False
     ) -> tuple[Any, torch.Tensor]:
         """Read a table for this model: (table, encoded inputs), with every column checked."""
-        from torchwork.tables import check_values, read_table, require_numbers, table_to_tensor
+        from torchwork.read import read_table
+        from torchwork.tables import check_values, require_numbers, table_to_tensor
 
         source = str(data)
         if self.encoder is None and not need_target and str(data).lower().endswith(".npy"):
@@ -247,7 +248,8 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
     predictor = Predictor.from_file(model_path)
     encoder = predictor.encoder
     if encoder is None:
-        from torchwork.tables import read_table, table_to_tensor
+        from torchwork.read import read_table
+        from torchwork.tables import table_to_tensor
 
         names = read_table(data).column_names
         target = target or names[-1]
