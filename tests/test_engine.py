@@ -336,18 +336,19 @@ def test_linear_model_with_one_output_predicts_as_nn_linear():
     assert model(X).shape == (500, 1)
 
 
-def test_training_a_linear_model_with_lbfgs_does_not_import_torch_compile():
+def test_training_does_not_import_torch_compile():
     import subprocess
     import sys
 
     code = (
         "import sys, torch\n"
-        "from torchwork import LinearRegressionModelV2, make_loss, make_optimizer, train_step\n"
-        "model = LinearRegressionModelV2(3)\n"
-        "optimizer = make_optimizer('lbfgs', model.parameters())\n"
-        "X, y = torch.randn(50, 3), torch.randn(50, 1)\n"
-        "train_step(model, [(X, y)], make_loss('mse'), optimizer)\n"
-        "optimizer.load_state_dict(optimizer.state_dict())\n"
+        "from torchwork import build_model, make_loss, make_optimizer, train_step\n"
+        "for name in ('lbfgs', 'sgd', 'adam', 'adamw'):\n"
+        "    model = build_model('mlp', 3, 1, [4])\n"
+        "    optimizer = make_optimizer(name, model.parameters())\n"
+        "    X, y = torch.randn(50, 3), torch.randn(50, 1)\n"
+        "    train_step(model, [(X, y)], make_loss('mse'), optimizer)\n"
+        "    optimizer.load_state_dict(optimizer.state_dict())\n"
         "print('torch._dynamo' in sys.modules)\n"
     )
     result = subprocess.run(
@@ -355,3 +356,28 @@ def test_training_a_linear_model_with_lbfgs_does_not_import_torch_compile():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_train_step_updates_exactly_as_optimizer_step_and_runs_step_hooks(name):
+    X, y = torch.randn(64, 3, generator=torch.Generator().manual_seed(0)), torch.randn(64, 1)
+    results = []
+    for plain in (False, True):
+        torch.manual_seed(0)
+        model = build_model("mlp", 3, 1, [8])
+        optimizer = make_optimizer(name, model.parameters(), lr=0.01)
+        loss_fn = make_loss("mse")
+        for _ in range(5):
+            if plain:
+                loss = loss_fn(model(X), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            else:
+                train_step(model, [(X, y)], loss_fn, optimizer)
+        results.append(model.state_dict())
+    assert all(torch.equal(v, results[1][k]) for k, v in results[0].items())
+    calls = []
+    optimizer.register_step_post_hook(lambda *_: calls.append(1))
+    train_step(model, [(X, y)], loss_fn, optimizer)
+    assert calls == [1]

@@ -133,10 +133,9 @@ def _eager_optimizer_methods() -> None:
 
     `Optimizer.__init__`, `zero_grad`, `state_dict` and `load_state_dict` are wrapped so
     that their first call imports torch._dynamo (about as long as `import torch` itself,
-    1 to 2 s here) only to exclude them from compilation. torchwork trains eagerly and
+    2 to 3 s here) only to exclude them from compilation. torchwork trains eagerly and
     never compiles, so the methods are marked as their own excluded version: they run
-    unchanged and L-BFGS runs without that import. (SGD's and Adam's `step` import it in
-    any case.)
+    unchanged, without that import. (`step` is handled by `_step`.)
     """
     global _EAGER
     if _EAGER:
@@ -146,6 +145,45 @@ def _eager_optimizer_methods() -> None:
         method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
         if method is not None and not hasattr(method, "__dynamo_disable"):
             method.__dynamo_disable = method  # type: ignore[attr-defined]
+
+
+def _step(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.step(), the same update, without torch's wrapper where it adds nothing.
+
+    torch wraps every optimizer's `step` to import torch._dynamo at each call (2 to 3 s the
+    first time here, to mark graph breaks for torch.compile), to name the call for the
+    profiler and to run step hooks. torchwork never compiles: with no hook registered,
+    the function inside, run without gradients as the wrapper runs it, is the whole step.
+    """
+    from torch.optim import optimizer as module
+
+    hooked = (
+        optimizer._optimizer_step_pre_hooks
+        or optimizer._optimizer_step_post_hooks
+        or module._global_optimizer_pre_hooks
+        or module._global_optimizer_post_hooks
+        or optimizer.defaults.get("differentiable")
+    )
+    inner = _inner_step(type(optimizer))
+    if hooked or inner is None:
+        optimizer.step()
+        return
+    with torch.no_grad():
+        inner(optimizer)
+
+
+def _inner_step(kind: type) -> Callable[..., Any] | None:
+    """The function torch's step wrappers wrap, for this optimizer class (None if unknown)."""
+    if kind not in _INNER_STEPS:
+        import inspect
+
+        step = kind.step
+        inner = inspect.unwrap(step)
+        _INNER_STEPS[kind] = inner if inner is not step else None
+    return _INNER_STEPS[kind]
+
+
+_INNER_STEPS: dict[type, Callable[..., Any] | None] = {}
 
 
 def train_step(
@@ -173,7 +211,7 @@ def train_step(
             loss = loss_fn(y_pred, y)
             optimizer.zero_grad()
             (loss if scale is None else loss * scale).backward()
-            optimizer.step()
+            _step(optimizer)
         sizes.append(len(X) if scale is None or scale else 0)
         losses.append(loss.detach())
     if len(losses) == 1:
