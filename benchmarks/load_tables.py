@@ -33,7 +33,8 @@ MODES = ("fresh process", "same process")
 
 
 def torchwork_load(path: Path) -> torch.Tensor:
-    from torchwork.tables import read_table, table_to_tensor
+    from torchwork.read import read_table
+    from torchwork.tables import table_to_tensor
 
     table = read_table(path)
     return table_to_tensor(table, table.column_names)

@@ -184,7 +184,7 @@ def batches(
             yield X[i : i + batch_size], y[i : i + batch_size]
         return
     order = torch.randperm(rows, generator=generator)
-    if X.device.type == "cpu" and rows >= 4 * PREFETCH_ROWS:
+    if prefetches(X, batch_size, generator):
         yield from _prefetched(X, y, order, batch_size)
         return
     order = order.to(X.device)
@@ -193,7 +193,26 @@ def batches(
         yield X[index], y[index]
 
 
+def prefetches(X: torch.Tensor, batch_size: int, generator: torch.Generator | None) -> bool:
+    """Whether `batches` gathers shuffled rows on a background thread: on the CPU, for sets
+    of at least 4 * PREFETCH_ROWS rows. That thread keeps a core busy: see fit."""
+    return (
+        generator is not None
+        and 0 < batch_size < len(X)
+        and X.device.type == "cpu"
+        and len(X) >= 4 * PREFETCH_ROWS
+    )
+
+
 PREFETCH_ROWS = 65536  # rows gathered per background task: measured best of 16k and 64k
+EVAL_ROWS = 65536  # rows evaluated at a time: 16 MB of activations per 64-wide layer
+
+
+def evaluation_batches(X: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A split in chunks of EVAL_ROWS for test_step: an MLP's activations for 400,000 rows
+    at once took 400 MB; in chunks, 16 MB a layer. Up to EVAL_ROWS rows are one chunk, as
+    the course evaluates its 10 test rows at once."""
+    return [(X[i : i + EVAL_ROWS], y[i : i + EVAL_ROWS]) for i in range(0, len(X), EVAL_ROWS)]
 
 
 def _prefetched(
@@ -284,9 +303,7 @@ class Prepared:
 
     X: dict[str, torch.Tensor]  # split name -> model inputs
     y: dict[str, torch.Tensor]  # split name -> the target as the loss function wants it
-    y_raw: dict[
-        str, torch.Tensor
-    ]  # regression: the target in its own units [rows, 1]; else class indices
+    y_raw: dict[str, torch.Tensor]  # regression: in the target's units [rows, 1]; else classes
     rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
     task: str  # regression, binary or multiclass
     description: str
@@ -321,8 +338,7 @@ def prepare_data(
             zip(SPLITS, split_indices(len(X), d.train, d.val, d.test, d.shuffle, seed), strict=True)
         )
         noise = f" + noise (std {d.noise:g})" if d.noise else ""
-        parts = {name: X[index] for name, index in rows.items()}
-        targets = {name: y[index] for name, index in rows.items()}
+        parts, targets = _parts(X, rows), _parts(y, rows)
         return Prepared(
             parts,
             targets,

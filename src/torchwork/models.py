@@ -50,6 +50,14 @@ class LinearRegressionModelV2(nn.Module):
             return torch.addmv(layer.bias, x, layer.weight[0]).unsqueeze(1)
         return layer(x)
 
+    @property
+    def feature_major_inputs(self) -> bool:
+        """Whether a full batch trains faster stored feature by feature (engine.feature_major):
+        with one output, whose matrix-vector products BLAS runs about twice as fast on such
+        inputs; with several, the matrix products ran slower that way (218 against 209 ms
+        for 1.6M rows and four classes)."""
+        return self.linear_layer.out_features == 1
+
     def spec(self) -> dict[str, Any]:
         layer = self.linear_layer
         return {

@@ -27,6 +27,8 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     table never exist for every row at once; the chunks are always the same, and so are
     the outputs.
     """
+    from torchwork.data import EVAL_ROWS
+
     was_training = model.training
     model.eval()
     with torch.inference_mode():
@@ -36,9 +38,6 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
             result = model(X).cpu()
     model.train(was_training)
     return result
-
-
-EVAL_ROWS = 65536  # rows per evaluation chunk: 16 MB of activations per 64-wide layer
 
 
 def score(

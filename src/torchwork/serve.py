@@ -152,7 +152,7 @@ class PredictionApp:
             return {"predictions": _floats(decoded["prediction"])}
         labels = [str(label) for label in self.encoder.labels]
         return {
-            "predictions": decoded["prediction"],
+            "predictions": self.encoder.labels_of(decoded["index"]),
             "probabilities": [
                 dict(zip(labels, row, strict=True)) for row in _floats(decoded["probabilities"])
             ],

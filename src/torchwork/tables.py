@@ -593,8 +593,9 @@ class TableEncoder:
     def decode(self, outputs: torch.Tensor) -> dict[str, Any]:
         """Model outputs to predictions in the data's own terms.
 
-        Regression: {"prediction": float32 tensor [rows]}. Classification: also the
-        class probabilities [rows, classes] and the predicted class indices.
+        Regression: {"prediction": float32 tensor [rows]}. Classification: the predicted
+        class indices, "index", and the class probabilities [rows, classes]; `labels_of`
+        names the classes (a list of millions of labels is not made unless asked for).
         """
         outputs = outputs.detach().cpu()
         if self.task == "regression":
@@ -609,11 +610,11 @@ class TableEncoder:
         else:
             probabilities = torch.softmax(outputs, dim=1)
             index = outputs.argmax(dim=1)
-        return {
-            "prediction": [self.labels[i] for i in index.tolist()],
-            "index": index,
-            "probabilities": probabilities,
-        }
+        return {"index": index, "probabilities": probabilities}
+
+    def labels_of(self, index: torch.Tensor) -> list[Any]:
+        """Class indices as the labels they stand for."""
+        return [self.labels[i] for i in index.tolist()]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
