@@ -31,6 +31,15 @@ def test_nulls_become_nan_and_are_reported():
     assert masked.to_pylist() == [4, None, 6]
 
 
+def test_decimals_become_floats():
+    # Parquet files from databases often hold decimal columns, which have no NumPy layout.
+    from decimal import Decimal
+
+    array = pa.array([Decimal("1.25"), None, Decimal("-3.50")], pa.decimal128(6, 2))
+    assert np.array_equal(arrow.float_values(array), [1.25, np.nan, -3.5], equal_nan=True)
+    assert arrow.to_numpy(array.slice(2), np.float32).tolist() == [-3.5]
+
+
 def test_labels_and_dictionaries():
     assert arrow.from_values(["a", "bb", "é"]).to_pylist() == ["a", "bb", "é"]
     assert arrow.from_values([0, 1]).type == pa.int64()

@@ -34,6 +34,9 @@ def to_numpy(array: pa.Array, dtype: Any = None) -> np.ndarray:
         bits = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
         values = np.unpackbits(bits, bitorder="little")[array.offset : array.offset + len(array)]
         values = values.view(np.bool_)
+    elif pa.types.is_decimal(type_):
+        # Decimals have no NumPy layout: Arrow casts them to float64 first.
+        return to_numpy(cast(array, pa.float64()), dtype)
     else:
         native = np.dtype(type_.to_pandas_dtype())
         values = np.frombuffer(
