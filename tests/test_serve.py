@@ -2,6 +2,7 @@
 
 import http.client
 import io
+import itertools
 import json
 import math
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +26,7 @@ from torchwork.predict import Predictor
 from torchwork.serve import (
     MAX_BODY_BYTES,
     MAX_ROWS,
+    Server,
     is_loopback,
     make_app,
     make_server,
@@ -72,8 +75,8 @@ def start():
     """Start servers on free loopback ports in background threads; stop them at the end."""
     running = []
 
-    def start_server(model_path, threads=4):
-        server = make_server(model_path, "127.0.0.1", 0, threads=threads)
+    def start_server(model_path, threads=4, **options):
+        server = Server(make_app(model_path), "127.0.0.1", 0, threads=threads, **options)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         running.append((server, thread))
@@ -86,10 +89,12 @@ def start():
         assert not thread.is_alive(), "the server did not stop"
 
 
-def call(port, method, path, body=None, raw=None, content_type="application/json", conn=None):
+def call(
+    port, method, path, body=None, raw=None, content_type="application/json", conn=None, timeout=20
+):
     """One HTTP request: (status, headers, JSON body or text)."""
     own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     data = raw if raw is not None else (json.dumps(body) if body is not None else None)
     headers = {"Content-Type": content_type} if content_type else {}
     try:
@@ -104,6 +109,36 @@ def call(port, method, path, body=None, raw=None, content_type="application/json
     except ValueError:
         answer = text
     return response.status, dict(response.getheaders()), answer
+
+
+def exchange(port, data):
+    """Raw bytes to the server, read until it closes: (status, headers, JSON body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(data)
+        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def closed(s, seconds, trickle):
+    """Whether the server closes socket `s` within `seconds`, while `s` sends nothing or, with
+    `trickle`, one more header line every 0.2 s."""
+    end = time.monotonic() + seconds
+    s.settimeout(0.2)
+    for i in itertools.count():
+        if time.monotonic() > end:
+            return False
+        try:
+            if trickle:
+                s.sendall(f"X-Line-{i}: y\r\n".encode())
+            if s.recv(1024) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:  # reset: the server closed it
+            return True
 
 
 def feature_rows(table, target):
@@ -218,7 +253,16 @@ def test_bad_rows_are_400_with_one_sentence(models, start):
     assert "infinite value in row 1" in error(raw=inf)["error"]
     assert "too large for the model in row 1" in error([good | {"a": 1e300}])["error"]
     assert "too large" in error([good | {"a": 10**400}])["error"]
+    # Past Python's 4300-digit limit for int(), without its hint about sys.set_int_max_str_digits.
+    huge = b'{"rows": [{"a": ' + b"7" * 5000 + b', "b": 1, "color": "red"}]}'
+    assert error(raw=huge)["error"] == (
+        "the request body holds an integer of 5000 digits, too large for the model, "
+        "which computes in 32-bit floats (at most about 3.4e38)"
+    )
+    # Booleans are no more numbers than strings are.
     assert 'must hold numbers; row 1 has "3"' in error([good | {"b": "3"}])["error"]
+    assert "must hold numbers; row 1 has true" in error([good | {"b": True}])["error"]
+    assert "must hold numbers; row 2 has false" in error([good, good | {"a": False}])["error"]
     assert "must hold text" in error([good | {"color": 3}])["error"]
     assert "has 2 value(s)" in error([[0.5, 1.0]])["error"]
     assert "an object but others are not" in error([good, [0.5, 1.0, "red"]])["error"]
@@ -253,14 +297,21 @@ def test_paths_methods_and_body_size(models, start):
     assert status == 200 and text == ""
 
     # A body within the limit is read (then refused as empty); one byte more is refused by
-    # waitress on seeing the Content-Length, before any of it is read.
+    # waitress on seeing the Content-Length, before any of it is read, in JSON as the app does.
     assert call(port, "POST", "/predict", raw=b" " * MAX_BODY_BYTES)[0] == 400
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
-        s.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
-        )
-        assert s.recv(1024).startswith(b"HTTP/1.1 413 ")
+    request = b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    status, headers, answer = exchange(
+        port, request + f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode()
+    )
+    assert status == 413 and headers["Content-Type"] == "application/json"
+    assert answer == {
+        "error": f"the request body has {MAX_BODY_BYTES + 1} bytes, more than the "
+        f"{MAX_BODY_BYTES} bytes allowed: send fewer rows per request"
+    }
+    # So is every request waitress refuses before the app sees it.
+    status, headers, answer = exchange(port, b"GARBAGE\r\n\r\n")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert answer == {"error": "the request is not valid HTTP: Start line is invalid"}
 
 
 def test_the_app_alone_refuses_large_bodies(models):
@@ -311,6 +362,9 @@ def test_loopback_by_default_and_a_warning_otherwise(models, monkeypatch):
     lines = []
     serve(models["cls"], port=0, log=lines.append)
     assert lines[0].startswith("warning: listening on 127.0.0.1 lets other machines reach")
+    # It says what the connection limits leave exposed.
+    assert "connections, closing one silent for 10 s" in lines[0]
+    assert "connections a second still locks others out" in lines[0]
     assert "at http://127.0.0.1:" in lines[1] and "POST /predict" in lines[1]
     assert lines[2] == "Stopped"
 
@@ -338,6 +392,50 @@ def test_sigterm_stops_serve_cleanly(models):
     assert process.returncode == 0, err
     assert out.strip().endswith("Stopped")
     assert "Traceback" not in err
+
+
+def test_300_half_sent_requests_leave_others_answered(models, start):
+    """Bounded slow-client test on loopback: 300 connections that each send half a request and
+    wait hold no slot an ordinary client needs (waitress' default limit was 100)."""
+    port = start(models["line"])
+    slow = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", port), timeout=20)
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20\r\n")
+            slow.append(s)
+        status, _, answer = call(port, "POST", "/predict", {"rows": [1.0]}, timeout=1)
+        assert status == 200, answer
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_a_request_must_arrive_whole_in_time(models, start):
+    """waitress closes only silent connections; one sending a header line every 0.2 s is cut
+    off too, `request_seconds` after its first byte, while a client whose requests each
+    arrive at once keeps its connection however long it stays."""
+    port = start(models["line"], request_seconds=1)
+
+    def regular():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            for _ in range(5):
+                time.sleep(0.4)
+                assert call(port, "GET", "/health", conn=conn)[0] == 200
+        finally:
+            conn.close()
+
+    with (
+        ThreadPoolExecutor(1) as pool,
+        socket.create_connection(("127.0.0.1", port), timeout=20) as trickling,
+        socket.create_connection(("127.0.0.1", port), timeout=20) as silent,
+    ):
+        kept = pool.submit(regular)
+        trickling.sendall(b"GET /health HTTP/1.1\r\n")
+        assert closed(trickling, 4, trickle=True)
+        assert closed(silent, 3, trickle=False)
+        kept.result()
 
 
 def test_load_2000_requests_from_8_threads(models, start):
