@@ -253,11 +253,15 @@ BAD_TABLES = [
         ("--data", "ok.csv", "--target", "z"),
         "target column 'z' is not in ok.csv; its columns are a, b, y",
     ),
-    (("--data", "ok.csv", "--features", "a,zz"), "'zz' not in ok.csv"),
+    (("--data", "ok.csv", "--features", "a,zz"), "--features: column 'zz' not in ok.csv"),
     (("--data", "nan.csv"), "column 'y' of nan.csv has an empty or NaN cell in row 2"),
     (("--data", "inf.csv"), "column 'a' of inf.csv has an infinite value in row 2"),
     (("--data", "text.csv"), "column 'a' of text.csv has a non-numeric value 'abc' in row 3"),
-    (("--data", "const.csv"), "column 'c' of const.csv has the same value (7) in every row"),
+    (
+        ("--data", "const.csv", "--features", "c"),  # one constant among others is left out
+        "every feature column of const.csv has the same value in every row",
+    ),
+    (("--data", "ok.csv", "--exclude", "a,zz"), "--exclude: column 'zz' not in ok.csv"),
     (("--data", "few.csv", "--train", "0.5"), "has 3 rows, too few for the split"),
     (("--data", "words.csv", "--task", "regression"), "holds text, which cannot be regressed"),
     (("--data", "words.csv", "--task", "binary"), "has 3 distinct values, not 2"),

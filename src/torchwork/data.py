@@ -351,12 +351,12 @@ def prepare_data(
             source_rows=len(X),
         )
 
-    from torchwork.read import give_back_memory, read_table
+    from torchwork.read import CsvFormat, give_back_memory, read_table
     from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
 
     source = d.path
-    table = read_table(source)
-    target, features = select_columns(table, d.target, d.features, source)
+    table = read_table(source, CsvFormat.of(d))
+    target, features = select_columns(table, d.target, d.features, source, d.exclude)
     table = check_values(table, [*features, target], source, dropna=d.dropna, log=log)
     task, why = detect_task(table.column(target), d.task, target, source)
     try:
@@ -381,6 +381,9 @@ def prepare_data(
         categorical=d.categorical,
         scale=d.scale,
         scale_target=d.scale_target and task == "regression",
+        max_categories=d.max_categories,
+        log=log,
+        keep_ids=bool(d.features),
     )
     y = encoder.encode_target(table, source)
     y_raw = encoder.target_values(table) if task == "regression" else y.reshape(-1).long()
@@ -398,12 +401,12 @@ def prepare_data(
     X = encoder.transform(table, source, order=order)
     text_columns = [f for f in encoder.features if f.kind == "categorical"]
     encoded = (
-        f" ({len(text_columns)} text column(s) one-hot encoded into {sum(len(f.categories) for f in text_columns)})"
+        f" ({len(text_columns)} text column(s) one-hot encoded into {sum(f.width for f in text_columns)})"
         if text_columns
         else ""
     )
     description = (
-        f"{source}, {table.num_rows} rows x {len(features)} features{encoded}, target '{target}'\n"
+        f"{source}, {table.num_rows} rows x {len(encoder.features)} features{encoded}, target '{target}'\n"
         f"   Task: {task} ({why}; --task to change)"
     )
     kept, source_rows = table.column(target), table.num_rows

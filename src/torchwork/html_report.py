@@ -388,6 +388,8 @@ def _metrics_section(s: dict[str, Any]) -> str:
         if "label" in reference:
             note += f", always predicting <code>{_e(str(reference['label']))}</code>"
         note = f'<p class="muted">{note}.</p>'
+    elif reference.get("skipped"):
+        note = f'<p class="muted">No reference: {_e(str(reference["skipped"]))}.</p>'
     return table + note
 
 

@@ -6,8 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+MAX_POINTS = 5000  # a scatter plot draws at most this many points, a fixed random sample
 
 
 def _values(t: Any) -> Any:
@@ -15,6 +18,17 @@ def _values(t: Any) -> Any:
     if hasattr(t, "detach"):
         return t.detach().cpu().numpy()
     return t
+
+
+def _sample(*arrays: Any, seed: int = 0) -> tuple[list[Any], str]:
+    """The same rows of each array: all of them, or a seeded random MAX_POINTS when there
+    are more (millions of points draw a solid blob, slowly); and a note saying so."""
+    values = [np.asarray(_values(a)).reshape(-1) for a in arrays]
+    rows = len(values[0])
+    if rows <= MAX_POINTS:
+        return values, ""
+    keep = np.sort(np.random.default_rng(seed).choice(rows, MAX_POINTS, replace=False))
+    return [v[keep] for v in values], f" (a random {MAX_POINTS:,} of {rows:,} rows)"
 
 
 def plot_predictions(
@@ -33,10 +47,13 @@ def plot_predictions(
     fig = Figure(figsize=(10, 7))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.scatter(_values(train_data), _values(train_labels), c="b", s=4, label="Training data")
-    ax.scatter(_values(test_data), _values(test_labels), c="g", s=4, label="Testing data")
+    (train_data, train_labels), train_note = _sample(train_data, train_labels)
+    test = [test_data, test_labels] + ([predictions] if predictions is not None else [])
+    test, test_note = _sample(*test, seed=1)
+    ax.scatter(train_data, train_labels, c="b", s=4, label=f"Training data{train_note}")
+    ax.scatter(test[0], test[1], c="g", s=4, label=f"Testing data{test_note}")
     if predictions is not None:
-        ax.scatter(_values(test_data), _values(predictions), c="r", s=4, label="Predictions")
+        ax.scatter(test[0], test[2], c="r", s=4, label="Predictions")
     ax.legend(prop={"size": 14})
     if title:
         ax.set_title(title)
@@ -77,7 +94,7 @@ def plot_predicted_vs_actual(
     title: str = "Predicted vs actual (test data)",
 ) -> Figure:
     """Each test row as a point; a perfect model puts every point on the dashed line."""
-    y_true, y_pred = _values(y_true).reshape(-1), _values(y_pred).reshape(-1)
+    (y_true, y_pred), note = _sample(y_true, y_pred)
     fig = Figure(figsize=(7, 7))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -86,7 +103,7 @@ def plot_predicted_vs_actual(
     ax.plot([low, high], [low, high], "k--", linewidth=1, label="Perfect predictions")
     ax.set_xlabel("Actual")
     ax.set_ylabel("Predicted")
-    ax.set_title(title)
+    ax.set_title(title + note)
     ax.legend(prop={"size": 12})
     if path is not None:
         save_figure(fig, path)
@@ -95,7 +112,7 @@ def plot_predicted_vs_actual(
 
 def plot_residuals(y_true: Any, y_pred: Any, path: str | Path | None = None) -> Figure:
     """Residuals (actual - predicted) against the predictions: no pattern is good."""
-    y_true, y_pred = _values(y_true).reshape(-1), _values(y_pred).reshape(-1)
+    (y_true, y_pred), note = _sample(y_true, y_pred)
     fig = Figure(figsize=(10, 5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -103,7 +120,7 @@ def plot_residuals(y_true: Any, y_pred: Any, path: str | Path | None = None) -> 
     ax.axhline(0.0, color="k", linestyle="--", linewidth=1)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("Residual (actual - predicted)")
-    ax.set_title("Residuals (test data)")
+    ax.set_title(f"Residuals (test data){note}")
     if path is not None:
         save_figure(fig, path)
     return fig

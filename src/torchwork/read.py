@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,31 +24,51 @@ if TYPE_CHECKING:
     import pyarrow.csv as pcsv
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".xlsx", ".npy", ".npz")
+DELIMITERS = (",", ";", "\t", "|")  # what delimiter "auto" chooses from
+_SNIFF_LINES = 20  # the first lines the delimiter is found from
 
-_PREFETCHED: dict[Path, Future] = {}
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a CSV/TSV file is written; the defaults read what most files are."""
+
+    delimiter: str = "auto"  # auto: found from the first lines (sniff_delimiter)
+    decimal: str = "."
+    encoding: str = "utf-8"
+
+    @classmethod
+    def of(cls, data: Any) -> CsvFormat:
+        """The format a run's data config (DataConfig) names."""
+        return cls(data.delimiter, data.decimal, data.encoding)
+
+
+_PREFETCHED: dict[tuple[Path, CsvFormat], Future] = {}
 _PREFETCH_LOCK = threading.Lock()
 
 
-def prefetch(path: str | Path) -> None:
+def prefetch(path: str | Path, csv: CsvFormat = CsvFormat()) -> None:
     """Start reading `path` on a thread; the next `read_table` of it takes the result.
 
     pyarrow reads on its own threads, outside Python's lock, so the read goes on while
     the caller imports torch (a second or more), and what the user waits for is shorter
     by the reading time. Errors are raised by that `read_table`, as if it had read.
     """
-    key = Path(path).resolve()
+    key = (Path(path).resolve(), csv)
     with _PREFETCH_LOCK:
         if key not in _PREFETCHED:
-            _PREFETCHED[key] = in_background(_read_table, Path(path))
+            _PREFETCHED[key] = in_background(_read_table, Path(path), csv)
 
 
-def read_table(path: str | Path) -> pa.Table:
-    """Read a .csv/.tsv, .parquet, .xlsx, .npy (rows, target last) or .npz (X and y) file."""
+def read_table(path: str | Path, csv: CsvFormat = CsvFormat()) -> pa.Table:
+    """Read a .csv/.tsv, .parquet, .xlsx, .npy (rows, target last) or .npz (X and y) file.
+
+    Column names are stripped of surrounding spaces (` x1 , y ` names x1 and y).
+    """
     with _PREFETCH_LOCK:
-        started = _PREFETCHED.pop(Path(path).resolve(), None)
+        started = _PREFETCHED.pop((Path(path).resolve(), csv), None)
     if started is not None:
         return started.result()
-    return _read_table(Path(path))
+    return _read_table(Path(path), csv)
 
 
 def give_back_memory() -> None:
@@ -79,7 +100,7 @@ def _malloc_trim() -> Any:
 _TRIM: Any = False
 
 
-def _read_table(path: Path) -> pa.Table:
+def _read_table(path: Path, csv: CsvFormat) -> pa.Table:
     if not path.exists():
         raise TorchworkError(f"data file {path} does not exist")
     if path.is_dir():
@@ -91,7 +112,7 @@ def _read_table(path: Path) -> pa.Table:
         raise TorchworkError(f"{path} is empty: it needs a header row and data rows")
     try:
         if suffix in (".csv", ".tsv"):
-            table = _read_csv(path, "\t" if suffix == ".tsv" else ",")
+            table = _read_csv(path, "\t" if suffix == ".tsv" else ",", csv)
         elif suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
@@ -103,10 +124,8 @@ def _read_table(path: Path) -> pa.Table:
         names = table.column_names  # decodes the header, which may not be valid UTF-8
     except TorchworkError:
         raise
-    except UnicodeDecodeError:
-        raise TorchworkError(
-            f"cannot read {path}: it is not UTF-8 text; save it as UTF-8"
-        ) from None
+    except UnicodeDecodeError as e:
+        raise TorchworkError(_not_utf8(path, csv, e.start)) from None
     except (pa.ArrowException, OSError, ValueError, KeyError, EOFError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TorchworkError(f"cannot read {path} as {suffix[1:]}: {reason}") from None
@@ -118,10 +137,58 @@ def _read_table(path: Path) -> pa.Table:
         raise TorchworkError(f"{path} has no columns")
     if table.num_rows == 0:
         raise TorchworkError(f"{path} has a header but no data rows")
+    if suffix in (".csv", ".tsv", ".xlsx"):
+        stripped = [name.strip() for name in names]
+        if stripped != names:
+            table = table.rename_columns(stripped)
+            names = stripped
+    if suffix in (".csv", ".tsv"):
+        binary = [
+            n for n, t in zip(names, table.schema.types, strict=True) if pa.types.is_binary(t)
+        ]
+        if binary:
+            raise TorchworkError(_not_utf8(path, csv, column=binary[0]))
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise TorchworkError(f"{path} has duplicate column names: {', '.join(duplicates)}")
     return table
+
+
+def _not_utf8(path: Path, csv: CsvFormat, position: int | None = None, column: str = "") -> str:
+    where = (
+        f" (column '{column}')" if column else f" (byte {position})" if position is not None else ""
+    )
+    if csv.encoding.replace("_", "-").lower() not in ("utf-8", "utf8"):
+        return f"cannot read {path} as {csv.encoding} text{where}: give its --encoding"
+    return (
+        f"cannot read {path}: it is not UTF-8 text{where}; give its --encoding "
+        "(for example latin-1 or cp1252), or save it as UTF-8"
+    )
+
+
+def sniff_delimiter(head: bytes, default: str) -> str:
+    """The field separator of a CSV whose first lines are `head`: of , ; tab |, the one
+    found as often in every line as in the header (outside quotes), the default first,
+    then the most frequent; the default when none is."""
+    lines = head.split(b"\n")
+    if len(lines) > 1:
+        lines = lines[:-1]  # the last may be cut short
+    lines = [_unquoted(line.rstrip(b"\r")) for line in lines[:_SNIFF_LINES] if line.strip()]
+    if not lines:
+        return default
+    fits = []
+    for delimiter in DELIMITERS:
+        mark = delimiter.encode()
+        count = lines[0].count(mark)
+        if count and all(line.count(mark) == count for line in lines[1:]):
+            fits.append((delimiter != default, -count, delimiter))
+    return min(fits)[2] if fits else default
+
+
+def _unquoted(line: bytes) -> bytes:
+    """A line without its quoted values (a delimiter inside quotes does not count)."""
+    parts = line.split(b'"')
+    return b"".join(parts[::2])
 
 
 _CSV_BLOCK = 1 << 20  # pyarrow's default block; it infers column types from the first one
@@ -130,25 +197,38 @@ _CSV_PART_BYTES = 32 << 20  # at most this much of the file is one part
 _CSV_PART_BLOCK = 8 << 20  # the block a part is read in
 
 
-def _read_csv(path: Path, delimiter: str) -> pa.Table:
+def _read_csv(path: Path, default_delimiter: str, csv: CsvFormat) -> pa.Table:
     """Read a CSV/TSV file as pyarrow's reader would with every missing-value marker ("",
     "NA", "null", ...) and empty text as missing, only faster and in less memory (see
     _read_csv_typed)."""
     import pyarrow.csv as pcsv
 
     raw = _map_file(path)
+    if csv.encoding.replace("_", "-").lower() not in ("utf-8", "utf8"):
+        # Decoded whole, here, so that a bad byte is reported as one, and the rest of the
+        # reader sees UTF-8 as always (pyarrow's own transcoding reads in one thread).
+        try:
+            raw = bytes(raw).decode(csv.encoding).encode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TorchworkError(_not_utf8(path, csv, e.start)) from None
+    delimiter = csv.delimiter
+    if delimiter == "auto":
+        delimiter = sniff_delimiter(
+            bytes(raw[: _row_end(raw, 64 << 10, quoted=False)]), default_delimiter
+        )
     data = pa.py_buffer(raw)
     # A quoted value may hold a newline: pyarrow must be told, or it cuts its blocks inside
     # such values and fails on (or misreads) a valid file larger than one block.
     quoted = _has_quote(raw, _row_end(raw, 0, quoted=True))
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted)
+    decimal = {"decimal_point": csv.decimal}
     try:
-        table = _read_csv_typed(raw, data, parse)
+        table = _read_csv_typed(raw, data, parse, decimal)
     except pa.ArrowInvalid:
         table = None  # a late value that does not fit its column's type, or a bad row
     if table is not None:
         return table
-    return _read_csv_buffer(data, parse, _with_markers())
+    return _read_csv_buffer(data, parse, _with_markers(**decimal))
 
 
 def _with_markers(**options: Any) -> pcsv.ConvertOptions:
@@ -158,7 +238,9 @@ def _with_markers(**options: Any) -> pcsv.ConvertOptions:
     return pcsv.ConvertOptions(strings_can_be_null=True, **options)
 
 
-def _read_csv_typed(raw: Any, data: pa.Buffer, parse: pcsv.ParseOptions) -> pa.Table | None:
+def _read_csv_typed(
+    raw: Any, data: pa.Buffer, parse: pcsv.ParseOptions, decimal: dict[str, str]
+) -> pa.Table | None:
     """The file read with the column types of its first block, in parts when it is large
     (_read_csv_parts); None where that cannot give pyarrow's own answer.
 
@@ -169,7 +251,7 @@ def _read_csv_typed(raw: Any, data: pa.Buffer, parse: pcsv.ParseOptions) -> pa.T
     only later is read again with them. Otherwise the file is read with the markers. A
     late value that does not fit its column's type raises ArrowInvalid.
     """
-    fast = _without_markers()
+    fast = _without_markers(**decimal)
     head_end = _row_end(raw, _CSV_BLOCK, parse.newlines_in_values)
     head = _read_csv_buffer(data.slice(0, head_end), parse, fast, _serial())
     names = head.column_names
@@ -177,15 +259,17 @@ def _read_csv_typed(raw: Any, data: pa.Buffer, parse: pcsv.ParseOptions) -> pa.T
         return None
     markers = not all(_markers_cannot_matter(column) for column in head.columns)
     if markers:
-        head = _read_csv_buffer(data.slice(0, head_end), parse, _with_markers(), _serial())
+        head = _read_csv_buffer(data.slice(0, head_end), parse, _with_markers(**decimal), _serial())
     if head_end == data.size:
         return head
     types = dict(zip(names, head.schema.types, strict=True))
     convert = _with_markers if markers else _without_markers
-    table = _read_csv_whole_or_parts(raw, data, parse, convert(column_types=types), names)
+    table = _read_csv_whole_or_parts(
+        raw, data, parse, convert(column_types=types, **decimal), names
+    )
     again = [] if markers else [n for n in names if not _markers_cannot_matter(table.column(n))]
     if again:
-        options = _with_markers(include_columns=again)
+        options = _with_markers(include_columns=again, **decimal)
         reread = _read_csv_whole_or_parts(raw, data, parse, options, names)
         if reread.num_rows != table.num_rows:
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -151,6 +152,13 @@ def _more(count: int) -> str:
     return f" (and {count - 1} more row{'s' if count > 2 else ''})" if count > 1 else ""
 
 
+def _names(names: Sequence[str], quote: bool = False, shown: int = 20) -> str:
+    """Column names for a message: the first few, then how many more."""
+    listed = [repr(n) if quote else n for n in names[:shown]]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(listed) + more
+
+
 def _looks_numeric(text: str) -> bool:
     # As Arrow reads numbers: no spaces, digit separators or non-ASCII digits, which Python's
     # float() accepts and Arrow's cast does not.
@@ -164,28 +172,34 @@ def _looks_numeric(text: str) -> bool:
 
 
 def select_columns(
-    table: pa.Table, target: str, features: Sequence[str], source: str
+    table: pa.Table,
+    target: str,
+    features: Sequence[str],
+    source: str,
+    exclude: Sequence[str] = (),
 ) -> tuple[str, list[str]]:
-    """The target column (default: the last) and feature columns (default: all others)."""
+    """The target column (default: the last) and feature columns (default: all others, less
+    those in `exclude`)."""
     names = table.column_names
-    known = ", ".join(names)
+    known = _names(names)
     target = target or names[-1]
     if target not in names:
         raise TorchworkError(
             f"target column '{target}' is not in {source}; its columns are {known}"
         )
-    if features:
-        unknown = [f for f in features if f not in names]
+    for flag, given in (("--features", features), ("--exclude", exclude)):
+        unknown = [f for f in given if f not in names]
         if unknown:
             raise TorchworkError(
-                f"feature column{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)} "
+                f"{flag}: column{'s' if len(unknown) > 1 else ''} {_names(unknown, quote=True)} "
                 f"not in {source}; its columns are {known}"
             )
-        if target in features:
-            raise TorchworkError(f"'{target}' is the target: leave it out of --features")
+        if target in given:
+            raise TorchworkError(f"'{target}' is the target: leave it out of {flag}")
+    if features:
         features = list(dict.fromkeys(features))
     else:
-        features = [n for n in names if n != target]
+        features = [n for n in names if n != target and n not in exclude]
     if not features:
         raise TorchworkError(
             f"{source} has only the target column '{target}': it needs feature columns too"
@@ -228,6 +242,8 @@ def check_values(
                 ) from None
             table = table.set_column(table.column_names.index(name), name, column)
             type_ = column.type
+        elif is_text(type_) and log is not None:
+            _point_out_formatted_numbers(column, name, source, log)
         if _all_present_and_finite(column):
             continue
         present = [arrow.validity(chunk) for chunk in column.chunks]
@@ -304,6 +320,32 @@ def require_numbers(
                 f"column '{name}' of {source} is not numeric ({type_}): give numbers only"
             )
     return table
+
+
+# Numbers written for people: digit groups ("1,234,567", "1.234.567,5", "1 234") or a
+# decimal comma ("3,14"), which a CSV reader takes for text.
+_FORMATTED_NUMBER = re.compile(r"[+-]?(\d{1,3}([,. '\u00a0]\d{3})+([.,]\d+)?|\d+,\d+)")
+
+
+def _point_out_formatted_numbers(
+    column: pa.ChunkedArray, name: str, source: str, log: Callable[[str], None]
+) -> None:
+    """A warning for a text column whose values look like numbers with digit separators or
+    a decimal comma: one-hot encoded, they would be one category per value."""
+    formatted = _formatted_numbers(column)
+    if formatted:
+        log(
+            f"   Warning: column '{name}' of {source} holds text that looks like numbers "
+            f"({formatted!r}): it is encoded as categories, not as a number; remove the digit "
+            "separators, or for a decimal comma give --decimal , (and --delimiter ;)"
+        )
+
+
+def _formatted_numbers(column: pa.ChunkedArray) -> str:
+    """One value of a text column that mostly (90%) holds numbers written for people, or ""."""
+    distinct = arrow.unique(column.slice(0, 100_000))[:1000]
+    formatted = [v for v in distinct if _FORMATTED_NUMBER.fullmatch(v.strip())]
+    return formatted[0] if formatted and len(formatted) * 10 >= len(distinct) * 9 else ""
 
 
 def _check_mixed(column: pa.ChunkedArray, name: str, source: str) -> bool:
@@ -383,9 +425,16 @@ def detect_task(column: pa.ChunkedArray, requested: str, name: str, source: str)
         return "binary", f"target '{name}' has 2 distinct values"
     if is_text(type_):
         if count > MAX_CLASSES:
+            formatted = _formatted_numbers(column)
+            fix = (
+                f"it looks like numbers ({formatted!r}): remove the digit separators, or for a "
+                "decimal comma give --decimal , (and --delimiter ;)"
+                if formatted
+                else "give a numeric target for regression"
+            )
             raise TorchworkError(
                 f"target '{name}' of {source} holds text with {many} distinct values, too many classes "
-                f"(at most {MAX_CLASSES}); give a numeric target for regression"
+                f"(at most {MAX_CLASSES}); {fix}"
             )
         return "multiclass", f"target '{name}' has {count} distinct text labels"
     if integral and count <= MAX_AUTO_INTEGER_CLASSES:
@@ -400,6 +449,18 @@ class Feature:
     categories: list[Any] = field(default_factory=list)  # one-hot order, for categorical
     mean: float = 0.0  # standardization, fitted on the training rows (numeric only)
     std: float = 1.0
+    other: bool = False  # categorical: one more input for every category not listed
+
+    @property
+    def width(self) -> int:
+        """How many model inputs the feature takes."""
+        return 1 if self.kind == "numeric" else len(self.categories) + self.other
+
+    @property
+    def input_names(self) -> list[str]:
+        if self.kind == "numeric":
+            return [self.name]
+        return [f"{self.name}={c}" for c in self.categories] + [f"{self.name}=(other)"] * self.other
 
 
 @dataclass
@@ -429,8 +490,16 @@ class TableEncoder:
         categorical: str = "auto",
         scale: bool = True,
         scale_target: bool = True,
+        max_categories: int = 0,
+        log: Callable[[str], None] | None = None,
+        keep_ids: bool = False,
     ) -> TableEncoder:
-        specs = []
+        """Fitted on `table`: a feature with the same value in every row is left out (with a
+        line to `log`), and so is a text column with a different value in every row (an ID)
+        unless `keep_ids`; a text column with many categories is pointed out, and with
+        `max_categories` only its most frequent ones on the training rows are kept."""
+        say = log if log is not None else _silent
+        specs, constant, ids = [], [], []
         train = _TrainingRows(np.asarray(train_rows), table.num_rows)
         for name in features:
             column = table.column(name)
@@ -438,26 +507,47 @@ class TableEncoder:
                 if categorical != "auto":
                     raise TorchworkError(
                         f"column '{name}' of {source} holds text: use --categorical auto to one-hot "
-                        "encode it, or leave it out with --features"
+                        f"encode it, or leave it out with --exclude {name}"
                     )
                 categories = _sorted_labels(arrow.unique(column))
                 if len(categories) < 2:
-                    raise TorchworkError(
-                        f"column '{name}' of {source} has the same value ({categories[0]!r}) in every row: "
-                        "it carries no information; leave it out with --features"
-                    )
-                specs.append(Feature(name, "categorical", categories))
+                    constant.append((name, repr(categories[0])))
+                    continue
+                if len(categories) == table.num_rows > MANY_CATEGORIES and not keep_ids:
+                    ids.append(name)
+                    continue
+                feature = Feature(name, "categorical", categories)
+                if max_categories and len(categories) > max_categories:
+                    feature = _most_frequent(feature, column, train, max_categories)
+                _point_out_many(feature, len(categories), table.num_rows, source, say)
+                specs.append(feature)
                 continue
             values = _float32_values(column)
             if values.max() == values.min():
-                raise TorchworkError(
-                    f"column '{name}' of {source} has the same value ({float(values[0]):g}) in every row: "
-                    "it carries no information; leave it out with --features"
-                )
+                constant.append((name, f"{float(values[0]):g}"))
+                continue
             mean, std = 0.0, 1.0
             if scale:
                 mean, std = train.mean_std(values)
             specs.append(Feature(name, "numeric", mean=mean, std=std))
+        if (constant or ids) and not specs:
+            raise TorchworkError(
+                f"every feature column of {source} has the same value in every row or a "
+                f"different one ({_names([f'{n!r} ({v})' for n, v in constant] + ids)}): "
+                "nothing to learn from"
+            )
+        if ids:
+            say(
+                f"   Left out {len(ids)} text column(s) with a different value in every row, "
+                f"as IDs are: {_names(ids)} (name them in --features to keep them)"
+            )
+        if constant:
+            shown = ", ".join(f"'{n}' ({v})" for n, v in constant[:5])
+            more = f" and {len(constant) - 5} more" if len(constant) > 5 else ""
+            say(
+                f"   Left out {len(constant)} column(s) with the same value in every row: "
+                f"{shown}{more}"
+            )
         encoder = cls(specs, target, task)
         column = table.column(target)
         if task == "regression":
@@ -470,10 +560,7 @@ class TableEncoder:
     @property
     def input_names(self) -> list[str]:
         """The model's input columns: numeric features, then one column per category."""
-        names = []
-        for f in self.features:
-            names += [f.name] if f.kind == "numeric" else [f"{f.name}={c}" for c in f.categories]
-        return names
+        return [name for f in self.features for name in f.input_names]
 
     @property
     def in_features(self) -> int:
@@ -515,21 +602,23 @@ class TableEncoder:
                     _NumericColumn(column, f.mean, f.std) if scaled else _NumericColumn(column)
                 )
             else:
-                writers.append(_OneHotColumn(self._codes(column, f, source), len(f.categories)))
+                writers.append(_OneHotColumn(self._codes(column, f, source), f.width))
         return _write_rows(table.num_rows, writers, order)
 
     def _codes(self, column: pa.ChunkedArray, f: Feature, source: str) -> np.ndarray:
-        """Each row's position in the feature's categories; an unseen category is an error."""
-        values = arrow.cast(column, pa.string()) if not is_text(column.type) else column
-        categories = arrow.from_values([str(c) for c in f.categories])
-        found = arrow.index_in(values, categories)
+        """Each row's position in the feature's categories; an unseen category is an error,
+        or with `other`, the position after them."""
+        found = _category_codes(column, f.categories)
+        if found.null_count and f.other:
+            codes = arrow.float_values(found, np.float64)
+            return np.where(np.isnan(codes), len(f.categories), codes).astype(np.int64)
         if found.null_count:
             unseen = np.isnan(arrow.float_values(found))
             row, count = _first_row(unseen)
             value = column[row - 1].as_py()
             raise TorchworkError(
                 f"column '{f.name}' of {source} has the category {value!r} in row {row}{_more(count)}, "
-                f"which the model never saw; known categories: {', '.join(map(str, f.categories))}"
+                f"which the model never saw; known categories: {_names([str(c) for c in f.categories])}"
             )
         return _integers(found)
 
@@ -661,13 +750,19 @@ class TableEncoder:
             return f"unknown task {self.task!r}"
         for f in self.features:
             if f.kind == "numeric":
-                if f.categories or not all(
-                    isinstance(v, (int, float)) and math.isfinite(v) for v in (f.mean, f.std)
+                if (
+                    f.categories
+                    or f.other is not False
+                    or not all(
+                        isinstance(v, (int, float)) and math.isfinite(v) for v in (f.mean, f.std)
+                    )
                 ):
                     return f"feature '{f.name}' needs a finite mean and std and no categories"
                 if not f.std > 0:
                     return f"feature '{f.name}' has std {f.std}, not above 0"
             elif f.kind == "categorical":
+                if not isinstance(f.other, bool):
+                    return f"feature '{f.name}' has a non-boolean 'other'"
                 if not isinstance(f.categories, list) or not f.categories:
                     return f"feature '{f.name}' has no categories"
                 if len({str(c) for c in f.categories}) < len(f.categories):
@@ -685,6 +780,58 @@ class TableEncoder:
         if len({_label_key(v) for v in self.labels}) < len(self.labels):
             return "a label appears twice"
         return ""
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+MANY_CATEGORIES = 100  # a text column with more is pointed out, with the ways to cap it
+ID_SHARE = 0.5  # ...and one with a different value in at least this share of rows looks like an ID
+
+
+def _category_codes(column: pa.ChunkedArray, categories: list[Any]) -> pa.ChunkedArray:
+    """Each row's position in `categories` (null where it is not one of them)."""
+    values = arrow.cast(column, pa.string()) if not is_text(column.type) else column
+    return arrow.index_in(values, arrow.from_values([str(c) for c in categories]))
+
+
+def _most_frequent(
+    feature: Feature, column: pa.ChunkedArray, train: _TrainingRows, keep: int
+) -> Feature:
+    """The feature with only its `keep` most frequent categories on the training rows (ties
+    in sorted order), the others, and any category seen later, as one `other` input."""
+    codes = _integers(_category_codes(column, feature.categories))
+    counts = train.counts(codes, len(feature.categories))
+    kept = np.sort(np.argsort(-counts, kind="stable")[:keep])
+    categories = [feature.categories[i] for i in kept]
+    return Feature(feature.name, "categorical", categories, other=True)
+
+
+def _point_out_many(
+    feature: Feature, distinct: int, rows: int, source: str, say: Callable[[str], None]
+) -> None:
+    """A line about a text column that takes many inputs, with the ways to cap it."""
+    name = feature.name
+    if distinct < MANY_CATEGORIES and distinct < ID_SHARE * rows:
+        return
+    if feature.other:
+        say(
+            f"   Column '{name}': its {len(feature.categories)} most frequent of {distinct:,} "
+            "categories kept, the others as one 'other' input (--max-categories)"
+        )
+    elif distinct >= ID_SHARE * rows:
+        say(
+            f"   Warning: column '{name}' of {source} has a different value in {distinct:,} of "
+            f"{rows:,} rows: it looks like an ID, which a model cannot learn from; leave it "
+            f"out with --exclude {name}"
+        )
+    else:
+        say(
+            f"   Warning: column '{name}' of {source} has {distinct:,} categories, one model "
+            f"input each: keep the most frequent with --max-categories 50, or leave it out "
+            f"with --exclude {name}"
+        )
 
 
 def _float32_values(column: pa.ChunkedArray) -> np.ndarray:
@@ -712,6 +859,11 @@ class _TrainingRows:
             others[rows] = False
             rows = np.flatnonzero(others)
         self.rows = rows
+
+    def counts(self, codes: np.ndarray, size: int) -> np.ndarray:
+        """How many training rows hold each code in range(size)."""
+        counts = np.bincount(codes[self.rows], minlength=size)
+        return np.bincount(codes, minlength=size) - counts if self.negate else counts
 
     def mean_std(self, values: np.ndarray) -> tuple[float, float]:
         """In float64, each rounded to float32 as stored; a std of 0 (constant on the

@@ -1,0 +1,234 @@
+"""Real business tables: odd CSVs, constant and ID columns, many categories, large sets."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from conftest import assert_one_line_error, write_csv
+from torchwork import TorchworkError
+from torchwork.config import RunConfig
+from torchwork.read import CsvFormat, read_table, sniff_delimiter
+from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
+
+
+def _european(path, rows=200):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 2))
+    y = x @ [1.5, -2.0] + 0.5
+    lines = ["x1;x2;y"] + [
+        f"{a:.3f};{b:.3f};{c:.3f}".replace(".", ",") for a, b, c in zip(*x.T, y, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return x, y
+
+
+def test_semicolons_and_decimal_commas(tmp_path):
+    _, y = _european(tmp_path / "eu.csv")
+    # Found from the first lines: a semicolon in every line as often as in the header.
+    assert read_table(tmp_path / "eu.csv").column_names == ["x1", "x2", "y"]
+    table = read_table(tmp_path / "eu.csv", CsvFormat(decimal=","))
+    assert np.allclose(table.column("y").to_numpy(), y, atol=1e-3)
+    explicit = read_table(tmp_path / "eu.csv", CsvFormat(delimiter=";", decimal=","))
+    assert explicit.equals(table)
+    # Without --decimal the numbers are text: the target's error says what to give.
+    with pytest.raises(TorchworkError, match="--decimal ,"):
+        detect_task(read_table(tmp_path / "eu.csv").column("y"), "auto", "y", "eu.csv")
+
+
+@pytest.mark.parametrize(
+    "head, default, found",
+    [
+        (b"a,b,c\n1,2,3\n4,5,6\n", ",", ","),
+        (b"a;b;c\n1,5;2;3\n4,25;5;6\n", ",", ";"),  # commas only in the rows: decimal commas
+        (b"a\tb\n1\t2\n", ",", "\t"),
+        (b'a|b\n"x|y"|2\n', ",", "|"),  # a delimiter inside quotes does not count
+        (b'name,note\nx,"a;b;c"\ny,"d;e"\n', ",", ","),
+        (b"single\n1\n2\n", ",", ","),
+        (b"a,b;c\n1,2;3\n4,5;6\n", ";", ";"),  # both fit: the default wins
+    ],
+)
+def test_sniff_delimiter(head, default, found):
+    assert sniff_delimiter(head, default) == found
+
+
+def test_header_spaces_are_stripped(tmp_path):
+    (tmp_path / "t.csv").write_text(" x1 , x2 ,y \n1 , 2.5 ,3\n 4, 5 ,6\n")
+    table = read_table(tmp_path / "t.csv")
+    assert table.column_names == ["x1", "x2", "y"]
+    assert table.column("x2").to_pylist() == [2.5, 5.0]
+
+
+def test_latin1_is_named_and_read_with_encoding(tmp_path):
+    text = "x,city,y\n" + "".join(
+        f"{i},{'Köln' if i % 2 else 'Zürich'},{i * 2}\n" for i in range(9)
+    )
+    (tmp_path / "t.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(TorchworkError, match="not UTF-8 text.*--encoding") as error:
+        read_table(tmp_path / "t.csv")
+    assert "binary" not in str(error.value)
+    table = read_table(tmp_path / "t.csv", CsvFormat(encoding="latin-1"))
+    assert table.column("city").to_pylist()[:2] == ["Zürich", "Köln"]
+    with pytest.raises(TorchworkError, match=r"as ascii text \(byte 12\): give its --encoding"):
+        read_table(tmp_path / "t.csv", CsvFormat(encoding="ascii"))
+
+
+def test_numbers_written_for_people_are_pointed_out(tmp_path):
+    notes = []
+    amounts = [f"{v:,}" for v in range(1000, 200000, 7919)]
+    table = pa.table({"amount": amounts, "y": list(range(len(amounts)))})
+    check_values(table, ["amount", "y"], "t.csv", log=notes.append)
+    assert len(notes) == 1 and "looks like numbers ('1,000')" in notes[0], notes
+    plain = pa.table({"colour": ["red", "blue"] * 10, "y": list(range(20))})
+    check_values(plain, ["colour", "y"], "t.csv", log=notes.append)
+    assert len(notes) == 1
+
+
+def _fit(table, features, **options):
+    notes = []
+    rows = np.arange(table.num_rows)
+    encoder = TableEncoder.fit(
+        table, features, "y", "regression", rows, "t.csv", log=notes.append, **options
+    )
+    return encoder, notes
+
+
+def test_constant_and_id_columns_are_left_out_with_a_line():
+    rows = 300
+    table = pa.table(
+        {
+            "pixel_0": [0] * rows,
+            "colour": ["red"] * rows,
+            "id": [f"row{i}" for i in range(rows)],
+            "x": np.linspace(0, 1, rows),
+            "y": np.linspace(1, 2, rows),
+        }
+    )
+    encoder, notes = _fit(table, ["pixel_0", "colour", "id", "x"])
+    assert encoder.feature_names == ["x"]
+    assert any("same value in every row: 'pixel_0' (0), 'colour' ('red')" in n for n in notes)
+    assert any("as IDs are: id" in n for n in notes)
+    kept, _ = _fit(table, ["id", "x"], keep_ids=True)  # named in --features: kept
+    assert kept.feature_names == ["id", "x"]
+    with pytest.raises(TorchworkError, match="nothing to learn from"):
+        _fit(table, ["pixel_0", "colour"])
+
+
+def test_many_categories_are_pointed_out_and_capped():
+    rng = np.random.default_rng(0)
+    rows = 2000
+    # 150 categories: ten common ones, then a tail of 140 seen once or twice
+    codes = np.concatenate([np.arange(150), rng.integers(0, 10, rows - 150)])
+    city = [f"c{c:03d}" for c in codes]
+    table = pa.table({"city": city, "x": rng.normal(size=rows), "y": rng.normal(size=rows)})
+    distinct = len(set(city))
+    assert distinct > 100
+    encoder, notes = _fit(table, ["city", "x"])
+    assert encoder.in_features == distinct + 1
+    assert any(f"has {distinct:,} categories" in n and "--max-categories" in n for n in notes)
+
+    capped, notes = _fit(table, ["city", "x"], max_categories=10)
+    feature = capped.features[0]
+    counts = {c: city.count(c) for c in set(city)}
+    assert feature.other and sorted(feature.categories) == feature.categories
+    assert set(feature.categories) == set(sorted(counts, key=lambda c: -counts[c])[:10])
+    assert capped.in_features == 12 and capped.input_names[10] == "city=(other)"
+    assert any("10 most frequent" in n for n in notes)
+    # A rare category and one never seen both take the 'other' input.
+    new = pa.table({"city": [feature.categories[0], "c149", "never seen"], "x": [0.0] * 3})
+    X = capped.transform(new)
+    assert X[:, :11].tolist() == [[1] + [0] * 10, [0] * 10 + [1], [0] * 10 + [1]]
+    again = TableEncoder.from_dict(json.loads(json.dumps(capped.to_dict())))
+    assert torch.equal(again.transform(new), X)
+
+
+def test_exclude_and_its_mistakes():
+    table = pa.table({"id": [1, 2], "a": [3, 4], "b": [5, 6], "y": [7, 8]})
+    assert select_columns(table, "", [], "t.csv", exclude=["id"]) == ("y", ["a", "b"])
+    with pytest.raises(TorchworkError, match="--exclude: column 'zz' not in t.csv"):
+        select_columns(table, "", [], "t.csv", exclude=["zz"])
+    with pytest.raises(TorchworkError, match="leave it out of --exclude"):
+        select_columns(table, "", [], "t.csv", exclude=["y"])
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"data": {"delimiter": ",", "decimal": ","}}, "--decimal , needs another --delimiter"),
+        ({"data": {"decimal": ";"}}, "--decimal must be"),
+        ({"data": {"delimiter": "ab"}}, "--delimiter must be one character"),
+        ({"data": {"encoding": "klingon"}}, "unknown --encoding"),
+        ({"data": {"max_categories": 1}}, "--max-categories"),
+        ({"data": {"features": ["a"], "exclude": ["a"]}}, "both in --features and --exclude"),
+    ],
+)
+def test_bad_reading_options(values, fragment):
+    with pytest.raises(TorchworkError, match=fragment):
+        RunConfig.from_dict(values).validate()
+
+
+def test_messy_table_end_to_end(tw, tmp_path):
+    rng = np.random.default_rng(3)
+    rows = 400
+    x = rng.normal(size=(rows, 2))
+    y = x @ [2.0, -1.0]
+    lines = [" x1 ; x2 ;id;const;y "] + [
+        f"{a:.4f};{b:.4f};id{i};5;{t:.4f}".replace(".", ",")
+        for i, (a, b, t) in enumerate(zip(*x.T, y, strict=True))
+    ]
+    (tmp_path / "eu.csv").write_text("\n".join(lines) + "\n")
+    code, out, err = tw("run", "--data", "eu.csv", "--decimal", ",", "--out", "r", "--no-plots")
+    assert code == 0, err
+    assert "as IDs are: id" in out and "'const' (5)" in out
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["data"]["features"] == ["x1", "x2"] and s["data"]["target"] == "y"
+    assert s["metrics"]["test"]["r2"] > 0.999
+    code, out, err = tw("run", "--data", "eu.csv", "--decimal", ",", "--exclude", "id,const",
+                        "--no-reference", "--out", "r2", "--no-plots")  # fmt: skip
+    assert code == 0, err
+    s = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert s["reference"] == {"skipped": "--no-reference"} and "No reference" in out
+    assert "No reference: --no-reference" in (tmp_path / "r2" / "report.html").read_text()
+    assert_one_line_error(
+        tw("run", "--data", "eu.csv", "--exclude", "nope", "--out", "r3"), "--exclude: column"
+    )
+
+
+def test_reference_is_skipped_where_it_would_cost_too_much(monkeypatch, tmp_path):
+    from torchwork import workflow
+    from torchwork.data import prepare_data
+
+    write_csv(tmp_path / "t.csv", {"a": list(range(50)), "b": [i % 7 for i in range(50)],
+                                   "y": [i * 0.5 for i in range(50)]})  # fmt: skip
+    config = RunConfig.from_dict({"data": {"path": str(tmp_path / "t.csv")}})
+    data = prepare_data(config, lambda _: None)
+    metrics, summary = workflow.reference_scores(data, ["train", "test"])
+    assert "test" in metrics and "weight" in summary
+    monkeypatch.setattr(workflow, "REFERENCE_MAX_INPUTS", 1)
+    metrics, summary = workflow.reference_scores(data, ["train", "test"])
+    assert metrics == {} and "40 rows x 2 inputs would take too long" in summary["skipped"]
+
+
+def test_scatter_plots_draw_a_sample():
+    pytest.importorskip("matplotlib")
+    from torchwork import plots
+
+    y = torch.randn(50_000)
+    fig = plots.plot_residuals(y, y * 0.9)
+    assert "a random 5,000 of 50,000 rows" in fig.axes[0].get_title()
+    assert len(fig.axes[0].collections[0].get_offsets()) == plots.MAX_POINTS
+    small = plots.plot_predicted_vs_actual(y[:100], y[:100])
+    assert len(small.axes[0].collections[0].get_offsets()) == 100
+    assert "random" not in small.axes[0].get_title()
+
+
+def test_predictions_never_overwrite_an_input_column():
+    from torchwork.predict import with_predictions
+
+    table = pa.table({"x": [1.0, 2.0], "prediction": ["keep", "me"], "prediction_1": [7, 8]})
+    out = with_predictions(table, None, torch.tensor([[0.5], [1.5]]))
+    assert out.column_names == ["x", "prediction", "prediction_1", "prediction_2"]
+    assert out.column("prediction").to_pylist() == ["keep", "me"]
+    assert out.column("prediction_2").to_pylist() == [0.5, 1.5]
