@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 import subprocess
@@ -158,3 +159,116 @@ def test_saved_files_get_ordinary_permissions(tmp_path):
     for name in ("m.safetensors", "m.pth"):
         path = save(MLP(2, [4]), tmp_path / name)
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def _write_with_description(path, model, description, **extra):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "torchwork", "format_version": "1", "model": json.dumps(description)}
+    save_file(state | extra, str(path), metadata=metadata)
+    return path
+
+
+def test_a_layer_count_bomb_is_refused_before_building_in_one_short_line(tmp_path):
+    # 0.9 MB of description saying 300,010 hidden layers: 2.5 GB and a minute, before.
+    bomb = _write_with_description(
+        tmp_path / "bomb.safetensors",
+        MLP(1, [8]),
+        {"kind": "mlp", "in_features": 1, "out_features": 1, "hidden": [1] * 300_010},
+    )
+    with pytest.raises(TorchworkError, match="says 300,010 hidden layers") as error:
+        load(bomb)
+    assert len(str(error.value)) < 200 and "bomb.safetensors" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("hidden", "extra", "message"),
+    [
+        ([8, 8], {}, "holds 4 tensor\\(s\\), the description 6"),
+        ([16], {}, "'layers.0.weight' has shape \\[8, 1\\], the description says \\[16, 1\\]"),
+        (
+            [8],
+            {f"x{i}": torch.zeros(1) for i in range(500)},
+            r"unexpected 'x\d+', 'x\d+', 'x\d+' and 497 more$",
+        ),
+    ],
+)
+def test_the_description_is_checked_against_the_tensors(tmp_path, hidden, extra, message):
+    path = _write_with_description(
+        tmp_path / "m.safetensors",
+        MLP(1, [8]),
+        {"kind": "mlp", "in_features": 1, "out_features": 1, "hidden": hidden},
+        **extra,
+    )
+    with pytest.raises(TorchworkError, match=message) as error:
+        load(path)
+    assert len(str(error.value)) < 300
+
+
+def test_a_stored_config_that_run_refuses_is_refused_on_load(tmp_path):
+    path = save(
+        LinearRegressionModel(), tmp_path / "m.safetensors", config={"data": {"step": 1e-9}}
+    )
+    for read in (load, read_metadata):
+        with pytest.raises(TorchworkError, match="would refuse: the line would have 1e\\+09 rows"):
+            read(path)
+
+
+def test_classifiers_load_as_classifiers_and_older_files_still_load(tmp_path):
+    from torchwork.models import LinearClassifier
+
+    path = save(LinearClassifier(3, 1, "binary"), tmp_path / "new.safetensors")
+    assert type(load(path)) is LinearClassifier
+    assert read_metadata(path)["model"]["task"] == "binary"
+    # Written before descriptions named the task: the stored preprocessing says it.
+    old = save(
+        LinearRegressionModelV2(3, 4),
+        tmp_path / "old.safetensors",
+        preprocess={"task": "multiclass"},
+    )
+    assert read_metadata(old)["model"] == {"kind": "linear", "in_features": 3, "out_features": 4}
+    loaded = load(old)
+    assert type(loaded) is LinearClassifier and loaded.task == "multiclass"
+    assert (
+        type(load(save(LinearRegressionModelV2(3), tmp_path / "r.safetensors")))
+        is LinearRegressionModelV2
+    )
+
+
+def test_a_folder_or_a_checkpoint_is_not_taken_for_a_model_file(tmp_path):
+    from torchwork.checkpoint import save_checkpoint
+
+    with pytest.raises(TorchworkError, match="is a folder, not a model file: give a model file"):
+        load(tmp_path)
+    save(LinearRegressionModel(), tmp_path / "model.safetensors")
+    with pytest.raises(
+        TorchworkError, match="is a folder, not a model file: use .*model.safetensors"
+    ):
+        load(tmp_path)
+    model = LinearRegressionModel()
+    contents = {
+        "epoch": 3,
+        "model": model.state_dict(),
+        "optimizer": {},
+        "history": {},
+        "config": {},
+    }
+    save_checkpoint(tmp_path / "checkpoint-last.pt", contents)
+    with pytest.raises(TorchworkError, match="is a resume checkpoint, not a model file"):
+        load(tmp_path / "checkpoint-last.pt")
+
+
+def test_a_checkpoint_whose_config_run_refuses_is_refused(tmp_path):
+    from torchwork.checkpoint import load_checkpoint, save_checkpoint
+
+    contents = {
+        "epoch": 3,
+        "model": LinearRegressionModel().state_dict(),
+        "optimizer": {},
+        "history": {},
+        "config": {"model": {"hidden": [1] * 1000}},
+    }
+    save_checkpoint(tmp_path / "c.pt", contents)
+    with pytest.raises(TorchworkError, match="1,000 layers, more than 100"):
+        load_checkpoint(tmp_path / "c.pt")

@@ -387,3 +387,126 @@ def test_config_text_with_control_characters_round_trips(tw):
     config = RunConfig()
     config.data.features = ["a\nb", 'quote"d', "tab\there", "\x01"]
     assert RunConfig.from_toml(config.to_toml()) == config
+
+
+def test_inspect_says_a_folder_is_one_and_describes_a_checkpoint(tw, tmp_path):
+    from conftest import assert_one_line_error
+
+    assert tw("run", "--epochs", "5", "--out", "line", "--no-plots")[0] == 0
+    assert_one_line_error(tw("inspect", "line"), "line is a folder: inspect line/model.safetensors")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(tw("inspect", "empty"), "empty is a folder, and holds no model file")
+    code, out, err = tw("inspect", "line/checkpoint-last.pt")
+    assert code == 0, err
+    assert "Resume checkpoint" in out and "Epochs trained: 5 of 5" in out
+    assert "Model: linear regression (LinearRegressionModel" in out
+    assert "Config: data the line y = 0.7 * X + 0.3" in out and "epochs 5" in out
+    assert_one_line_error(
+        tw("predict", "--model", "line/checkpoint-last.pt", "--x", "1"), "is a resume checkpoint"
+    )
+
+
+def test_resume_of_a_folder_no_run_wrote_says_so(tw, tmp_path):
+    from conftest import assert_one_line_error
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("not a run")
+    outcome = tw("run", "--resume", "notes")
+    assert_one_line_error(outcome, "--resume notes is not a run folder", "no checkpoint-last.pt")
+    assert "--force" not in outcome[2]
+    assert_one_line_error(tw("run", "--resume", "notes/todo.txt"), "is a file")
+
+
+def test_run_help_says_the_line_and_table_defaults(capsys, monkeypatch):
+    from torchwork.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: )" not in text and "(default: the line) (default" not in text
+    assert "--epochs EPOCHS number of epochs (default: 300; tables: until converged" in text
+    assert "(default: params; tables: linear)" in text and "(default: l1; tables: auto)" in text
+    assert "TRAIN.LR" not in text
+
+
+def test_predict_out_and_x_mistakes(tw, tmp_path):
+    from conftest import assert_one_line_error
+    from torchwork import LinearRegressionModelV2, save
+
+    save(LinearRegressionModelV2(2), tmp_path / "two.safetensors")
+    assert tw("predict", "--model", "two.safetensors", "--x", "0.5,0.9", "--out", "p.csv")[0] == 0
+    before = (tmp_path / "p.csv").read_text()
+    assert_one_line_error(
+        tw("predict", "--model", "two.safetensors", "--x", "1,2", "--out", "p.csv"),
+        "--out p.csv already exists",
+        "--force",
+    )
+    assert (tmp_path / "p.csv").read_text() == before
+    forced = tw("predict", "--model", "two.safetensors", "--x", "1,2", "--out", "p.csv", "--force")
+    assert forced[0] == 0 and (tmp_path / "p.csv").read_text() != before
+    assert_one_line_error(
+        tw("predict", "--model", "two.safetensors", "--x", "1,2", "--out", "a\nb.csv"),
+        "control character",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "two.safetensors"]
+    assert_one_line_error(
+        tw("predict", "--model", "two.safetensors", "--x", "0.5"),
+        "takes 2 features per row",
+        "--x 0.5,0.9",
+    )
+    assert_one_line_error(
+        tw("predict", "--model", "two.safetensors", "--x", "0.5", "0.9"),
+        "gave 2 rows of one value each",
+        "--x 0.5,0.9",
+    )
+
+
+def test_momentum_with_adam_is_refused(tw, tmp_path):
+    from conftest import assert_one_line_error
+
+    outcome = tw("run", "--optimizer", "adam", "--momentum", "0.9", "--out", "never")
+    assert_one_line_error(outcome, "--momentum is SGD's", "--optimizer sgd")
+    assert not (tmp_path / "never").exists()
+
+
+def test_untrusted_model_files_are_one_short_line_for_every_command(tw, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from conftest import assert_one_line_error
+    from torchwork import MLP, LinearRegressionModel, save
+
+    (tmp_path / "rows.csv").write_text("x,y\n0.5,0.65\n")
+    state = {k: v.contiguous() for k, v in MLP(1, [8]).state_dict().items()}
+    description = {"kind": "mlp", "in_features": 1, "out_features": 1, "hidden": [1] * 300_010}
+    metadata = {"format": "torchwork", "format_version": "1", "model": json.dumps(description)}
+    save_file(state, str(tmp_path / "bomb.safetensors"), metadata=metadata)
+    save(LinearRegressionModel(), tmp_path / "step.safetensors", config={"data": {"step": 1e-9}})
+    for name, message in (("bomb", "300,010 hidden layers"), ("step", "1e+09 rows")):
+        model = f"{name}.safetensors"
+        for args in (
+            ("inspect", model),
+            ("predict", "--model", model, "--x", "0.5"),
+            ("evaluate", "--model", model, "--data", "rows.csv"),
+            ("export", "--model", model, "--format", "pt2"),
+        ):
+            outcome = tw(*args)
+            assert_one_line_error(outcome, message)
+            assert len(outcome[2]) < 300, args
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bomb.safetensors",
+        "rows.csv",
+        "step.safetensors",
+    ]
+
+
+def test_a_classifier_is_shown_as_one(tw, tmp_path):
+    from torchwork import LinearRegressionModelV2, save
+
+    # As earlier versions wrote it: a LinearRegressionModelV2 description, a binary task.
+    save(LinearRegressionModelV2(2), tmp_path / "old.safetensors", preprocess={"task": "binary"})
+    code, out, err = tw("inspect", "old.safetensors")
+    assert code == 0, err
+    assert "Model: logistic regression (LinearClassifier) on 2 inputs" in out
+    assert "LinearClassifier(" in out and "LinearRegressionModelV2" not in out

@@ -139,3 +139,38 @@ def test_auto_values_round_trip_through_toml():
     config = table_config()
     again = RunConfig.from_toml(config.to_toml())
     assert (again.train.lr, again.train.batch_size) == ("auto", "auto")
+
+
+def test_momentum_is_sgds_and_refused_with_another_optimizer():
+    config = RunConfig()
+    config.train.optimizer, config.train.momentum = "adam", 0.9
+    with pytest.raises(TorchworkError, match="--momentum is SGD's"):
+        config.validate()
+    with pytest.raises(TorchworkError, match="--momentum is SGD's"):
+        RunConfig.from_toml("[train]\noptimizer = 'adam'\nmomentum = 0.9\n").validate()
+    with pytest.raises(TorchworkError, match="--momentum is SGD's"):
+        RunConfig.layered({}, {"data.path": "t.csv", "train.momentum": 0.9}).validate()
+    RunConfig.from_toml("[train]\noptimizer = 'sgd'\nmomentum = 0.9\n").validate()
+    # A model file from before the rule stays readable: the run is over, momentum unused.
+    config.validate(stored=True)
+
+
+def test_a_stored_config_is_held_to_the_limits_of_run():
+    from torchwork.config import stored_config
+
+    with pytest.raises(TorchworkError, match=r"m\.safetensors holds a config .* 1e\+09 rows"):
+        stored_config({"data": {"step": 1e-9}}, "m.safetensors")
+    with pytest.raises(TorchworkError, match="300,010 layers, more than 100"):
+        stored_config({"model": {"hidden": [1] * 300_010}}, "m.safetensors")
+    for bad in ({"model": {"kind": "x\n" * 100_000}}, {"data": {"x" * 100_000: 1}}):
+        with pytest.raises(TorchworkError) as error:
+            stored_config(bad, "m.safetensors")
+        assert len(str(error.value)) < 400 and "\n" not in str(error.value)
+    assert stored_config({"train": {"epochs": 7}}, "m.safetensors").train.epochs == 7
+
+
+def test_more_hidden_layers_than_a_small_mlp_are_refused():
+    config = RunConfig()
+    config.model.hidden = [8] * 101
+    with pytest.raises(TorchworkError, match="--hidden gives 101 layers"):
+        config.validate()

@@ -1,5 +1,6 @@
 """Data-parallel training with torchrun on the CPU (gloo), as a user would start it."""
 
+import contextlib
 import json
 import os
 import signal
@@ -10,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
-from conftest import regression_table, write_csv
+from conftest import assert_clean_error, regression_table, write_csv
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
@@ -306,3 +308,181 @@ def test_two_processes_with_the_table_defaults_lbfgs_match_one_process(tmp_path)
     a, b = parameters(tmp_path / "two"), parameters(tmp_path / "one")
     assert all((a[k] - b[k]).abs().max() <= 1e-4 for k in a)
     assert two["metrics"]["test"]["r2"] == pytest.approx(one["metrics"]["test"]["r2"], abs=1e-6)
+
+
+def _nproc(cwd: Path, *args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "torchwork", "run", "--nproc", "2", *args],
+        cwd=cwd,
+        text=True,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen},
+    )
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid (torchrun's agent and its workers, wherever they run)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def _ranks(pids: list[int]) -> list[int]:
+    """Those of pids that are torchrun workers (they have a RANK) and still run."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if state != "Z" and (b"\0RANK=" in environ or environ.startswith(b"RANK=")):
+            alive.append(pid)
+    return alive
+
+
+def _end_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_nproc_mistakes_found_by_the_processes_are_one_line_and_exit_2(tmp_path):
+    write_csv(tmp_path / "t.csv", regression_table(rows=100, features=2))
+    launcher = _nproc(tmp_path, "--data", "t.csv", "--target", "nosuch", "--out", "r")
+    out, err = launcher.communicate(timeout=240)
+    result = subprocess.CompletedProcess(launcher.args, launcher.returncode, out, err)
+    assert_clean_error(result, "torchwork run: error: target column 'nosuch' is not in t.csv")
+
+
+# A checkpoint every epoch: once there is one, training is under way.
+STOPPABLE = ("--epochs", "1000", "--batch-size", "8", "--checkpoint-every", "1", "--no-plots")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_launcher_stops_every_process_as_one_process_stops(tmp_path, signum, code):
+    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM to `torchwork run --nproc`:
+    the two lines a single process prints, once each, and no process left running."""
+    launcher = _nproc(tmp_path, *STOPPABLE, "--out", "run", start_new_session=True)
+    processes = []
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "checkpoint-last.pt").exists():
+            assert launcher.poll() is None, launcher.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        processes = _descendants(launcher.pid)
+        assert len(_ranks(processes)) == 2, processes
+        if signum == signal.SIGINT:
+            os.killpg(launcher.pid, signum)
+        else:
+            launcher.send_signal(signum)
+        _, err = launcher.communicate(timeout=120)
+        name = signal.Signals(signum).name
+        assert launcher.returncode == code, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 2, err
+        assert lines[0] == (
+            f"{name}: stopping after this epoch with a checkpoint "
+            "(press Ctrl-C again to stop at once)"
+        )
+        assert lines[1].startswith(f"torchwork run: error: {name} received: stopped after epoch")
+        assert lines[1].endswith("with a checkpoint; resume with: torchwork run --resume run")
+        assert _ranks(processes) == []
+    finally:
+        _end_all(_descendants(launcher.pid) + processes)
+        if launcher.poll() is None:
+            launcher.kill()
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)
+    assert checkpoint["epoch"] > 0 and not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_killing_the_launcher_ends_its_processes(tmp_path):
+    # Not through pipes: a process left running would keep them open.
+    launcher = _nproc(
+        tmp_path, *LONG, "--out", "run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    processes = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(_ranks(processes)) < 2:
+            assert launcher.poll() is None, launcher.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+            processes = _descendants(launcher.pid)
+        launcher.kill()
+        launcher.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while _ranks(processes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _ranks(processes) == []
+    finally:
+        _end_all(processes)
+
+
+# `torchwork run` whose workflow fails as soon as it is called, as `--device cuda` does on a
+# machine without one: the table is still being read on its threads, torch is not imported.
+FAILING_RUN = """
+import os, sys, types
+from torchwork.errors import TorchworkError
+
+def run(*args, **kwargs):
+    how = os.environ["HOW"]
+    if how == "error":
+        raise TorchworkError("the run failed")
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    raise RuntimeError("a bug")
+
+workflow = types.ModuleType("torchwork.workflow")
+workflow.run = run
+sys.modules["torchwork.workflow"] = workflow
+from torchwork.cli import entry
+entry()
+"""
+
+
+def test_the_exit_code_is_right_every_time_while_a_table_is_being_read(tmp_path):
+    """With one OpenMP thread, as torchrun gives its processes: 30 tries, 10 at a time."""
+    (tmp_path / "fail.py").write_text(FAILING_RUN)
+    rows = "".join(f"2024-01-{i % 28 + 1:02d},{i * 0.5},{i % 7}\n" for i in range(50_000))
+    (tmp_path / "dates.csv").write_text("day,x,y\n" + rows)
+    expected = {  # how the run fails: its exit code and the end of what it prints
+        "error": (2, "torchwork run: error: the run failed"),
+        "interrupt": (130, "torchwork run: stopped at once; files are complete but the run is not"),
+        "bug": (1, "RuntimeError: a bug"),  # the last line of its traceback
+    }
+    outcomes = []
+    for batch in range(3):
+        tries = [
+            (
+                how,
+                subprocess.Popen(
+                    [sys.executable, "fail.py", "run", "--data", "dates.csv", "--out", f"r{i}"],
+                    cwd=tmp_path,
+                    env={**os.environ, "OMP_NUM_THREADS": "1", "HOW": how},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
+            for i, how in enumerate([*expected] * 3 + ["error"], start=10 * batch)
+        ]
+        outcomes += [
+            (how, p.wait(timeout=120), p.stderr.read().strip().splitlines()) for how, p in tries
+        ]
+    assert [(code, err[-1:]) for _, code, err in outcomes] == [
+        (expected[how][0], [expected[how][1]]) for how, _, _ in outcomes
+    ]
+    assert all(len(err) == 1 for how, _, err in outcomes if how != "bug")

@@ -238,3 +238,22 @@ def test_onnx_without_its_packages_says_what_to_install(models, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
     with pytest.raises(TorchworkError, match=r"pip install 'torchwork\[onnx\]'"):
         export_model(models / "line" / "model.safetensors", "onnx")
+
+
+def test_a_stored_config_that_run_refuses_is_refused_before_any_data_is_made(tmp_path):
+    from torchwork import LinearRegressionModel, save
+
+    # 20 million rows, twice what run allows (a copy with 1e-9 built 6 GB before)
+    config = {"data": {"step": 5e-8}}
+    path = save(LinearRegressionModel(), tmp_path / "m.safetensors", config=config)
+    with pytest.raises(TorchworkError, match="would refuse: the line would have 2e\\+07 rows"):
+        export_model(path, "pt2", log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_an_out_name_with_a_control_character_is_refused(tmp_path):
+    from torchwork import LinearRegressionModel, save
+
+    path = save(LinearRegressionModel(), tmp_path / "m.safetensors")
+    with pytest.raises(TorchworkError, match="control character"):
+        export_model(path, "pt2", tmp_path / "a\nb.pt2", log=lambda *_: None)

@@ -28,6 +28,7 @@ _EXPORTS = {
     "Splits": "data",
     "LinearRegressionModel": "models",
     "LinearRegressionModelV2": "models",
+    "LinearClassifier": "models",
     "MLP": "models",
     "build_model": "models",
     "make_loss": "engine",

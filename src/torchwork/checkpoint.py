@@ -15,9 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchwork.config import stored_config
 from torchwork.errors import TorchworkError
 from torchwork.fileio import atomic_path
-from torchwork.models import build_from_spec, model_spec, spec_from_state_dict
+from torchwork.models import (
+    build_from_spec,
+    check_tensors,
+    few,
+    model_spec,
+    one_line,
+    spec_from_state_dict,
+)
 
 FORMAT = "torchwork"
 FORMAT_VERSION = 1
@@ -76,7 +84,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise TorchworkError(
-            f"{path} is not a readable safetensors file (corrupt or truncated?): {e}"
+            f"{path} is not a readable safetensors file (corrupt or truncated?): {_reason(e)}"
         ) from None
     if raw.get("format") != FORMAT or "model" not in raw:
         raise TorchworkError(
@@ -101,7 +109,24 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta["preprocess"] = json.loads(raw["preprocess"]) if "preprocess" in raw else None
     except json.JSONDecodeError:
         raise TorchworkError(f"{path} has corrupt metadata") from None
+    if not isinstance(meta["model"], dict) or not isinstance(meta["preprocess"], dict | None):
+        raise TorchworkError(f"{path} has corrupt metadata")
+    if meta["config"] is not None:
+        # Checked as `run` checks its own, whatever the command: export rebuilds the data
+        # from it, inspect prints it.
+        stored_config(meta["config"], str(path))
     return meta
+
+
+def stored_spec(path: str | Path) -> dict[str, Any]:
+    """The model description of a `.safetensors` file, with the task its stored
+    preprocessing names when the description does not (files written before it did)."""
+    meta = read_metadata(path)
+    spec = meta["model"]
+    task = (meta["preprocess"] or {}).get("task")
+    if "task" not in spec and spec.get("kind") == "linear" and task in ("binary", "multiclass"):
+        spec = {**spec, "task": task}
+    return spec
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -115,40 +140,63 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except Exception as e:
             raise TorchworkError(
-                f"{path} is not a readable safetensors file (corrupt or truncated?): {e}"
+                f"{path} is not a readable safetensors file (corrupt or truncated?): {_reason(e)}"
             ) from None
     if suffix in (".pth", ".pt"):
-        state = _safe_torch_load(path, "a .pth file")
-        if not isinstance(state, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-        ):
-            raise TorchworkError(f"{path} does not hold a state_dict (a dict of named tensors)")
-        return state
+        kind, contents = read_torch_file(path)
+        if kind == "checkpoint":
+            raise TorchworkError(
+                f"{path} is a resume checkpoint, not a model file: use the run's "
+                f"model.safetensors, or continue the run with torchwork run --resume {path.parent}"
+            )
+        return contents
     raise TorchworkError(f"cannot load {path}: use a .safetensors or .pth file")
+
+
+def read_torch_file(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """A `.pth` or `.pt` file, read once with `torch.load(weights_only=True)`:
+    ("checkpoint", its checked contents) for a resume checkpoint, else ("state_dict", its
+    named tensors)."""
+    path = _existing(path)
+    contents = _safe_torch_load(path, "a .pth file")
+    if isinstance(contents, dict) and contents.get("format") == CHECKPOINT_FORMAT:
+        return "checkpoint", _checked_checkpoint(path, contents)
+    return "state_dict", _checked_state_dict(path, contents)
+
+
+def _checked_state_dict(path: Path, state: Any, what: str = "") -> dict[str, torch.Tensor]:
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise TorchworkError(f"{path}{what} does not hold a state_dict (a dict of named tensors)")
+    return state
 
 
 def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     """Load a model saved by `save`, in evaluation mode.
 
-    A `.safetensors` file is rebuilt from its stored description; a `.pth` state_dict is
+    A `.safetensors` file is rebuilt from its stored description, once the description is
+    checked against the tensors (their count, names and shapes); a `.pth` state_dict is
     loaded into `model` when given, or else into the torchwork model its keys and shapes
     describe. Keys or shapes that do not match are an error, never a silent partial load.
 
     >>> model = load("runs/example/model.safetensors")  # doctest: +SKIP
     """
     path = Path(path)
+    spec = stored_spec(path) if path.suffix.lower() == ".safetensors" else None
     state = load_state_dict(path)
     if model is None:
-        if path.suffix.lower() == ".safetensors":
-            model = build_from_spec(read_metadata(path)["model"])
+        if spec is not None:
+            check_tensors(spec, state, str(path))  # before building anything it describes
+            model = build_from_spec(spec)
         else:
             model = build_from_spec(spec_from_state_dict(state))
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
+    if state.keys() != expected.keys():
+        missing = [k for k in expected if k not in state]
+        extra = [k for k in state if k not in expected]
         raise TorchworkError(
-            f"{path} does not match the model: missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
+            f"{path} does not match the model: missing {few(missing)}; unexpected {few(extra)}"
         )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
@@ -184,7 +232,10 @@ def save_checkpoint(path: str | Path, contents: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a resume checkpoint with `torch.load(weights_only=True)`; check its format."""
     path = _existing(path, "checkpoint")
-    contents = _safe_torch_load(path, "a checkpoint")
+    return _checked_checkpoint(path, _safe_torch_load(path, "a checkpoint"))
+
+
+def _checked_checkpoint(path: Path, contents: Any) -> dict[str, Any]:
     if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
         raise TorchworkError(f"{path} is not a torchwork checkpoint")
     version = contents.get("format_version")
@@ -196,6 +247,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("epoch", "model", "optimizer", "history", "config") if k not in contents]
     if missing:
         raise TorchworkError(f"{path} is an incomplete checkpoint: it lacks {', '.join(missing)}")
+    if isinstance(contents["epoch"], bool) or not isinstance(contents["epoch"], int):
+        raise TorchworkError(f"{path} is a damaged checkpoint: its epoch is not a whole number")
+    _checked_state_dict(path, contents["model"], "'s model")
+    stored_config(contents["config"], str(path))
     return contents
 
 
@@ -248,14 +303,24 @@ def _safe_torch_load(path: Path, what: str) -> Any:
             "run code when loaded; only tensors and plain values are accepted"
         ) from None
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TorchworkError(
-            f"{path} is not readable as {what} (corrupt or truncated?): {reason}"
+            f"{path} is not readable as {what} (corrupt or truncated?): {_reason(e)}"
         ) from None
+
+
+def _reason(e: Exception) -> str:
+    # A library's message about a file can quote the file: its first line, cut short.
+    text = str(e).strip()
+    return one_line(text.splitlines()[0] if text else type(e).__name__, 200)
 
 
 def _existing(path: str | Path, what: str = "model") -> Path:
     path = Path(path)
+    if path.is_dir():
+        names = ("model.safetensors", "model.pth") if what == "model" else ("checkpoint-last.pt",)
+        inside = [n for n in names if (path / n).is_file()]
+        hint = f": use {path / inside[0]}" if inside else f": give a {what} file in it"
+        raise TorchworkError(f"{path} is a folder, not a {what} file{hint}")
     if not path.is_file():
         raise TorchworkError(f"{what} file {path} does not exist")
     return path

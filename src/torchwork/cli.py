@@ -17,8 +17,12 @@ from torchwork.config import (
     CATEGORICAL,
     DEVICES,
     LOSSES,
+    MLP_PATIENCE,
+    MLP_SPLIT,
     MODELS,
     OPTIMIZERS,
+    TABLE_DEFAULTS,
+    TABLE_VAL_PATIENCE,
     TASKS,
     RunConfig,
     read_toml,
@@ -93,6 +97,26 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         {"type": _name_list, "metavar": "A,B"},
         "feature columns (default: all but the target)",
     ),
+    (
+        "--exclude",
+        "data.exclude",
+        {"type": _name_list, "metavar": "A,B"},
+        "columns to leave out, such as IDs",
+    ),
+    (
+        "--max-categories",
+        "data.max_categories",
+        {"type": int, "metavar": "N"},
+        "keep a text column's N most frequent categories, the rest as one 'other' (0: all)",
+    ),
+    (
+        "--delimiter",
+        "data.delimiter",
+        {"metavar": "CHAR"},
+        "CSV field separator (auto: found from the first lines: , ; tab |)",
+    ),
+    ("--decimal", "data.decimal", {"metavar": "CHAR"}, "CSV decimal mark: . or , (3,14)"),
+    ("--encoding", "data.encoding", {"metavar": "NAME"}, "CSV text encoding, e.g. latin-1"),
     (
         "--task",
         "data.task",
@@ -198,6 +222,12 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     ("--out", "out", {"metavar": "DIR"}, "run folder (default: a new folder under runs/)"),
     ("--no-plots", "plots", {"action": "store_const", "const": False}, "skip the PNG pictures"),
     (
+        "--no-reference",
+        "reference",
+        {"action": "store_const", "const": False},
+        "skip the closed-form (or majority-class) reference",
+    ),
+    (
         "--tensorboard",
         "tensorboard",
         {"action": "store_const", "const": True},
@@ -210,6 +240,38 @@ def _default(field: str) -> Any:
     section, _, key = field.rpartition(".")
     value = getattr(getattr(RunConfig(), section) if section else RunConfig(), key)
     return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _shown_default(field: str, options: dict[str, Any], text: str) -> str:
+    """' (default: 300; tables: until converged, at most 500)': the default for the line
+    and, where a table run gets another (config.TABLE_DEFAULTS, RunConfig.layered), that
+    one too; nothing where the help text says it already."""
+    if "(default" in text:
+        return ""
+    table = _TABLE_WORDS.get(field)
+    if table is None and field in TABLE_DEFAULTS and TABLE_DEFAULTS[field] != _default(field):
+        table = _plain(TABLE_DEFAULTS[field])
+    if options.get("action"):  # an on/off flag: off unless tables turn it on
+        return " (tables: on)" if TABLE_DEFAULTS.get(field) == options.get("const") else ""
+    line = _default(field)
+    if line == "":
+        return ""
+    if table is None or "tables" in text:
+        return f" (default: {_plain(line)})"
+    return f" (default: {_plain(line)}; tables: {table})"
+
+
+# Table defaults that a plain value would misstate.
+_TABLE_WORDS = {
+    "train.epochs": f"until converged, at most {TABLE_DEFAULTS['train.epochs']}",
+    "train.patience": f"{TABLE_VAL_PATIENCE} with --val, {MLP_PATIENCE} for an mlp",
+    "data.train": f"{MLP_SPLIT[0]:g} for an mlp",
+    "data.val": f"{MLP_SPLIT[1]:g} for an mlp",
+}
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in DIR from its last checkpoint (with --epochs N to train longer)",
     )
     for flag, field, options, text in RUN_FLAGS:
-        shown = "" if options.get("action") else f" (default: {_default(field)})"
+        shown = _shown_default(field, options, text)
+        if not options.get("action") and not options.get("choices"):
+            # --epochs EPOCHS, not the config field's name (--epochs TRAIN.EPOCHS)
+            options = {"metavar": flag.lstrip("-").upper().replace("-", "_"), **options}
         run.add_argument(flag, dest=field, default=argparse.SUPPRESS, help=text + shown, **options)
 
     predict = commands.add_parser("predict", help="predict with a saved model")
@@ -273,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the rows with predictions to a .csv or .parquet file (default: print CSV)",
     )
+    predict.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
     evaluate = commands.add_parser("evaluate", help="metrics of a saved model on a labelled table")
     evaluate.add_argument(
@@ -391,6 +457,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"{flag} cannot change when resuming: it would change the result; only "
                     "--epochs (to train longer), --checkpoint-every, --no-plots and --tensorboard may be given"
                 )
+        _check_resume_folder(args.resume)
         resume(args.resume, flags)
         return 0
     config = config_from_args(args)
@@ -399,21 +466,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(config.to_toml(), end="")
         return 0
     if config.data.path:
-        from torchwork.read import prefetch
+        from torchwork.read import CsvFormat, prefetch
         from torchwork.report import resolve_run_dir
 
         resolve_run_dir(config.out, args.force)  # a folder mistake is said before any reading
-        prefetch(config.data.path)  # the table is read while torch is imported
+        prefetch(config.data.path, CsvFormat.of(config.data))  # read while torch is imported
     from torchwork.workflow import run
 
     run(config, force=args.force)
     return 0
 
 
+def _check_resume_folder(folder: str) -> None:
+    """--resume names a run folder: a file or a folder no run wrote is said as such (a run
+    folder without a checkpoint is workflow.resume's to explain)."""
+    from pathlib import Path
+
+    from torchwork.report import RUN_FILES, RUN_FOLDERS
+    from torchwork.workflow import CHECKPOINT_LAST
+
+    path = Path(folder)
+    if path.is_file():
+        raise TorchworkError(
+            f"--resume {path} is a file: give the run folder it is in, {path.parent}"
+        )
+    if path.is_dir() and not any((path / name).exists() for name in (*RUN_FILES, *RUN_FOLDERS)):
+        raise TorchworkError(
+            f"--resume {path} is not a run folder: it has no {CHECKPOINT_LAST} (nor anything "
+            "else a run writes); give the folder of a run that wrote a checkpoint"
+        )
+
+
 def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
     """`torchwork run --nproc N ...` is `torchrun --standalone --nproc_per_node=N -m torchwork
-    run ...`: PyTorch's own launcher starts and watches the processes."""
-    import subprocess
+    run ...`: PyTorch's own launcher starts and watches the processes, from this process
+    (see distributed.launch)."""
+    from torchwork.distributed import launch
 
     rest = list(argv)
     i = rest.index("--nproc") if "--nproc" in rest else None
@@ -421,18 +509,7 @@ def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
         del rest[i : i + 2]
     else:
         rest = [a for a in rest if not a.startswith("--nproc=")]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "--",  # everything after this is torchwork's: torchrun's parser must not guess at it
-        "torchwork",
-        *rest,
-    ]
-    return subprocess.call(command)
+    return launch(nproc, rest)
 
 
 def _parse_rows(values: Sequence[str]) -> list[list[float]]:
@@ -449,15 +526,51 @@ def _parse_rows(values: Sequence[str]) -> list[list[float]]:
     return rows
 
 
+def _check_row_width(rows: list[list[float]], width: int, encoder: Any) -> None:
+    """--x rows as wide as the model's inputs; else say how to write one row."""
+    given = len(rows[0])
+    if given == width:
+        return
+    from torchwork.models import few
+
+    names = f" ({few(encoder.feature_names, 6)})" if encoder is not None else ""
+    values = [f"{v:g}" for row in rows for v in row]
+    if width == 1:
+        raise TorchworkError(
+            f"the model takes 1 feature per row{names}, --x gave {given}: give one number per "
+            f"row, such as --x {' '.join(values[:3])}"
+        )
+    example = values[:width] if len(values) >= width else ["0.5", "0.9", "1.3"][:width]
+    example += ["0"] * (width - len(example))
+    said = (
+        f"--x gave {len(rows)} rows of one value each"
+        if given == 1 and len(rows) > 1
+        else f"--x gave {given} value(s) per row"
+    )
+    raise TorchworkError(
+        f"the model takes {width} features per row{names}, {said}: write each row as "
+        f"comma-separated values, such as --x {','.join(example)}"
+    )
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from torchwork.predict import (
         Predictor,
+        check_out_name,
         input_names,
         predict_file,
         with_predictions,
         write_table,
     )
 
+    if args.out is not None:
+        out = check_out_name(args.out)
+        if out.is_dir():
+            raise TorchworkError(f"--out {out} is a folder: give a .csv or .parquet file name")
+        if out.exists() and not args.force:
+            raise TorchworkError(
+                f"--out {out} already exists: choose another --out, or add --force to overwrite it"
+            )
     if args.data:
         predict_file(args.model, args.data, args.out)
         if args.out:
@@ -471,6 +584,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_file(args.model)
     rows = _parse_rows(args.x)
     encoder = predictor.encoder
+    if encoder is not None and any(f.kind != "numeric" for f in encoder.features):
+        raise TorchworkError(
+            "this model has text columns: give its rows in a file with --data FILE"
+        )
+    _check_row_width(rows, predictor.model.spec()["in_features"], encoder)
     if encoder is None:
         names = input_names(len(rows[0]))
         table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(names)})
@@ -478,15 +596,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         outputs = predictor.outputs(torch.tensor(rows, dtype=torch.float32))
         write_table(with_predictions(table, None, outputs), args.out)
         return 0
-    if any(f.kind != "numeric" for f in encoder.features):
-        raise TorchworkError(
-            "this model has text columns: give its rows in a file with --data FILE"
-        )
-    if len(rows[0]) != len(encoder.features):
-        raise TorchworkError(
-            f"the model takes {len(encoder.features)} value(s) per row ({', '.join(encoder.feature_names)}), "
-            f"--x gave {len(rows[0])}"
-        )
     table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(encoder.feature_names)})
     check_values(table, encoder.feature_names, "--x", fix="give finite numbers")
     outputs = predictor.outputs(encoder.transform(table, "--x"))
@@ -519,24 +628,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from torchwork.checkpoint import load, read_metadata
+    from pathlib import Path
 
-    model = load(args.file)
-    print(f"File: {args.file}")
-    print("Architecture:")
-    print("  " + repr(model).replace("\n", "\n  "))
-    print("Parameters:")
-    total = 0
-    for name, tensor in model.state_dict().items():
-        total += tensor.numel()
-        values = tensor.reshape(-1).tolist()
-        shown = " ".join(f"{v:.4f}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
-        print(f"  {name:<24} shape {list(tensor.shape)!s:<12} {shown}")
-    print(f"  total: {total} numbers")
-    if str(args.file).lower().endswith(".safetensors"):
-        meta = read_metadata(args.file)
+    from torchwork.checkpoint import load, read_metadata, read_torch_file, stored_spec
+    from torchwork.models import describe, model_spec
+
+    path = Path(args.file)
+    if path.is_dir():
+        names = ("model.safetensors", "model.pth", "checkpoint-last.pt")
+        inside = [n for n in names if (path / n).is_file()]
+        raise TorchworkError(
+            f"{path} is a folder: inspect {path / inside[0]}"
+            if inside
+            else f"{path} is a folder, and holds no model file or checkpoint: give a file"
+        )
+    if path.suffix.lower() in (".pt", ".pth"):
+        kind, contents = read_torch_file(path)
+        if kind == "checkpoint":
+            return _inspect_checkpoint(path, contents)
+    model = load(path)
+    print(f"File: {path}")
+    if path.suffix.lower() == ".safetensors":
+        print(f"Model: {describe(stored_spec(path))}")
+    else:
+        spec = model_spec(model)
+        unknown = " (a .pth file does not say what it predicts)" if spec["kind"] != "params" else ""
+        print(f"Model: {describe(spec)}{unknown}")
+    _print_parameters(model)
+    if path.suffix.lower() == ".safetensors":
+        meta = read_metadata(path)
+        written = meta["torchwork_version"]
+        written = written if isinstance(written, str) and _plain_text(written) else "?"
         print(
-            f"Format: torchwork model format {meta['format_version']}, written by torchwork {meta['torchwork_version']}"
+            f"Format: torchwork model format {meta['format_version']}, written by torchwork {written}"
         )
         if meta["config"]:
             print("Stored config:")
@@ -548,6 +672,81 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "Stored config: none (a .pth file holds only the state_dict; .safetensors files keep the config)"
         )
     return 0
+
+
+def _inspect_checkpoint(path: Any, contents: dict[str, Any]) -> int:
+    """A resume checkpoint: where the run stands, its model and its config."""
+    from torchwork.config import stored_config
+    from torchwork.models import build_from_spec, describe, spec_from_state_dict
+
+    config = stored_config(contents["config"], str(path))
+    spec = spec_from_state_dict(contents["model"])
+    # A checkpoint keeps the config as given: the task is known from it, or else from the
+    # loss or the number of outputs, or else only the data knew it.
+    task = (
+        "regression"
+        if not config.data.path
+        else config.data.task
+        if config.data.task != "auto"
+        else {"bce": "binary", "ce": "multiclass"}.get(config.train.loss)
+        or ("multiclass" if spec["out_features"] > 1 else None)
+    )
+    model = build_from_spec({**spec, "task": task} if task and spec["kind"] == "linear" else spec)
+    model.load_state_dict(contents["model"])
+    written = contents.get("torchwork_version")
+    written = written if isinstance(written, str) and _plain_text(written) else "?"
+    print(f"File: {path}")
+    print(
+        f"Resume checkpoint: torchwork checkpoint format {contents['format_version']}, written by "
+        f"torchwork {written}"
+    )
+    print(
+        f"Epochs trained: {contents['epoch']} of {config.train.epochs} (continue with: torchwork "
+        f"run --resume {path.parent}, and --epochs N to train longer)"
+    )
+    print(
+        f"Model: {describe(spec, task)}"
+        if task
+        else f"Model: {spec['kind']} model on {spec['in_features']} inputs, one output (for "
+        "regression or binary classification, as the data decided)"
+    )
+    _print_parameters(model)
+    print(f"Config: {_config_summary(config)}")
+    return 0
+
+
+def _config_summary(config: RunConfig) -> str:
+    from torchwork.models import few
+
+    d, m, t = config.data, config.model, config.train
+    data = (
+        f"table {few([d.path])}" + (f", target {few([d.target])}" if d.target else "")
+        if d.path
+        else f"the line y = {d.weight:g} * X + {d.bias:g}, X from {d.start:g} to {d.end:g} by {d.step:g}"
+    )
+    model = m.kind + (f" (hidden {','.join(map(str, m.hidden))})" if m.kind == "mlp" else "")
+    return (
+        f"data {data}; model {model}; loss {t.loss}; optimizer {t.optimizer} (lr {t.lr}); "
+        f"epochs {t.epochs}; batch size {t.batch_size}; seed {t.seed}"
+    )
+
+
+def _print_parameters(model: Any) -> None:
+    print("Architecture:")
+    print("  " + repr(model).replace("\n", "\n  "))
+    print("Parameters:")
+    total = 0
+    for name, tensor in model.state_dict().items():
+        total += tensor.numel()
+        values = tensor.reshape(-1)[:7].tolist()  # a few, not a list of every number
+        shown = " ".join(f"{v:.4f}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        print(f"  {name:<24} shape {list(tensor.shape)!s:<12} {shown}")
+    print(f"  total: {total} numbers")
+
+
+def _plain_text(text: str, limit: int = 40) -> bool:
+    # Text from a file, shown as is only when short and printable (no terminal escapes).
+    return len(text) <= limit and text.isprintable()
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -586,6 +785,9 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from torchwork.distributed import follow_launcher, say_last
+
+    follow_launcher()  # a process of `run --nproc` ends with its launcher, even a killed one
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -595,26 +797,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except TorchworkError as e:
-        print(f"torchwork {args.command}: error: {e}", file=sys.stderr)
+        say_last(f"torchwork {args.command}: error: {e}")
         return e.exit_code
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", 2)
-        print(
-            f"torchwork {args.command}: stopped at once; files are complete but the run is not",
-            file=sys.stderr,
+        say_last(
+            f"torchwork {args.command}: stopped at once; files are complete but the run is not"
         )
         return 128 + signum
 
 
 def entry() -> NoReturn:
-    """`torchwork` and `python -m torchwork`: main(), then leave at once.
+    """`torchwork` and `python -m torchwork`: main(), then leave at once, however it ends.
 
     By then every file is written, flushed to disk and closed; tearing the interpreter down
     would only free memory and unload modules, which with torch loaded takes most of a
-    second here (0.8 s of a 3 s `import torch`). A command that raises still exits the
-    usual way, with its traceback.
+    second here (0.8 s of a 3 s `import torch`). It can also abort the process while other
+    threads still run native code (a table still being read when an error is raised). So a
+    usage error (SystemExit) and a crash, printed with its traceback, leave this way too,
+    with the exit code Python would give.
     """
-    code = main()
+    try:
+        code = main()
+    except SystemExit as e:  # argparse: usage errors, --help, --version
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:  # Ctrl-C before a command started
+        code = 130
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
     try:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -22,7 +22,9 @@ MODELS = ("params", "linear", "mlp")
 LOSSES = ("auto", "l1", "mse", "huber", "bce", "ce")
 TASKS = ("auto", "regression", "binary", "multiclass")
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
+MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files
 CATEGORICAL = ("auto", "none")
+DECIMALS = (".", ",")
 
 # Settings that reliably converge on standardized tabular features; used when a run reads a
 # table (data.path) and the user set none of them. The course defaults stay for the line.
@@ -67,11 +69,18 @@ class DataConfig:
     path: str = ""  # a table to learn from (.csv .tsv .parquet .xlsx .npy .npz); empty = the line
     target: str = ""  # the table's target column; empty = its last column
     features: list[str] = field(default_factory=list)  # feature columns; empty = all the others
+    exclude: list[str] = field(default_factory=list)  # columns left out (IDs, leaks)
     task: str = "auto"  # auto, regression, binary or multiclass
     dropna: bool = False  # drop rows with empty or NaN cells (else they are an error)
     categorical: str = "auto"  # auto: one-hot encode text feature columns; none: refuse them
     scale: bool = True  # standardize numeric table features (fitted on the training rows only)
     scale_target: bool = True  # standardize a regression target; predictions are mapped back
+    max_categories: int = (
+        0  # a text column's most frequent categories kept, the rest one "other"; 0: all
+    )
+    delimiter: str = "auto"  # CSV field separator; auto: found from the file's first lines
+    decimal: str = "."  # CSV decimal mark: . or , (as in 3,14)
+    encoding: str = "utf-8"  # CSV text encoding, for example latin-1 or cp1252
 
 
 @dataclass
@@ -105,10 +114,16 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str = ""  # run folder; empty = a new timestamped folder under runs/
     plots: bool = True  # draw the PNG pictures
+    reference: bool = True  # compute the closed-form (or majority-class) reference
     tensorboard: bool = False  # also log the losses for TensorBoard, in <run>/tensorboard
 
-    def validate(self) -> RunConfig:
-        """Raise TorchworkError naming the flag to change when a value is out of range."""
+    def validate(self, stored: bool = False) -> RunConfig:
+        """Raise TorchworkError naming the flag to change when a value is out of range.
+
+        `stored`: the config of a model file or checkpoint (see `stored_config`): the same
+        limits, without the rules that only stop a run from ignoring a flag (files written
+        before such a rule existed stay readable).
+        """
         d, m, t = self.data, self.model, self.train
         for name in ("weight", "bias", "start", "end", "step", "noise"):
             value = getattr(d, name)
@@ -130,15 +145,44 @@ class RunConfig:
             f"--train, --val and --test add up to {total:g}, more than 1: lower one of them "
             "(for example --train 0.7 --val 0.1 --test 0.2)",
         )
-        _check(m.kind in MODELS, f"unknown model '{m.kind}': use --model {' or '.join(MODELS)}")
+        _check(
+            m.kind in MODELS, f"unknown model {_shown(m.kind)}: use --model {' or '.join(MODELS)}"
+        )
+        _check(
+            len(m.hidden) <= MAX_HIDDEN_LAYERS,
+            f"--hidden gives {len(m.hidden):,} layers, more than {MAX_HIDDEN_LAYERS}: "
+            "give fewer sizes such as 64,64",
+        )
         _check(
             len(m.hidden) > 0 and all(h >= 1 for h in m.hidden),
-            f"--hidden must be a list of positive layer sizes such as 64,64 (got {m.hidden})",
+            f"--hidden must be a list of positive layer sizes such as 64,64 (got {_shown(m.hidden)})",
         )
         _check(d.task in TASKS, f"unknown task '{d.task}': use --task {' or '.join(TASKS)}")
         _check(
             d.categorical in CATEGORICAL,
             f"unknown --categorical '{d.categorical}': use {' or '.join(CATEGORICAL)}",
+        )
+        _check(
+            d.max_categories == 0 or d.max_categories >= 2,
+            f"--max-categories must be 0 (keep all) or at least 2 (got {d.max_categories})",
+        )
+        _check(
+            d.delimiter == AUTO or (len(d.delimiter) == 1 and d.delimiter not in '"\r\n'),
+            f"--delimiter must be one character such as ';' or auto (got {d.delimiter!r})",
+        )
+        _check(d.decimal in DECIMALS, f"--decimal must be . or , (got {d.decimal!r})")
+        _check(
+            d.decimal == "." or d.delimiter != ",",
+            "--decimal , needs another --delimiter than ',' (for example ';')",
+        )
+        _check(
+            _known_encoding(d.encoding),
+            f"unknown --encoding {d.encoding!r}: use for example latin-1",
+        )
+        _check(
+            not set(d.features) & set(d.exclude),
+            f"column(s) {', '.join(sorted(set(d.features) & set(d.exclude)))} are both in "
+            "--features and --exclude: give one of them",
         )
         _check(t.loss in LOSSES, f"unknown loss '{t.loss}': use --loss {' or '.join(LOSSES)}")
         _check(
@@ -150,6 +194,11 @@ class RunConfig:
             f"--lr must be greater than 0, or auto (got {t.lr})",
         )
         _check(0 <= t.momentum < 1, f"--momentum must be in [0, 1) (got {t.momentum})")
+        _check(
+            stored or t.momentum == 0 or t.optimizer == "sgd",
+            f"--momentum is SGD's: --optimizer {t.optimizer} would ignore it; drop --momentum "
+            "or use --optimizer sgd",
+        )
         _check(t.epochs >= 1, f"--epochs must be at least 1 (got {t.epochs})")
         _check(
             t.batch_size == AUTO or (isinstance(t.batch_size, int) and t.batch_size >= 0),
@@ -347,9 +396,51 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     return parse_toml(text, str(path))
 
 
+def _known_encoding(name: str) -> bool:
+    import codecs
+
+    try:
+        return codecs.lookup(name)._is_text_encoding  # rot13 or zlib are codecs, not encodings
+    except (LookupError, ValueError):  # ValueError: a name with a NUL character
+        return False
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise TorchworkError(message)
+
+
+MAX_MESSAGE = 300  # characters of an error message about a stored config: one short line
+
+
+def stored_config(raw: Any, source: str) -> RunConfig:
+    """The run config kept in a model file or checkpoint, held to the limits `run` holds its
+    own config to, so that no command rebuilds from a file what `run` would refuse (a line
+    of a billion rows, an MLP of a thousand layers).
+
+    >>> stored_config({"data": {"step": 1e-9}}, "model.safetensors")  # doctest: +SKIP
+    TorchworkError: model.safetensors holds a config that torchwork run would refuse: ...
+    """
+    try:
+        return RunConfig.from_dict(raw, "the stored config").validate(stored=True)
+    except TorchworkError as e:
+        # A file's text: no line breaks or terminal escapes in a one-line error.
+        message = " ".join(str(e).split())
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "..."
+        raise TorchworkError(
+            f"{source} holds a config that torchwork run would refuse: {message}"
+        ) from None
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value for an error message, cut short: a list from a file can be long."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    count = f"{len(value):,} values" if isinstance(value, list) else f"{len(text):,} characters"
+    return f"{text[:limit]}... ({count})"
 
 
 def _toml_value(value: Any) -> str:

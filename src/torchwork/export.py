@@ -69,8 +69,8 @@ class ExportPipeline(nn.Module):
                 stds.append(f.std)
             else:
                 # One-hot columns pass through unchanged: 0 and 1 are already model inputs.
-                means += [0.0] * len(f.categories)
-                stds += [1.0] * len(f.categories)
+                means += [0.0] * f.width
+                stds += [1.0] * f.width
         self.scale_inputs = any(m != 0.0 for m in means) or any(s != 1.0 for s in stds)
         self.register_buffer("mean", torch.tensor(means, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(stds, dtype=torch.float32))
@@ -192,7 +192,9 @@ def export_model(
 
 
 def _output_path(model_path: Path, fmt: str, out: str | Path | None) -> Path:
-    path = model_path.with_suffix(f".{fmt}") if out is None else Path(out)
+    from torchwork.predict import check_out_name
+
+    path = model_path.with_suffix(f".{fmt}") if out is None else check_out_name(out)
     if path.suffix.lower() != f".{fmt}":
         raise TorchworkError(f"--out {path}: name the {fmt} file with a .{fmt} suffix")
     if path.is_dir():
@@ -238,8 +240,8 @@ def check_rows(
             noise = torch.randn(RANDOM_CHECK_ROWS, 1, generator=generator)
             parts.append(f.mean + f.std * noise)
         else:
-            index = torch.randint(len(f.categories), (RANDOM_CHECK_ROWS,), generator=generator)
-            parts.append(nn.functional.one_hot(index, len(f.categories)).to(torch.float32))
+            index = torch.randint(f.width, (RANDOM_CHECK_ROWS,), generator=generator)
+            parts.append(nn.functional.one_hot(index, f.width).to(torch.float32))
     return torch.cat(parts, dim=1), "random rows", why
 
 
@@ -248,17 +250,21 @@ def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
     from torchwork import arrow
     from torchwork.checkpoint import read_metadata
-    from torchwork.config import RunConfig
+    from torchwork.config import stored_config
     from torchwork.data import prepare_data
+    from torchwork.models import few, one_line
 
     config = read_metadata(model_path)["config"]
     if not config:
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
+    # Held to run's limits (read_metadata already refused a file that breaks them): the
+    # data is rebuilt from it.
+    run_config = stored_config(config, str(model_path))
     try:
-        run_config = RunConfig.from_dict(config)
         source = run_config.data.path
-        if source and not Path(source).is_file():
-            return None, f"its training data {source} is not here"
+        if source and not _is_file(source):
+            shown = source if len(source) <= 200 and source.isprintable() else few([source])
+            return None, f"its training data {shown} is not here"
         data = prepare_data(run_config, log=lambda *_: None, keep_table=True)
         split = next((s for s in ("test", "val", "train") if len(data.rows[s])), None)
         if split is None:
@@ -272,10 +278,17 @@ def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.
             else raw_inputs(encoder, data.table.take(arrow.from_numpy(rows.numpy())))
         )
     except TorchworkError as e:
-        return None, f"its training data cannot be used ({e})"
+        return None, f"its training data cannot be used ({one_line(e)})"
     if X.ndim != 2 or X.shape[1] != in_features:
         return None, "its training data no longer fits the model"
     return X, split
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name too long for this system, from a file's stored config
+        return False
 
 
 def raw_inputs(encoder: Any, table: Any, source: str = "the input") -> torch.Tensor:
@@ -320,6 +333,12 @@ def _outside_graph_notes(encoder: Any, export_name: str) -> list[str]:
         notes.append(
             f"Text columns ({names}) cannot be encoded inside the graph: give one 0/1 column per "
             "category (1 for the row's category), in the order of 'categories'."
+        )
+    other = [f.name for f in text if f.other]
+    if other:
+        notes.append(
+            f"For {', '.join(other)}, a category not listed (grouped by --max-categories, or "
+            "new) takes 1 in the column named '<column>=(other)' instead."
         )
     if encoder.task == "regression":
         notes.append(

@@ -1,18 +1,23 @@
-"""Step 2, building a model: the course's two linear models and a small MLP."""
+"""Step 2, building a model: the course's two linear models, a linear classifier and a
+small MLP."""
 
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+from torchwork.config import MAX_HIDDEN_LAYERS, MODELS
 from torchwork.errors import TorchworkError
 
 MAX_PARAMETERS = (
     100_000_000  # torchwork fits small models; this guards against typos like 64000,64000
 )
+MODEL_TASKS = ("regression", "binary", "multiclass")  # what a model's outputs mean
 
 
 class LinearRegressionModel(nn.Module):
@@ -34,8 +39,8 @@ class LinearRegressionModel(nn.Module):
         return {"kind": "params", "in_features": 1, "out_features": 1}
 
 
-class LinearRegressionModelV2(nn.Module):
-    """The course's model_1: `nn.Linear` does the weights and bias; any number of features."""
+class _LinearLayer(nn.Module):
+    """One `nn.Linear` named linear_layer, as the course's model_1 (its state_dict keys)."""
 
     def __init__(self, in_features: int = 1, out_features: int = 1) -> None:
         super().__init__()
@@ -65,6 +70,27 @@ class LinearRegressionModelV2(nn.Module):
             "in_features": layer.in_features,
             "out_features": layer.out_features,
         }
+
+
+class LinearRegressionModelV2(_LinearLayer):
+    """The course's model_1: `nn.Linear` does the weights and bias; any number of features."""
+
+
+class LinearClassifier(_LinearLayer):
+    """Logistic regression: `nn.Linear` gives one logit per class (a single one for two
+    classes), turned into probabilities by the loss (BCEWithLogits, CrossEntropy) and by
+    `predict`. The same parameters as LinearRegressionModelV2; its description adds the task.
+    """
+
+    def __init__(self, in_features: int = 1, out_features: int = 1, task: str = "binary") -> None:
+        super().__init__(in_features, out_features)
+        self.task = task
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "task": self.task}
+
+    def extra_repr(self) -> str:
+        return f"task={self.task}"
 
 
 class MLP(nn.Module):
@@ -102,25 +128,33 @@ def build_model(
     in_features: int = 1,
     out_features: int = 1,
     hidden: list[int] | None = None,
+    task: str = "regression",
 ) -> nn.Module:
-    """Make a fresh model by name: params, linear or mlp.
+    """Make a fresh model by name: params, linear or mlp; a linear model for a binary or
+    multiclass `task` is a LinearClassifier (logistic regression).
 
     >>> build_model("linear", in_features=3)
     LinearRegressionModelV2(
       (linear_layer): Linear(in_features=3, out_features=1, bias=True)
     )
     """
-    sizes = (
-        [in_features, *(hidden or [64, 64]), out_features]
-        if kind == "mlp"
-        else [in_features, out_features]
-    )
+    hidden = [64, 64] if hidden is None else list(hidden)
+    if kind == "mlp" and len(hidden) > MAX_HIDDEN_LAYERS:
+        raise TorchworkError(
+            f"the mlp model would have {len(hidden):,} hidden layers, more than "
+            f"{MAX_HIDDEN_LAYERS}: give fewer --hidden sizes"
+        )
+    sizes = [in_features, *hidden, out_features] if kind == "mlp" else [in_features, out_features]
     parameters = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
     if parameters > MAX_PARAMETERS:
         raise TorchworkError(
             f"the {kind} model would have {parameters:,} parameters, more than {MAX_PARAMETERS:,}: "
             "use smaller --hidden sizes"
         )
+    if task not in MODEL_TASKS:
+        raise TorchworkError(f"unknown task {task!r:.40}: use {', '.join(MODEL_TASKS)}")
+    if kind == "linear" and task != "regression":
+        return LinearClassifier(in_features, out_features, task)
     if kind == "params":
         if in_features != 1 or out_features != 1:
             raise TorchworkError(
@@ -132,50 +166,177 @@ def build_model(
         return LinearRegressionModelV2(in_features, out_features)
     if kind == "mlp":
         return MLP(in_features, hidden, out_features)
-    raise TorchworkError(f"unknown model '{kind}': use params, linear or mlp")
+    raise TorchworkError(f"unknown model {kind!r:.40}: use params, linear or mlp")
+
+
+def parse_spec(spec: Any, source: str = "the model description") -> dict[str, Any]:
+    """A stored model description, checked against the limits `run` applies before anything
+    is built; complete: kind, in_features, out_features, hidden ([] unless an mlp), task.
+
+    Files written before descriptions named the task read as regression models.
+    """
+    if not isinstance(spec, dict):
+        raise TorchworkError(f"{source} is not a JSON object")
+    kind = spec.get("kind")
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise TorchworkError(f"{source} names no known model kind (got {kind!r:.40})")
+    sizes = {}
+    for key in ("in_features", "out_features"):
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TorchworkError(f"{source} has no valid '{key}' (got {value!r:.40})")
+        sizes[key] = value
+    if kind == "params" and (sizes["in_features"], sizes["out_features"]) != (1, 1):
+        raise TorchworkError(f"{source} gives a params model more than one input or output")
+    hidden: Any = spec.get("hidden", [64, 64]) if kind == "mlp" else []
+    if not isinstance(hidden, list):
+        raise TorchworkError(f"{source} has no valid hidden layer sizes (got {hidden!r:.40})")
+    if len(hidden) > MAX_HIDDEN_LAYERS:
+        raise TorchworkError(
+            f"{source} says {len(hidden):,} hidden layers, more than {MAX_HIDDEN_LAYERS}"
+        )
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        raise TorchworkError(f"{source} has a hidden layer size that is not a whole number >= 1")
+    task = spec.get("task", "regression")
+    if not isinstance(task, str) or task not in MODEL_TASKS:
+        raise TorchworkError(f"{source} names no known task (got {task!r:.40})")
+    parameters = sum(math.prod(shape) for shape in _shapes(kind, sizes, hidden).values())
+    if parameters > MAX_PARAMETERS:
+        raise TorchworkError(
+            f"{source} says {parameters:,} parameters, more than {MAX_PARAMETERS:,}"
+        )
+    return {"kind": kind, **sizes, "hidden": hidden, "task": task}
+
+
+def parameter_shapes(
+    spec: dict[str, Any], source: str = "the model description"
+) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of the parameters of the model a description describes, in
+    state_dict order, found without building it."""
+    s = parse_spec(spec, source)
+    return _shapes(s["kind"], s, s["hidden"])
+
+
+def _shapes(kind: str, sizes: dict[str, int], hidden: list[int]) -> dict[str, tuple[int, ...]]:
+    # The state_dict layout of each class above; tests check it against the classes.
+    n_in, n_out = sizes["in_features"], sizes["out_features"]
+    if kind == "params":
+        return {"weights": (1,), "bias": (1,)}
+    if kind == "linear":
+        return {"linear_layer.weight": (n_out, n_in), "linear_layer.bias": (n_out,)}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (a, b) in enumerate(itertools.pairwise([n_in, *hidden, n_out])):
+        shapes[f"layers.{2 * i}.weight"] = (b, a)
+        shapes[f"layers.{2 * i}.bias"] = (b,)
+    return shapes
+
+
+def check_tensors(
+    spec: dict[str, Any], state: dict[str, torch.Tensor], source: str = "the file"
+) -> None:
+    """Raise unless `state` holds exactly the tensors `spec` describes: their count, names
+    and shapes. Nothing is built, and a message names a few tensors, then how many more."""
+    expected = parameter_shapes(spec, f"the model description in {source}")
+    if len(state) != len(expected) or state.keys() != expected.keys():
+        missing = [k for k in expected if k not in state]
+        extra = [k for k in state if k not in expected]
+        raise TorchworkError(
+            f"{source} does not match its model description: it holds {len(state):,} "
+            f"tensor(s), the description {len(expected):,}; missing {few(missing)}; "
+            f"unexpected {few(extra)}"
+        )
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise TorchworkError(
+                f"{source} does not match its model description: {few([name])} has shape "
+                f"{list(state[name].shape)}, the description says {list(shape)}"
+            )
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Rebuild a model from the dict its `spec()` returned (as stored in a model file)."""
-    try:
-        kind = spec["kind"]
-        in_features = int(spec["in_features"])
-        out_features = int(spec["out_features"])
-        hidden = [int(h) for h in spec.get("hidden", [64, 64])]
-    except (KeyError, TypeError, ValueError) as e:
-        raise TorchworkError(
-            f"the stored model description is incomplete or malformed: {e}"
-        ) from None
-    if in_features < 1 or out_features < 1 or any(h < 1 for h in hidden):
-        raise TorchworkError("the stored model description has a layer size below 1")
-    return build_model(kind, in_features, out_features, hidden)
+    s = parse_spec(spec, "the stored model description")
+    return build_model(s["kind"], s["in_features"], s["out_features"], s["hidden"], s["task"])
 
 
 def spec_from_state_dict(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Recognise which torchwork model a bare state_dict (a .pth file) belongs to."""
     keys = set(state)
+    spec = None
     if keys == {"weights", "bias"}:
-        return {"kind": "params", "in_features": 1, "out_features": 1}
-    if keys == {"linear_layer.weight", "linear_layer.bias"}:
-        out_features, in_features = state["linear_layer.weight"].shape
-        return {"kind": "linear", "in_features": in_features, "out_features": out_features}
-    weights = sorted(
-        (int(k.split(".")[1]), v)
-        for k, v in state.items()
-        if k.startswith("layers.") and k.endswith(".weight")
-    )
-    if weights and all(k.startswith("layers.") for k in keys) and len(keys) == 2 * len(weights):
-        shapes = [w.shape for _, w in weights]
-        if all(len(s) == 2 for s in shapes):
-            return {
+        spec = {"kind": "params", "in_features": 1, "out_features": 1}
+    elif keys == {"linear_layer.weight", "linear_layer.bias"}:
+        weight = state["linear_layer.weight"]
+        if weight.dim() == 2:
+            out_features, in_features = weight.shape
+            spec = {"kind": "linear", "in_features": in_features, "out_features": out_features}
+    else:
+        weights = [state.get(f"layers.{2 * i}.weight") for i in range(len(keys) // 2)]
+        if weights and all(w is not None and w.dim() == 2 for w in weights):
+            spec = {
                 "kind": "mlp",
-                "in_features": shapes[0][1],
-                "out_features": shapes[-1][0],
-                "hidden": [s[0] for s in shapes[:-1]],
+                "in_features": weights[0].shape[1],
+                "out_features": weights[-1].shape[0],
+                "hidden": [w.shape[0] for w in weights[:-1]],
             }
-    raise TorchworkError(
-        f"the state_dict's keys ({', '.join(sorted(keys)[:6])}) match no torchwork model"
-    )
+    if spec is not None:
+        parse_spec(spec, "the state_dict")  # too many layers or parameters: said as such
+        try:
+            check_tensors(spec, state)
+            return spec
+        except TorchworkError:
+            pass
+    raise TorchworkError(f"the state_dict's keys ({few(sorted(keys))}) match no torchwork model")
+
+
+def describe(spec: dict[str, Any], task: str | None = None) -> str:
+    """What a model is, in words: 'logistic regression (LinearClassifier) on 3 inputs'.
+
+    `task` (from the stored preprocessing) wins over the description's, which files
+    written before descriptions named the task lack.
+    """
+    s = parse_spec(spec)
+    task = task if task in MODEL_TASKS else s["task"]
+    classes = 2 if task == "binary" else s["out_features"]
+    purpose = {
+        "regression": "regression",
+        "binary": "binary classification",
+        "multiclass": f"{classes}-class classification",
+    }[task]
+    n = s["in_features"]
+    inputs = f"{n} input{'s' if n != 1 else ''}"
+    if s["kind"] == "params":
+        return f"linear regression (LinearRegressionModel, the course's model_0) on {inputs}"
+    if s["kind"] == "linear":
+        name = {
+            "regression": "linear regression (LinearRegressionModelV2)",
+            "binary": "logistic regression (LinearClassifier)",
+            "multiclass": f"multinomial logistic regression (LinearClassifier, {classes} classes)",
+        }[task]
+        return f"{name} on {inputs}"
+    layers = ", ".join(map(str, s["hidden"]))
+    return f"MLP (hidden layers {layers}) for {purpose} on {inputs}"
+
+
+def few(names: Iterable[Any], shown: int = 3) -> str:
+    """Names for a one-line message: the first few, then how many more
+    ("'a', 'b', 'c' and 299,998 more"); 'none' for none."""
+    names = list(names)
+    if not names:
+        return "none"
+    text = ", ".join(_short(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown:,} more" if len(names) > shown else "")
+
+
+def one_line(error: Exception | str, limit: int = 300) -> str:
+    """An error's message as one short line: a message about a file can quote the file."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _short(name: Any, limit: int = 40) -> str:
+    text = repr(name)  # quotes and escapes: a name from a file prints as one plain line
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

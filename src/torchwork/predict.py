@@ -18,6 +18,7 @@ from torchwork.checkpoint import load, read_metadata
 from torchwork.errors import TorchworkError
 from torchwork.fileio import atomic_path
 from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
+from torchwork.models import one_line
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
@@ -136,7 +137,7 @@ class Predictor:
             try:
                 encoder = TableEncoder.from_dict(preprocess) if preprocess else None
             except TorchworkError as e:
-                raise TorchworkError(f"{path}: {e}") from None
+                raise TorchworkError(f"{path}: {one_line(e)}") from None
             spec = model.spec()
             if encoder is not None and (encoder.in_features, encoder.out_features) != (
                 spec["in_features"],
@@ -227,8 +228,9 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path | Non
 
 
 def with_predictions(table: Any, encoder: Any, outputs: torch.Tensor) -> Any:
-    """The input rows with `prediction` (and class probability) columns added; a column of
-    the same name in the input is replaced."""
+    """The input rows with `prediction` (and class probability) columns added. An input
+    column is never replaced: where the input has a column of that name already, the new
+    one is `prediction_1` (or the next free number)."""
     import pyarrow as pa
 
     if encoder is None:
@@ -236,9 +238,11 @@ def with_predictions(table: Any, encoder: Any, outputs: torch.Tensor) -> Any:
     else:
         columns = prediction_columns(encoder, outputs)
     for name, column in columns.items():
-        if name in table.column_names:
-            table = table.drop_columns([name])
-        table = table.append_column(name, column)
+        free, k = name, 0
+        while free in table.column_names:
+            k += 1
+            free = f"{name}_{k}"
+        table = table.append_column(free, column)
     return table
 
 
@@ -274,6 +278,17 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         result["labels"] = encoder.labels
         result["confusion_matrix"] = details["confusion_matrix"]
     return result
+
+
+def check_out_name(path: str | Path, flag: str = "--out") -> Path:
+    """An output file name given by a user, refused when it holds a line break or another
+    control character (a name no listing shows as typed)."""
+    text = str(path)
+    if not text.isprintable():
+        raise TorchworkError(
+            f"{flag} {text!r:.80} holds a line break or other control character: give a plain file name"
+        )
+    return Path(text)
 
 
 def input_names(count: int) -> list[str]:

@@ -106,10 +106,13 @@ def setup(
     )
 
     # 1. Data
-    data = prepare_data(config, log)
+    notes: list[str] = []  # what reading and encoding found, said after what the data is
+    data = prepare_data(config, notes.append)
     sizes = {name: len(rows) for name, rows in data.rows.items()}
     shown = " / ".join(f"{n} {name}" for name, n in sizes.items() if n or name != "val")
     log(f"1. Data: {data.description}")
+    for note in notes:
+        log(note)
     log(f"   Split: {shown}{' (shuffled)' if d.shuffle else ''}")
 
     # 2. Model, loss function, optimizer
@@ -118,7 +121,11 @@ def setup(
     out_features = data.encoder.out_features if data.encoder is not None else 1
     torch.manual_seed(t.seed)
     model = build_model(
-        m.kind, in_features=data.in_features, out_features=out_features, hidden=m.hidden
+        m.kind,
+        in_features=data.in_features,
+        out_features=out_features,
+        hidden=m.hidden,
+        task=data.task,
     )
     log(
         f"2. Model: {type(model).__name__} ({m.kind}); loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
@@ -267,7 +274,7 @@ def _resume(
             )
         config.set(name, value)
     config.out = str(folder)
-    config.validate()
+    config.validate(stored=True)  # a run that an earlier version started may go on
     done = contents["epoch"]
     if config.train.epochs < done:
         raise TorchworkError(
@@ -285,6 +292,7 @@ def _resume(
         session.data.in_features,
         session.model.spec()["out_features"],
         config.model.hidden,
+        task=session.data.task,
     )
     outputs_before = outputs_of(initial.to(session.device), session.X["test"])
     state = restore(session, contents)
@@ -379,9 +387,13 @@ class Checkpointer:
         received = self.stop.received
         if self.session.group is not None:
             # Every process checkpoints and stops at the same epoch, whichever of them got
-            # the signal or saw the clock pass (one collective call).
-            signals, dues = distributed.all_sum([received is not None, due], self.session.device)
-            received = received or (signal.SIGTERM if signals else None)
+            # the signal or saw the clock pass (one collective call), and names the same
+            # signal (SIGTERM if any got it), so that they all say the same.
+            sigints, sigterms, dues = distributed.all_sum(
+                [received == signal.SIGINT, received == signal.SIGTERM, due], self.session.device
+            )
+            if sigints or sigterms:
+                received = signal.SIGTERM if sigterms else signal.SIGINT
             due = dues > 0
         if due or received is not None:
             self.save(state)
@@ -473,11 +485,12 @@ class StopSignals:
         if self.received is not None:
             raise ImmediateStop(signum)
         self.received = signum
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after this epoch with a checkpoint "
-            "(press Ctrl-C again to stop at once)",
-            file=sys.stderr,
-        )
+        if distributed.main_process():  # every process gets it; one says so
+            print(
+                f"\n{signal.Signals(signum).name}: stopping after this epoch with a checkpoint "
+                "(press Ctrl-C again to stop at once)",
+                file=sys.stderr,
+            )
 
     def __enter__(self) -> StopSignals:
         import threading
@@ -487,9 +500,14 @@ class StopSignals:
                 self.previous[signum] = signal.signal(signum, self.handler)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        # A process of a distributed run that stopped cleanly only has to say so and end:
+        # the signal that torchrun passes on to the others a moment later, if it comes late
+        # to this one, must not make it say it stopped at once.
+        stopped = kind is not None and issubclass(kind, TrainingInterrupted)
+        ignore = stopped and distributed.launched()
         for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
+            signal.signal(signum, signal.SIG_IGN if ignore else previous)
 
 
 class ImmediateStop(KeyboardInterrupt):
@@ -586,13 +604,15 @@ def finish(
         name: score(data.task, data.encoder, outputs[name], data.y_raw[name]) for name in used
     }
     metrics = {name: scores[name][0] for name in used}
-    reference, reference_summary = reference_scores(data, used)
+    reference, reference_summary = reference_scores(data, used, config.reference)
     log("4. Predictions and evaluation")
+    if "skipped" in reference_summary:
+        log(f"   No reference: {reference_summary['skipped']}")
     if data.true is not None:
         log_parameters(model, reference_summary, data.true, log)
     log(
         format_metrics_table(
-            metrics, reference, "closed-form" if data.task == "regression" else "majority"
+            metrics, reference or None, "closed-form" if data.task == "regression" else "majority"
         )
     )
     if config.plots:
@@ -697,10 +717,29 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+REFERENCE_MAX_INPUTS = 2048  # closed-form reference only up to this many model inputs...
+REFERENCE_MAX_WORK = 2e11  # ...and rows x inputs² (its time; about 10 s on 2 cores here)
+
+
 def reference_scores(
-    data: Prepared, used: list[str]
+    data: Prepared, used: list[str], enabled: bool = True
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """The yardstick: closed-form least squares for regression, the majority class otherwise."""
+    """The yardstick: closed-form least squares for regression, the majority class otherwise.
+
+    Skipped when not `enabled` (--no-reference), and the closed form when it would cost
+    more than training could (bounded time: rows x inputs²; memory: inputs²).
+    """
+    if not enabled:
+        return {}, {"skipped": "--no-reference"}
+    rows, width = data.X["train"].shape
+    if data.task == "regression" and (
+        width > REFERENCE_MAX_INPUTS or rows * width * width > REFERENCE_MAX_WORK
+    ):
+        return {}, {
+            "skipped": f"closed-form least squares on {rows:,} rows x {width:,} inputs would take "
+            f"too long (at most {REFERENCE_MAX_INPUTS:,} inputs and {REFERENCE_MAX_WORK:.0e} "
+            "rows x inputs²); fewer inputs (--max-categories, --exclude) bring it back"
+        }
     if data.task == "regression":
         exact = least_squares(data.X["train"], data.y_raw["train"])
         metrics = {
@@ -739,7 +778,8 @@ def log_parameters(
     learned = [f"{v:.4f}" for v in line] if line is not None else ["(mlp)", "(mlp)"]
     log(f"  {'':<8}{'learned':>12}{'closed-form':>14}{'true':>10}")
     for i, name in enumerate(("weight", "bias")):
-        log(f"  {name:<8}{learned[i]:>12}{reference[name][0]:>14.4f}{true[name]:>10.4f}")
+        exact = f"{reference[name][0]:.4f}" if name in reference else "n/a"
+        log(f"  {name:<8}{learned[i]:>12}{exact:>14}{true[name]:>10.4f}")
 
 
 def draw_plots(
