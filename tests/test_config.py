@@ -174,3 +174,18 @@ def test_more_hidden_layers_than_a_small_mlp_are_refused():
     config.model.hidden = [8] * 101
     with pytest.raises(TorchworkError, match="--hidden gives 101 layers"):
         config.validate()
+
+
+def test_an_mlp_on_a_small_table_holds_out_more_validation_rows():
+    from torchwork.config import MLP_SMALL_SPLIT, MLP_SPLIT, choose_split
+
+    mlp = {"data.path": "t.csv", "model.kind": "mlp"}
+    config = RunConfig.layered(overrides=mlp)
+    assert (config.data.train, config.data.val) == MLP_SPLIT
+    assert "--val 0.2" in choose_split(config, 442)
+    assert (config.data.train, config.data.val) == MLP_SMALL_SPLIT
+    assert choose_split(config, 442) == ""  # chosen once: the config says what was used
+    large = RunConfig.layered(overrides=mlp)
+    assert choose_split(large, 200_000) == "" and (large.data.train, large.data.val) == MLP_SPLIT
+    given = RunConfig.layered(overrides={**mlp, "data.train": 0.7, "data.val": 0.1})
+    assert choose_split(given, 442) == "" and given.data.val == 0.1  # a flag wins

@@ -40,6 +40,12 @@ TABLE_DEFAULTS: dict[str, Any] = {
 }
 TABLE_VAL_PATIENCE = 20  # early stopping when a table run asks for a validation split
 MLP_SPLIT = (0.7, 0.1)  # an mlp on a table: training and validation fractions (test stays)
+# ...and on a table of fewer rows than this, twice the validation rows: on scikit-learn's
+# diabetes (442 rows) 44 of them stopped training too early or too late at random. Mean test
+# metric over seeds 0 to 5, linear / mlp 0.7-0.1 / mlp 0.6-0.2: diabetes R² 0.469 / 0.435 /
+# 0.455, wine accuracy 0.977 / 0.982 / 0.987, iris 0.994 / 0.989 / 0.989.
+MLP_SMALL_ROWS = 2000
+MLP_SMALL_SPLIT = (0.6, 0.2)
 MLP_PATIENCE = 10  # and its early stopping, as scikit-learn's n_iter_no_change
 OPTIMIZERS = ("auto", "sgd", "adam", "adamw", "lbfgs")
 AUTO = "auto"
@@ -81,6 +87,7 @@ class DataConfig:
     delimiter: str = "auto"  # CSV field separator; auto: found from the file's first lines
     decimal: str = "."  # CSV decimal mark: . or , (as in 3,14)
     encoding: str = "utf-8"  # CSV text encoding, for example latin-1 or cp1252
+    split_by_rows: bool = False  # an mlp's default split: more validation rows on small tables
 
 
 @dataclass
@@ -286,6 +293,7 @@ class RunConfig:
             # An MLP can fit a table's noise: hold out validation rows and stop early on
             # them, as scikit-learn's MLP does with early_stopping=True.
             config.data.train, config.data.val = MLP_SPLIT
+            config.data.split_by_rows = True  # choose_split: more validation rows on few rows
             if "train.patience" not in given:
                 config.train.patience = MLP_PATIENCE
         if (
@@ -316,6 +324,22 @@ class RunConfig:
         from torchwork.fileio import write_text_atomic
 
         write_text_atomic(path, self.to_toml())
+
+
+def choose_split(config: RunConfig, rows: int) -> str:
+    """An mlp's default split (data.split_by_rows) for a table of `rows`, in place; returns
+    why it was changed, or "" when it was not."""
+    d = config.data
+    if not d.split_by_rows:
+        return ""
+    d.split_by_rows = False  # chosen: the config now says what was used
+    if rows >= MLP_SMALL_ROWS:
+        return ""
+    d.train, d.val = MLP_SMALL_SPLIT
+    return (
+        f"   Chosen for this data: --train {d.train:g} --val {d.val:g} (an mlp on {rows} rows: "
+        "enough validation rows to stop early on)"
+    )
 
 
 def choose_training(config: RunConfig, train_rows: int) -> dict[str, str]:

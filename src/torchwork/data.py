@@ -351,6 +351,7 @@ def prepare_data(
             source_rows=len(X),
         )
 
+    from torchwork.config import choose_split
     from torchwork.read import CsvFormat, give_back_memory, read_table
     from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
 
@@ -359,6 +360,9 @@ def prepare_data(
     target, features = select_columns(table, d.target, d.features, source, d.exclude)
     table = check_values(table, [*features, target], source, dropna=d.dropna, log=log)
     task, why = detect_task(table.column(target), d.task, target, source)
+    chosen_split = choose_split(config, table.num_rows)
+    if chosen_split:
+        log(chosen_split)
     try:
         rows = dict(
             zip(
