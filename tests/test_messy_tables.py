@@ -232,3 +232,13 @@ def test_predictions_never_overwrite_an_input_column():
     assert out.column_names == ["x", "prediction", "prediction_1", "prediction_2"]
     assert out.column("prediction").to_pylist() == ["keep", "me"]
     assert out.column("prediction_2").to_pylist() == [0.5, 1.5]
+
+
+def test_predict_reads_new_rows_as_the_training_table_was_written(tw, tmp_path):
+    _european(tmp_path / "eu.csv")
+    code, _, err = tw("run", "--data", "eu.csv", "--decimal", ",", "--out", "r", "--no-plots")
+    assert code == 0, err
+    code, out, err = tw("predict", "--model", "r/model.safetensors", "--data", "eu.csv")
+    assert code == 0, err
+    assert out.splitlines()[0] == "x1,x2,y,prediction"  # written out as plain CSV
+    assert len(out.splitlines()) == 201

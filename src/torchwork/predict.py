@@ -114,6 +114,7 @@ class Predictor:
     model: nn.Module
     encoder: Any  # TableEncoder, or None for models of the line or bare .pth files
     path: Path
+    csv: Any = None  # read.CsvFormat: how the training table was written (--decimal, ...)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
@@ -132,8 +133,11 @@ class Predictor:
                 f"{path} holds only the weights; the columns, scaling and labels of this "
                 f"model are in {sibling}: use that file"
             )
+        csv = None
         if path.suffix.lower() == ".safetensors":
-            preprocess = read_metadata(path)["preprocess"]
+            metadata = read_metadata(path)
+            preprocess = metadata["preprocess"]
+            csv = _csv_format((metadata.get("config") or {}).get("data") or {})
             try:
                 encoder = TableEncoder.from_dict(preprocess) if preprocess else None
             except TorchworkError as e:
@@ -146,7 +150,7 @@ class Predictor:
                 raise TorchworkError(
                     f"{path}: its preprocessing does not match the model's input or output size"
                 )
-        return cls(model, encoder, path)
+        return cls(model, encoder, path, csv)
 
     def read(
         self, data: str | Path, target: str = "", need_target: bool = False
@@ -164,7 +168,7 @@ class Predictor:
             X = read_features(data)  # a bare array of feature rows, no target column
             names = input_names(X.shape[1])
             return pa.table({n: X[:, j].numpy() for j, n in enumerate(names)}), X
-        table = read_table(data)
+        table = read_table(data, self.csv or _csv_format({}))
         if self.encoder is None:
             features = (
                 [n for n in table.column_names if n != target]
@@ -254,7 +258,7 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         from torchwork.read import read_table
         from torchwork.tables import table_to_tensor
 
-        names = read_table(data).column_names
+        names = read_table(data, predictor.csv or _csv_format({})).column_names
         target = target or names[-1]
         table, X = predictor.read(data, target=target, need_target=True)
         metrics, _ = score(
@@ -294,3 +298,16 @@ def check_out_name(path: str | Path, flag: str = "--out") -> Path:
 def input_names(count: int) -> list[str]:
     """Column names for the inputs of a model without stored column names (the line)."""
     return ["x"] if count == 1 else [f"x{i}" for i in range(count)]
+
+
+def _csv_format(data: dict[str, Any]) -> Any:
+    """The CSV format a stored data config names (the defaults for what it does not): a
+    model trained on a table with decimal commas reads new rows with them too."""
+    from torchwork.read import CsvFormat
+
+    default = CsvFormat()
+    return CsvFormat(
+        data.get("delimiter", default.delimiter),
+        data.get("decimal", default.decimal),
+        data.get("encoding", default.encoding),
+    )
