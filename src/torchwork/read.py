@@ -36,6 +36,10 @@ class CsvFormat:
     decimal: str = "."
     encoding: str = "utf-8"
 
+    @property
+    def utf8(self) -> bool:
+        return self.encoding.replace("_", "-").lower() in ("utf-8", "utf8")
+
     @classmethod
     def of(cls, data: Any) -> CsvFormat:
         """The format a run's data config (DataConfig) names."""
@@ -158,7 +162,7 @@ def _not_utf8(path: Path, csv: CsvFormat, position: int | None = None, column: s
     where = (
         f" (column '{column}')" if column else f" (byte {position})" if position is not None else ""
     )
-    if csv.encoding.replace("_", "-").lower() not in ("utf-8", "utf8"):
+    if not csv.utf8:
         return f"cannot read {path} as {csv.encoding} text{where}: give its --encoding"
     return (
         f"cannot read {path}: it is not UTF-8 text{where}; give its --encoding "
@@ -204,7 +208,7 @@ def _read_csv(path: Path, default_delimiter: str, csv: CsvFormat) -> pa.Table:
     import pyarrow.csv as pcsv
 
     raw = _map_file(path)
-    if csv.encoding.replace("_", "-").lower() not in ("utf-8", "utf8"):
+    if not csv.utf8:
         # Decoded whole, here, so that a bad byte is reported as one, and the rest of the
         # reader sees UTF-8 as always (pyarrow's own transcoding reads in one thread).
         try:
