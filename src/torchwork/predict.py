@@ -118,6 +118,8 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
+        from torchwork.config import stored_config
+        from torchwork.read import CsvFormat
         from torchwork.tables import TableEncoder
 
         path = Path(path)
@@ -133,11 +135,13 @@ class Predictor:
                 f"{path} holds only the weights; the columns, scaling and labels of this "
                 f"model are in {sibling}: use that file"
             )
-        csv = None
+        csv = CsvFormat()
         if path.suffix.lower() == ".safetensors":
             metadata = read_metadata(path)
             preprocess = metadata["preprocess"]
-            csv = _csv_format((metadata.get("config") or {}).get("data") or {})
+            if metadata.get("config"):
+                # New rows are written as the training table was (--decimal , and so on).
+                csv = CsvFormat.of(stored_config(metadata["config"], str(path)).data)
             try:
                 encoder = TableEncoder.from_dict(preprocess) if preprocess else None
             except TorchworkError as e:
@@ -156,7 +160,7 @@ class Predictor:
         self, data: str | Path, target: str = "", need_target: bool = False
     ) -> tuple[Any, torch.Tensor]:
         """Read a table for this model: (table, encoded inputs), with every column checked."""
-        from torchwork.read import read_table
+        from torchwork.read import CsvFormat, read_table
         from torchwork.tables import check_values, require_numbers, table_to_tensor
 
         source = str(data)
@@ -168,7 +172,7 @@ class Predictor:
             X = read_features(data)  # a bare array of feature rows, no target column
             names = input_names(X.shape[1])
             return pa.table({n: X[:, j].numpy() for j, n in enumerate(names)}), X
-        table = read_table(data, self.csv or _csv_format({}))
+        table = read_table(data, self.csv or CsvFormat())
         if self.encoder is None:
             features = (
                 [n for n in table.column_names if n != target]
@@ -255,10 +259,10 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
     predictor = Predictor.from_file(model_path)
     encoder = predictor.encoder
     if encoder is None:
-        from torchwork.read import read_table
+        from torchwork.read import CsvFormat, read_table
         from torchwork.tables import table_to_tensor
 
-        names = read_table(data, predictor.csv or _csv_format({})).column_names
+        names = read_table(data, predictor.csv or CsvFormat()).column_names
         target = target or names[-1]
         table, X = predictor.read(data, target=target, need_target=True)
         metrics, _ = score(
@@ -298,16 +302,3 @@ def check_out_name(path: str | Path, flag: str = "--out") -> Path:
 def input_names(count: int) -> list[str]:
     """Column names for the inputs of a model without stored column names (the line)."""
     return ["x"] if count == 1 else [f"x{i}" for i in range(count)]
-
-
-def _csv_format(data: dict[str, Any]) -> Any:
-    """The CSV format a stored data config names (the defaults for what it does not): a
-    model trained on a table with decimal commas reads new rows with them too."""
-    from torchwork.read import CsvFormat
-
-    default = CsvFormat()
-    return CsvFormat(
-        data.get("delimiter", default.delimiter),
-        data.get("decimal", default.decimal),
-        data.get("encoding", default.encoding),
-    )
