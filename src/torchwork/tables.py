@@ -232,7 +232,8 @@ def check_values(
                 f"column '{name}' of {source} holds {type_} values, not numbers or text: "
                 "convert it to numbers, or leave it out with --features"
             )
-        if is_text(type_) and _check_mixed(column, name, source):
+        distinct = arrow.unique(column) if is_text(type_) else []
+        if is_text(type_) and _check_mixed(column, distinct, name, source):
             # Numbers stored as text (an Excel column formatted as text, say): read as numbers.
             try:
                 column = arrow.cast(column, pa.float64())
@@ -243,7 +244,7 @@ def check_values(
             table = table.set_column(table.column_names.index(name), name, column)
             type_ = column.type
         elif is_text(type_) and log is not None:
-            _point_out_formatted_numbers(column, name, source, log)
+            _point_out_formatted_numbers(distinct, name, source, log)
         if _all_present_and_finite(column):
             continue
         present = [arrow.validity(chunk) for chunk in column.chunks]
@@ -328,11 +329,11 @@ _FORMATTED_NUMBER = re.compile(r"[+-]?(\d{1,3}([,. '\u00a0]\d{3})+([.,]\d+)?|\d+
 
 
 def _point_out_formatted_numbers(
-    column: pa.ChunkedArray, name: str, source: str, log: Callable[[str], None]
+    distinct: list[str], name: str, source: str, log: Callable[[str], None]
 ) -> None:
-    """A warning for a text column whose values look like numbers with digit separators or
-    a decimal comma: one-hot encoded, they would be one category per value."""
-    formatted = _formatted_numbers(column)
+    """A warning for a text column (of these distinct values) whose values look like numbers
+    with digit separators or a decimal comma: one-hot encoded, one category per value."""
+    formatted = _formatted_numbers(distinct)
     if formatted:
         log(
             f"   Warning: column '{name}' of {source} holds text that looks like numbers "
@@ -341,17 +342,18 @@ def _point_out_formatted_numbers(
         )
 
 
-def _formatted_numbers(column: pa.ChunkedArray) -> str:
-    """One value of a text column that mostly (90%) holds numbers written for people, or ""."""
-    distinct = arrow.unique(column.slice(0, 100_000))[:1000]
+def _formatted_numbers(distinct: list[str]) -> str:
+    """One of a text column's distinct values (the first 1000 are looked at) when most (90%)
+    of them are numbers written for people, or ""."""
+    distinct = distinct[:1000]
     formatted = [v for v in distinct if _FORMATTED_NUMBER.fullmatch(v.strip())]
     return formatted[0] if formatted and len(formatted) * 10 >= len(distinct) * 9 else ""
 
 
-def _check_mixed(column: pa.ChunkedArray, name: str, source: str) -> bool:
-    """True when a text column holds only numbers; an error when it holds mostly numbers."""
+def _check_mixed(column: pa.ChunkedArray, distinct: list[str], name: str, source: str) -> bool:
+    """True when a text column (of these distinct values) holds only numbers; an error when
+    it holds mostly numbers."""
     # A column of numbers with a typo is read as text; say so instead of one-hot encoding it.
-    distinct = arrow.unique(column)
     numeric = [v for v in distinct if _looks_numeric(v)]
     if numeric and len(numeric) == len(distinct):
         return True
@@ -425,7 +427,7 @@ def detect_task(column: pa.ChunkedArray, requested: str, name: str, source: str)
         return "binary", f"target '{name}' has 2 distinct values"
     if is_text(type_):
         if count > MAX_CLASSES:
-            formatted = _formatted_numbers(column)
+            formatted = _formatted_numbers(arrow.unique(column.slice(0, 100_000)))
             fix = (
                 f"it looks like numbers ({formatted!r}): remove the digit separators, or for a "
                 "decimal comma give --decimal , (and --delimiter ;)"
