@@ -56,6 +56,19 @@ def test_split_shuffle_is_seeded_and_keeps_every_row():
     assert torch.allclose(a.y_train, 0.7 * a.X_train + 0.3)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_split_test_rows_do_not_depend_on_the_validation_split(shuffle):
+    # An mlp's default holds out validation rows (0.6/0.2/0.2) where a linear model does not
+    # (0.8/0.2): on 178 rows (wine) both must be scored on the same 36 test rows.
+    X = torch.arange(178.0).unsqueeze(1)
+    y = X.clone()
+    plain = split(X, y, train=0.8, test=0.2, shuffle=shuffle, seed=42)
+    held = split(X, y, train=0.6, val=0.2, test=0.2, shuffle=shuffle, seed=42)
+    assert torch.equal(plain.X_test, held.X_test) and len(held.X_test) == 36
+    assert torch.equal(held.X_train, plain.X_train[: len(held.X_train)])
+    assert len(held.X_train) + len(held.X_val) == len(plain.X_train)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -84,8 +84,10 @@ class Splits(NamedTuple):
 def split_sizes(
     rows: int, train: float = 0.8, val: float = 0.0, test: float = 0.2
 ) -> tuple[int, int, int]:
-    """Row counts for each split: int(fraction * rows) like the course; a test split that
-    takes what is left when the fractions add up to 1."""
+    """Row counts for each split: int(fraction * rows) like the course, and the rows left
+    when the fractions add up to 1 to the test split (course) or, with a validation split,
+    to the training split: the test split's size then depends on the test fraction alone,
+    so runs that hold out different validation rows are scored on the same test rows."""
     for name, value in (("train", train), ("val", val), ("test", test)):
         if not 0 <= value <= 1:
             raise TorchworkError(f"the {name} fraction must be between 0 and 1 (got {value})")
@@ -95,9 +97,12 @@ def split_sizes(
             f"the split fractions add up to {total:g}, more than 1: lower train, val or test"
         )
     # The epsilon keeps int() from rounding 0.29 * 100 = 28.999... down to 28.
-    n_train = int(train * rows + 1e-9)
     n_val = int(val * rows + 1e-9)
-    n_test = rows - n_train - n_val if total > 1 - 1e-9 else int(test * rows + 1e-9)
+    if total > 1 - 1e-9:
+        n_test = rows - int((train + val) * rows + 1e-9)
+        n_train = rows - n_val - n_test
+    else:
+        n_train, n_test = int(train * rows + 1e-9), int(test * rows + 1e-9)
     if n_train < 1:
         raise TorchworkError(
             f"the training split would be empty ({rows} rows x {train:g}): add rows or raise --train"
@@ -139,8 +144,8 @@ def split(
     if not shuffle:
         # Slices, exactly like the course's X[:train_split].
         a, b = len(train_rows), len(train_rows) + len(val_rows)
-        c = b + len(test_rows)
-        return Splits(X[:a], y[:a], X[a:b], y[a:b], X[b:c], y[b:c])
+        c = len(X) - len(test_rows)
+        return Splits(X[:a], y[:a], X[a:b], y[a:b], X[c:], y[c:])
     return Splits(
         X[train_rows], y[train_rows], X[val_rows], y[val_rows], X[test_rows], y[test_rows]
     )
@@ -155,11 +160,12 @@ def split_indices(
     seed: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The row numbers of each split, as `split` takes them (for tables: fit scaling on the
-    training rows before encoding)."""
+    training rows before encoding). The test rows are the last of the (shuffled) order:
+    with the same seed, the same rows whatever the training and validation fractions."""
     n_train, n_val, n_test = split_sizes(rows, train, val, test)
     order = torch.randperm(rows, generator=_generator(seed)) if shuffle else torch.arange(rows)
     a, b = n_train, n_train + n_val
-    return order[:a], order[a:b], order[b : b + n_test]
+    return order[:a], order[a:b], order[rows - n_test :]
 
 
 def batches(
