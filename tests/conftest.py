@@ -94,3 +94,100 @@ def moons(rows=1000, noise=0.1, seed=0):
         scale=noise, size=rows
     )
     return {"a": x1, "b": x2, "label": label}
+
+
+# --- Trained runs shared by the whole session ----------------------------------------------
+# Each is trained once, the first time a test asks for it, and read by tests of several
+# modules: read them in place, and copy a run (shutil.copytree to tmp_path) to change or add
+# files in it, so that no test depends on another or on the order they run in.
+
+
+@pytest.fixture(scope="session")
+def course_run(tmp_path_factory):
+    """`torchwork run --epochs 100 --out course` in a fresh process, as the course does, with
+    its pictures: (the run folder, what it printed)."""
+    folder = tmp_path_factory.mktemp("course")
+    result = subprocess.run(
+        [sys.executable, "-m", "torchwork", "run", "--epochs", "100", "--out", "course"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return folder / "course", result.stdout
+
+
+@pytest.fixture(scope="session")
+def species(tmp_path_factory):
+    """A multiclass table with string labels and a text feature, trained once in a fresh
+    process with a validation split and pictures: (the folder holding iris.csv and the run
+    folder `run`, what the run printed)."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("species")
+    rng = np.random.default_rng(2)
+    k = rng.integers(0, 3, 600)
+    centers = np.array([[0, 0], [4, 0], [0, 4]])
+    P = centers[k] + rng.normal(size=(600, 2))
+    colour = np.where(rng.uniform(size=600) < 0.5, "red", "blue")
+    names = np.array(["setosa", "versicolor", "virginica"])[k]
+    write_csv(folder / "iris.csv", {"p": P[:, 0], "q": P[:, 1], "colour": colour, "species": names})
+    result = run_cli(
+        "run", "--data", "iris.csv", "--val", "0.1", "--train", "0.7", "--out", "run", cwd=folder
+    )
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout
+
+
+COLORS = ["blue", "green", "red"]
+
+
+def small_tables(rows=200, seed=0) -> dict[str, dict]:
+    """Three tables of the same rows: a binary and a multiclass one with a text column, and a
+    numeric regression one whose features and target (about 1000) are far from scaled."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=rows), rng.normal(size=rows) * 10 + 50
+    color = rng.choice(COLORS, rows)
+    red = color == "red"
+    return {
+        "binary": {"a": a, "b": b, "color": color, "label": np.where(a + red > 0.3, "yes", "no")},
+        "multiclass": {
+            "a": a,
+            "color": color,
+            "kind": np.where(a > 0.5, "high", np.where(a < -0.5, "low", "mid")),
+        },
+        "regression": {"a": a, "b": b, "price": 3 * a - 2 * b + 1000 + rng.normal(size=rows)},
+    }
+
+
+@pytest.fixture(scope="session")
+def small_models(tmp_path_factory):
+    """Tiny models trained in this process without pictures: the line (20 epochs), and a run
+    of 30 epochs on each of small_tables() (the multiclass one an MLP with 8 hidden units),
+    each run in the folder of its name beside the NAME.csv it came from.
+
+    Returns {"folder": that folder, NAME: its model.safetensors, "tables": {NAME: the table}}.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from torchwork.cli import main
+
+    folder = tmp_path_factory.mktemp("small-models")
+    tables = small_tables()
+    flags = {"multiclass": ["--model", "mlp", "--hidden", "8"]}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        assert main(["run", "--epochs", "20", "--out", "line", "--no-plots"]) == 0
+        for name, columns in tables.items():
+            pcsv.write_csv(pa.table(columns), f"{name}.csv")
+            args = ["--data", f"{name}.csv", "--epochs", "30", *flags.get(name, [])]
+            assert main(["run", *args, "--out", name, "--no-plots"]) == 0
+    return {
+        "folder": folder,
+        **{name: folder / name / "model.safetensors" for name in ("line", *tables)},
+        "tables": {name: pa.table(columns) for name, columns in tables.items()},
+    }

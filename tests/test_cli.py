@@ -10,19 +10,7 @@ import pytest
 
 from conftest import assert_clean_error
 
-
-@pytest.fixture(scope="module")
-def course_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("course")
-    result = subprocess.run(
-        [sys.executable, "-m", "torchwork", "run", "--epochs", "100", "--out", "course"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return folder / "course", result.stdout
+# course_run (conftest.py): `torchwork run --epochs 100` in a fresh process, made once a session.
 
 
 def test_run_epochs_100_reproduces_the_course(course_run):

@@ -2,6 +2,7 @@
 predicts what `torchwork predict` predicts."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,6 @@ import pyarrow.csv as pcsv
 import pytest
 import torch
 
-from conftest import write_csv
 from torchwork.errors import TorchworkError
 from torchwork.export import export_model
 from torchwork.predict import Predictor
@@ -40,59 +40,12 @@ assert "torchwork" not in sys.modules
 """
 
 
-def regression_rows(rows=200, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(rows, 3)) * [1.0, 5.0, 20.0] + [0.0, 10.0, -30.0]
-    y = X @ [1.5, -0.3, 0.05] + 2 + rng.normal(scale=0.1, size=rows)
-    return {"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "y": y}
-
-
-def classification_rows(rows=200, seed=0):
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=rows)
-    b = rng.normal(size=rows) * 4 + 10
-    color = rng.choice(["red", "green", "blue"], rows)
-    score = a + (color == "red") * 1.0
-    size = np.array(["small", "medium", "large"])[np.digitize(score, [-0.5, 0.8])]
-    return {
-        "a": a,
-        "b": b,
-        "color": color,
-        "size": size,
-        "good": np.where(score > 0.5, "yes", "no"),
-    }
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """The line, a scaled regression table, a binary and a multiclass table with a text column."""
-    from torchwork.cli import main
-
-    folder = tmp_path_factory.mktemp("export")
-    classes = classification_rows()
-    write_csv(folder / "t.csv", regression_rows())
-    write_csv(folder / "binary.csv", {k: v for k, v in classes.items() if k != "size"})
-    write_csv(folder / "multiclass.csv", {k: v for k, v in classes.items() if k != "good"})
-    runs = {
-        "line": ["--epochs", "20"],
-        "regression": ["--data", "t.csv", "--epochs", "30"],
-        "binary": ["--data", "binary.csv", "--epochs", "30"],
-        "multiclass": [
-            "--data",
-            "multiclass.csv",
-            "--epochs",
-            "30",
-            "--model",
-            "mlp",
-            "--hidden",
-            "8",
-        ],
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        for name, args in runs.items():
-            assert main(["run", *args, "--out", name, "--no-plots"]) == 0
-    return folder
+@pytest.fixture
+def models(small_models, tmp_path_factory):
+    """The session's tiny runs (conftest.py): the line, a binary and a multiclass table with a
+    text column, a scaled regression table, each beside its data. A copy for each test, as an
+    export is written beside its model (and outside tmp_path, which some tests keep empty)."""
+    return shutil.copytree(small_models["folder"], tmp_path_factory.mktemp("runs") / "runs")
 
 
 def inputs_from_sidecar(sidecar: dict, table: pa.Table) -> np.ndarray:
@@ -158,7 +111,7 @@ def test_export_predicts_what_torchwork_predicts(models, name, fmt, tmp_path, mo
         assert result.sidecar == models / name / f"model.{fmt}.preprocess.json"
         assert sidecar["input_columns"] == encoder.input_names == result.input_names
         assert sidecar["labels"] == encoder.labels and sidecar["task"] == encoder.task
-        table = pcsv.read_csv(models / {"regression": "t.csv"}.get(name, f"{name}.csv"))
+        table = pcsv.read_csv(models / f"{name}.csv")
         table = table.slice(0, 25)
         X = inputs_from_sidecar(sidecar, table)
         # The trusted answer: torchwork's own encoding and decoding, which the graph must match.
@@ -191,12 +144,12 @@ def test_bare_pth_is_checked_on_random_rows(models, tmp_path):
 
 
 def test_a_table_model_whose_data_is_gone_is_checked_on_random_rows(models, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # t.csv is not here
+    monkeypatch.chdir(tmp_path)  # regression.csv is not here
     result = export_model(
         models / "regression" / "model.safetensors", "pt2", out="r.pt2", log=lambda *_: None
     )
     assert result.checked_on == "random rows"
-    assert "t.csv is not here" in result.notes[0]
+    assert "regression.csv is not here" in result.notes[0]
     assert (tmp_path / "r.pt2.preprocess.json").is_file()
 
 

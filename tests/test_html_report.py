@@ -1,18 +1,18 @@
 """report.html and `compare`: self-contained pages built from what a run folder holds."""
 
 import base64
+import csv
 import json
-import re
 import shutil
 import subprocess
 import sys
+import tomllib
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import write_csv
 from torchwork.cli import main
 from torchwork.errors import TorchworkError
 from torchwork.html_report import PREVIEW_ROWS, compare_runs, write_report
@@ -88,16 +88,13 @@ def run(*args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A line run with pictures, a small classification table run, three learning rates."""
+def runs(tmp_path_factory, course_run, species):
+    """A line run with pictures (r1) and a classification table run (cls): copies of the
+    session's course run and multiclass table run (conftest.py), as the reports are written
+    into their folders; and three learning rates without pictures."""
     root = tmp_path_factory.mktemp("runs")
-    run("--epochs", "30", "--out", str(root / "r1"))
-    rng = np.random.default_rng(3)
-    k = rng.integers(0, 3, 150)
-    points = np.array([[0, 0], [4, 0], [0, 4]])[k] + rng.normal(size=(150, 2))
-    species = np.array(["setosa", "versicolor", "virginica"])[k]
-    write_csv(root / "iris.csv", {"p": points[:, 0], "q": points[:, 1], "species": species})
-    run("--data", str(root / "iris.csv"), "--epochs", "30", "--out", str(root / "cls"))
+    shutil.copytree(course_run[0], root / "r1")
+    shutil.copytree(species[0] / "run", root / "cls")
     for lr in ("0.01", "0.05", "0.1"):
         run("--epochs", "30", "--lr", lr, "--no-plots", "--out", str(root / f"lr-{lr}"))
     return root
@@ -119,9 +116,140 @@ def summary(folder: Path) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
 
-def section(text: str, name: str) -> str:
-    start = text.index(f'<section id="{name}">')
-    return text[start : text.index("</section>", start)]
+class Element:
+    """One element of a parsed page: its tag, its attributes, and what it holds (elements and
+    text, in order)."""
+
+    def __init__(self, tag: str, attrs: dict[str, str]):
+        self.tag, self.attrs = tag, attrs
+        self.children: list[Element | str] = []
+
+    def text(self) -> str:
+        """Its text as a reader sees it: character references decoded, tags left out."""
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children).strip()
+
+    def walk(self):
+        """This element and every element inside it, in the order of the page."""
+        yield self
+        for child in self.children:
+            if isinstance(child, Element):
+                yield from child.walk()
+
+    def find(self, tag: str) -> list["Element"]:
+        return [e for e in self.walk() if e.tag == tag]
+
+    def cells(self) -> list["Element"]:
+        """The <th> and <td> cells of a <tr>."""
+        return [c for c in self.children if isinstance(c, Element) and c.tag in ("th", "td")]
+
+
+class TreeParser(HTMLParser):
+    """The page as a tree of Elements (for pages that parse() has found well formed)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = Element("", {})
+        self.open = [self.root]
+
+    def handle_starttag(self, tag, attrs):
+        element = Element(tag, {k: v or "" for k, v in attrs})
+        self.open[-1].children.append(element)
+        if tag not in VOID:
+            self.open.append(element)
+
+    def handle_startendtag(self, tag, attrs):
+        self.open[-1].children.append(Element(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag):
+        if tag not in VOID:
+            assert self.open.pop().tag == tag
+
+    def handle_data(self, data):
+        self.open[-1].children.append(data)
+
+
+def tree(text: str) -> Element:
+    parse(text)  # well formed, every tag closed where it should be
+    parser = TreeParser()
+    parser.feed(text)
+    parser.close()
+    return parser.root
+
+
+def section(text: str, name: str) -> Element:
+    """The page's <section id="NAME">, parsed."""
+    (found,) = [e for e in tree(text).find("section") if e.attrs.get("id") == name]
+    return found
+
+
+def rows(table: Element) -> list[list[str]]:
+    """The text of every cell of a table, row by row, the header rows first."""
+    return [[cell.text() for cell in tr.cells()] for tr in table.find("tr")]
+
+
+def facts(element: Element) -> dict[str, str]:
+    """The report's fact cards (<div class="fact"><b>LABEL</b>VALUE</div>) as {LABEL: VALUE}."""
+    cards = [e for e in element.find("div") if "fact" in e.attrs.get("class", "").split()]
+    found = {}
+    for card in cards:
+        (label,) = card.find("b")
+        found[label.text()] = card.text().removeprefix(label.text()).strip()
+    return found
+
+
+def captioned_tables(element: Element) -> dict[str, Element]:
+    """Each table under the caption before it (the text of an <h3> or a <summary>)."""
+    tables, caption = {}, None
+    for e in element.walk():
+        if e.tag in ("h3", "summary"):
+            caption = e.text()
+        elif e.tag == "table":
+            assert caption not in tables, caption
+            tables[caption] = e
+    return tables
+
+
+def metrics_table(element: Element) -> dict[tuple[str, str], dict[str, float]]:
+    """The metrics table as {(split, model): {heading: number}}: a row that starts with a
+    <th> names its split; a row without one is another model on the split above it."""
+    (table,) = element.find("table")
+    header, *body = table.find("tr")
+    headings = [cell.text() for cell in header.cells()]
+    assert headings[:2] == ["split", "model"], headings
+    found, split = {}, None
+    for tr in body:
+        cells = tr.cells()
+        if cells[0].tag == "th":
+            split, cells = cells[0].text(), cells[1:]
+        model, *numbers = [cell.text() for cell in cells]
+        assert (split, model) not in found, (split, model)
+        found[split, model] = dict(zip(headings[2:], map(float, numbers), strict=True))
+    return found
+
+
+# The metric names of summary.json as the report's column headings.
+HEADING = {
+    "mae": "MAE",
+    "mse": "MSE",
+    "rmse": "RMSE",
+    "r2": "R²",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "roc_auc": "ROC AUC",
+}
+
+
+def headed(values: dict[str, float]) -> dict[str, float]:
+    return {HEADING[name]: value for name, value in values.items()}
+
+
+def predictions(folder: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """predictions.csv of a run, read with the csv module: (its header, its rows)."""
+    with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
 
 
 def test_report_is_written_in_the_run_folder_atomically(runs, line_report):
@@ -150,62 +278,128 @@ def test_metrics_appear_beside_the_reference(runs, line_report):
     _, text = line_report
     s = summary(runs / "r1")
     metrics = section(text, "metrics")
+    # Every split's row holds its own numbers, the learned model's and the reference's.
+    expected = {}
     for split, values in s["metrics"].items():
-        for name, value in values.items():
-            assert f"{value:.6f}" in metrics, (split, name)
-            assert f"{s['reference']['metrics'][split][name]:.6f}" in metrics, (split, name)
-    assert "closed-form" in metrics and "lstsq" in metrics
-    assert "<td>learned</td>" in metrics
+        expected[split, "learned"] = headed(values)
+        expected[split, "closed-form"] = headed(s["reference"]["metrics"][split])
+    shown = metrics_table(metrics)
+    assert list(shown) == list(expected)
+    for key, values in expected.items():
+        assert shown[key] == pytest.approx(values, abs=1e-6), key  # shown to 6 decimals
+    assert "closed-form" in metrics.text() and "lstsq" in metrics.text()
 
 
 def test_learned_parameters_beside_closed_form_and_true(runs, line_report):
     _, text = line_report
     s = summary(runs / "r1")
-    parameters = section(text, "parameters")
-    assert f"{s['learned']['weights'][0]:.4f}" in parameters
-    assert f"{s['learned']['bias'][0]:.4f}" in parameters
-    assert f"{s['reference']['weight'][0]:.4f}" in parameters
-    assert "0.7000" in parameters and "0.3000" in parameters  # the course's true line
-    assert f"{abs(s['learned']['weights'][0] - 0.7):.4f}" in parameters
+    line, _ = section(text, "parameters").find("table")  # then every learned tensor
+    header, *body = rows(line)
+    assert header == ["", "learned", "closed-form", "true", "|learned − true|"]
+    shown = {name: [float(v) for v in values] for name, *values in body}
+    assert list(shown) == ["weight", "bias"]
+    assert s["true"] == {"weight": 0.7, "bias": 0.3}  # the course's true line
+    for name, learned in (
+        ("weight", s["learned"]["weights"][0]),
+        ("bias", s["learned"]["bias"][0]),
+    ):
+        exact, true = s["reference"][name][0], s["true"][name]
+        expected = [learned, exact, true, abs(learned - true)]
+        assert shown[name] == pytest.approx(expected, abs=5e-5), name  # shown to 4 decimals
 
 
 def test_split_timings_versions_and_config_are_shown(runs, line_report):
     _, text = line_report
     s = summary(runs / "r1")
-    data = section(text, "data")
-    assert re.search(r"<th>train</th><td class=\"num\">40</td>", data)
-    assert re.search(r"<th>test</th><td class=\"num\">10</td>", data)
-    training = section(text, "training")
-    assert "Epochs run</b>30<" in training and "Stopped early</b>no<" in training
-    versions = section(text, "versions")
-    assert s["versions"]["torch"] in versions and s["versions"]["torchwork"] in versions
-    config = section(text, "config")
-    assert "[train]" in config and "<code>lr</code>" in config and "<code>0.01</code>" in config
+    (split,) = section(text, "data").find("table")
+    header, *body = rows(split)
+    assert header == ["split", "rows", "share"]
+    assert {name: int(count) for name, count, _ in body} == {"train": 40, "test": 10, "all": 50}
+    assert s["rows"] == {"train": 40, "test": 10}
+    training = facts(section(text, "training"))
+    assert s["epochs_run"] == 100 and not s["stopped_early"]
+    assert training["Epochs run"] == "100" and training["Stopped early"] == "no"
+    (versions,) = section(text, "versions").find("table")
+    assert dict(rows(versions)) == s["versions"]
+    assert s["versions"]["torch"] and s["versions"]["torchwork"]
+    config = {}
+    for table in section(text, "config").find("table"):
+        (group,), *settings = rows(table)
+        config[group] = dict(settings)
+    written = tomllib.loads((runs / "r1" / "config.toml").read_text())
+    assert set(config["[train]"]) == set(written["train"])
+    assert config["[train]"]["lr"] == "0.01" and config["[train]"]["epochs"] == "100"
 
 
 def test_classification_report_has_confusion_matrix_and_majority_class(runs, table_report):
     _, text = table_report
     s = summary(runs / "cls")
-    confusion = section(text, "confusion")
-    for label in s["labels"]:
-        assert f"<th>{label}</th>" in confusion
-    for row in s["confusion_matrix"]["test"]:
-        for count in row:
-            assert f">{count}</td>" in confusion
+    labels, target = s["labels"], s["data"]["target"]
+    header, written = predictions(runs / "cls")
+    assert header[:3] == ["split", target, "prediction"]
+    # The counts, made here from predictions.csv: [split][actual, predicted].
+    counted: dict[str, Counter] = {}
+    for row in written:
+        counted.setdefault(row["split"], Counter())[row[target], row["prediction"]] += 1
+    assert set(labels) == {row[target] for row in written}
+    # A transposed table must fail below: the fixture's test split is not symmetric.
+    test = counted["test"]
+    assert any(test[a, p] != test[p, a] for a in labels for p in labels), test
+
+    tables = captioned_tables(section(text, "confusion"))
+    assert set(s["confusion_matrix"]) == set(counted)
+    assert list(tables) == [
+        f"{split} ({sum(counted[split].values())} rows)"
+        for split in ("test", "val", "train")
+        if split in counted
+    ]
+    for caption, table in tables.items():
+        split = caption.split()[0]
+        head, *body = table.find("tr")
+        assert [cell.text() for cell in head.cells()] == ["actual \\ predicted", *labels]
+        assert [tr.cells()[0].text() for tr in body] == labels
+        for i, (actual, tr) in enumerate(zip(labels, body, strict=True)):
+            cells = tr.cells()[1:]
+            assert [int(cell.text()) for cell in cells] == [
+                counted[split][actual, p] for p in labels
+            ]
+            assert [int(cell.text()) for cell in cells] == s["confusion_matrix"][split][i]
+            diagonal = ["diag" in cell.attrs["class"].split() for cell in cells]
+            assert diagonal == [j == i for j in range(len(labels))]
+
+    # Accuracy per split, and the majority class of the training split as the reference.
+    trained_on = Counter(row[target] for row in written if row["split"] == "train")
+    majority = trained_on.most_common(1)[0][0]
+    assert s["reference"]["label"] == majority
     metrics = section(text, "metrics")
-    assert "majority class" in metrics and s["reference"]["label"] in metrics
-    assert f"{s['metrics']['test']['accuracy']:.6f}" in metrics
-    assert "linear_layer.weight" in section(text, "parameters")
-    assert "closed-form" not in section(text, "parameters")  # no true line for a table
+    shown = metrics_table(metrics)
+    for split, counts in counted.items():
+        rows_in_split = sum(counts.values())
+        right = sum(counts[label, label] for label in labels)
+        assert shown[split, "learned"]["accuracy"] == pytest.approx(right / rows_in_split, abs=1e-6)
+        assert shown[split, "learned"] == pytest.approx(headed(s["metrics"][split]), abs=1e-6)
+        always = sum(n for (actual, _), n in counts.items() if actual == majority)
+        reference = shown[split, "majority class"]
+        assert reference["accuracy"] == pytest.approx(always / rows_in_split, abs=1e-6)
+        assert reference == pytest.approx(headed(s["reference"]["metrics"][split]), abs=1e-6)
+    assert f"always predicting {s['reference']['label']}" in metrics.text()
+    parameters = section(text, "parameters")
+    (tensors,) = parameters.find("table")
+    assert "linear_layer.weight" in [row[0] for row in rows(tensors)[1:]]
+    assert "closed-form" not in parameters.text()  # no true line for a table
 
 
 def test_predictions_are_previewed_not_embedded(runs, table_report):
     _, text = table_report
-    rows = (runs / "cls" / "predictions.csv").read_text().splitlines()
-    assert len(rows) - 1 > PREVIEW_ROWS
+    header, written = predictions(runs / "cls")
+    assert len(written) > PREVIEW_ROWS
     preview = section(text, "predictions")
-    assert preview.count("<tr>") == PREVIEW_ROWS + 1  # the header and the first rows
-    assert f"({len(rows) - 1} rows)" in preview
+    (table,) = preview.find("table")
+    shown = rows(table)
+    assert shown[0] == header
+    # the first rows, cell by cell (none is long enough to be shortened)
+    assert shown[1:] == [[row[name] for name in header] for row in written[:PREVIEW_ROWS]]
+    assert f"({len(written)} rows)" in preview.text()
 
 
 def test_text_from_the_files_is_escaped(runs, tmp_path):
@@ -220,6 +414,11 @@ def test_text_from_the_files_is_escaped(runs, tmp_path):
     assert "<script>alert" not in text and "<img src=x" not in text and "<b>setosa" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "&lt;b&gt;setosa&lt;/b&gt;" in text
+    # and a reader sees the text as it was written
+    (versions,) = section(text, "versions").find("table")
+    assert dict(rows(versions))["<script>alert(1)</script>"] == '"><img src=x onerror=alert(1)>'
+    for table in captioned_tables(section(text, "confusion")).values():
+        assert rows(table)[0][1] == "<b>setosa</b>"
 
 
 def test_report_without_pictures_says_so(runs):
@@ -247,8 +446,14 @@ def test_compare_shows_only_the_keys_that_differ(runs, tmp_path):
     assert out_png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     page = assert_self_contained(out_html.read_text())
     assert embedded_pngs(page) and embedded_pngs(page)[0].startswith(b"\x89PNG")
-    html_text = out_html.read_text()
-    assert "train.lr" in html_text and "train.epochs" not in html_text
+    (table,) = section(out_html.read_text(), "table").find("table")
+    header, *body = rows(table)
+    assert header == ["", "lr-0.01", "lr-0.05", "lr-0.1"]
+    shown = {label: values for label, *values in body}
+    assert shown["train.lr"] == ["0.01", "0.05", "0.1"]
+    assert shown["MAE"] == [f"{v:.6f}" for v in final]
+    for unchanged in ("train.epochs", "data.weight", "model.kind", "train.optimizer"):
+        assert unchanged not in shown
 
 
 def test_compare_without_outputs_writes_nothing(runs, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,19 +76,59 @@ def _wait_for(path: Path, process, timeout=120):
         time.sleep(0.01)
 
 
+def _wait_for_a_later_checkpoint(path: Path, process, timeout=120) -> int:
+    """Wait until the running process replaces the checkpoint at `path` with one of a later
+    epoch (training is under way, past its first checkpoint); return that epoch."""
+
+    def identity():  # each write is a new file moved into place: a new inode
+        status = path.stat()
+        return status.st_ino, status.st_mtime_ns, status.st_size
+
+    first, seen = torch.load(path, weights_only=True)["epoch"], identity()
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"no checkpoint after epoch {first} in {timeout} s"
+        if identity() != seen:
+            seen = identity()
+            epoch = torch.load(path, weights_only=True)["epoch"]
+            if epoch > first:
+                return epoch
+        time.sleep(0.01)
+
+
+def _read_stderr_until(process, text: str, timeout=60) -> str:
+    """Read the process's stderr line by line until a line holds `text`; return what was read
+    (the process is killed, and the test fails, if no such line comes within `timeout`)."""
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    read = []
+    try:
+        while True:
+            line = process.stderr.readline()
+            read.append(line)
+            if text in line or not line:
+                break
+    finally:
+        watchdog.cancel()
+    assert text in read[-1], ("".join(read), process.poll())
+    return "".join(read)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_writes_a_checkpoint_and_resume_completes(tmp_path, signum, code, reference):
     args = kill_resume.MINIBATCH
     process = _start(tmp_path, *args, "--out", "run", "--no-plots")
     _wait_for(tmp_path / "run" / "checkpoint-last.pt", process)
-    time.sleep(0.3)
+    # Training is under way: a later checkpoint replaced the first one.
+    written = _wait_for_a_later_checkpoint(tmp_path / "run" / "checkpoint-last.pt", process)
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == code, err
     assert "resume with: torchwork run --resume run" in err
     assert "Traceback" not in err
     checkpoint = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)
-    assert 0 < checkpoint["epoch"] < 1500
+    assert 0 < written < checkpoint["epoch"] < 1500  # the signal's own checkpoint, mid-run
     _resume_in_a_new_process(tmp_path, "run")
     assert kill_resume.identical(reference("minibatch"), tmp_path / "run") == []
 
@@ -336,9 +377,12 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_whole_files(tmp_path):
     process = _start(tmp_path, *long_epochs, "--out", "run", "--no-plots")
     _wait_for(tmp_path / "run" / "checkpoint-last.pt", process)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    # The second Ctrl-C once the first has been handled (two sent at once could arrive as
+    # one): the run says it will stop after this epoch, which is still under way.
+    err = _read_stderr_until(process, "SIGINT: stopping after this epoch with a checkpoint")
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    _, rest = process.communicate(timeout=60)
+    err += rest
     assert process.returncode == 130, err
     assert "Traceback" not in err and "stopped at once" in err
     contents = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)

@@ -14,7 +14,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.csv as pcsv
 import pytest
 
@@ -34,39 +33,17 @@ from torchwork.serve import (
 )
 from torchwork.workflow import learned_line
 
-COLORS = ["blue", "green", "red"]
-
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Tiny trained models: the line, a binary and a multiclass table with a text column,
-    and a numeric regression table; with the tables they came from."""
-    folder = tmp_path_factory.mktemp("serve")
-    rng = np.random.default_rng(0)
-    n = 200
-    a, b = rng.normal(size=n), rng.normal(size=n) * 10 + 50
-    color = rng.choice(COLORS, n)
-    red = color == "red"
-    tables = {
-        "cls": {"a": a, "b": b, "color": color, "label": np.where(a + red > 0.3, "yes", "no")},
-        "multi": {
-            "a": a,
-            "color": color,
-            "kind": np.where(a > 0.5, "high", np.where(a < -0.5, "low", "mid")),
-        },
-        "reg": {"a": a, "b": b, "price": 3 * a - 2 * b + 1000 + rng.normal(size=n)},
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        assert main(["run", "--epochs", "20", "--out", "line", "--no-plots"]) == 0
-        for name, columns in tables.items():
-            pcsv.write_csv(pa.table(columns), f"{name}.csv")
-            args = ["run", "--data", f"{name}.csv", "--epochs", "30", "--out", name, "--no-plots"]
-            assert main(args) == 0
+def models(small_models):
+    """The session's tiny trained models (conftest.py), read in place: the line, a binary (cls)
+    and a multiclass (multi) table with a text column, and a numeric regression table (reg);
+    with the tables they came from."""
+    names = {"cls": "binary", "multi": "multiclass", "reg": "regression"}
     return {
-        "folder": folder,
-        **{name: folder / name / "model.safetensors" for name in ("line", *tables)},
-        "tables": {name: pa.table(columns) for name, columns in tables.items()},
+        "line": small_models["line"],
+        **{name: small_models[shared] for name, shared in names.items()},
+        "tables": {name: small_models["tables"][shared] for name, shared in names.items()},
     }
 
 
@@ -158,7 +135,7 @@ def f32(values):
 
 
 @pytest.mark.parametrize(("name", "target"), [("cls", "label"), ("multi", "kind")])
-def test_classification_answers_as_predict_does(models, start, name, target):
+def test_classification_answers_as_predict_does(models, start, tmp_path, name, target):
     table = models["tables"][name]
     port = start(models[name])
     status, _, health = call(port, "GET", "/health")
@@ -178,7 +155,7 @@ def test_classification_answers_as_predict_does(models, start, name, target):
     status, headers, answer = call(port, "POST", "/predict", {"rows": rows})
     assert status == 200, answer
     assert headers["Content-Type"] == "application/json"
-    expected = predict_cli(models[name], table.drop_columns([target]), models["folder"], name)
+    expected = predict_cli(models[name], table.drop_columns([target]), tmp_path, name)
     assert answer["predictions"] == expected.column("prediction").to_pylist()
     for label in labels:
         got = [p[label] for p in answer["probabilities"]]
@@ -191,14 +168,14 @@ def test_classification_answers_as_predict_does(models, start, name, target):
     assert call(port, "POST", "/predict", {"rows": lists})[2] == answer
 
 
-def test_regression_predicts_in_the_target_units(models, start):
+def test_regression_predicts_in_the_target_units(models, start, tmp_path):
     table = models["tables"]["reg"]
     port = start(models["reg"])
     assert call(port, "GET", "/health")[2]["task"] == "regression"
     status, _, answer = call(port, "POST", "/predict", {"rows": feature_rows(table, "price")})
     assert status == 200, answer
     assert "probabilities" not in answer
-    expected = predict_cli(models["reg"], table.drop_columns(["price"]), models["folder"], "reg")
+    expected = predict_cli(models["reg"], table.drop_columns(["price"]), tmp_path, "reg")
     np.testing.assert_array_equal(f32(answer["predictions"]), f32(expected.column("prediction")))
     # The target is about 1000; scaled outputs would be near 0.
     assert 900 < np.mean(answer["predictions"]) < 1100

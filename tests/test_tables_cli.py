@@ -59,22 +59,8 @@ def test_linearly_separable_binary_with_logistic_regression(tw, tmp_path):
     assert (tmp_path / "sep" / "plots" / "loss_curves.png").exists()
 
 
-@pytest.fixture(scope="module")
-def species(tmp_path_factory):
-    """A multiclass table with string labels and a text feature, trained once."""
-    folder = tmp_path_factory.mktemp("species")
-    rng = np.random.default_rng(2)
-    k = rng.integers(0, 3, 600)
-    centers = np.array([[0, 0], [4, 0], [0, 4]])
-    P = centers[k] + rng.normal(size=(600, 2))
-    colour = np.where(rng.uniform(size=600) < 0.5, "red", "blue")
-    names = np.array(["setosa", "versicolor", "virginica"])[k]
-    write_csv(folder / "iris.csv", {"p": P[:, 0], "q": P[:, 1], "colour": colour, "species": names})
-    result = run_cli(
-        "run", "--data", "iris.csv", "--val", "0.1", "--train", "0.7", "--out", "run", cwd=folder
-    )
-    assert result.returncode == 0, result.stderr
-    return folder, result.stdout
+# species (conftest.py): a multiclass table with string labels and a text feature, trained once
+# a session in a fresh process; the tests below read it and write their own files in tmp_path.
 
 
 def test_multiclass_with_string_labels(species):
@@ -97,7 +83,7 @@ def test_multiclass_with_string_labels(species):
     }
 
 
-def test_predict_in_a_new_process_matches_the_run(species):
+def test_predict_in_a_new_process_matches_the_run(species, tmp_path):
     folder, _ = species
     result = run_cli(
         "predict",
@@ -106,11 +92,11 @@ def test_predict_in_a_new_process_matches_the_run(species):
         "--data",
         "iris.csv",
         "--out",
-        "new.csv",
+        str(tmp_path / "new.csv"),
         cwd=folder,
     )
     assert result.returncode == 0, result.stderr
-    ours = pcsv.read_csv(folder / "new.csv")
+    ours = pcsv.read_csv(tmp_path / "new.csv")
     theirs = pcsv.read_csv(folder / "run" / "predictions.csv")
     assert ours.column_names[:4] == ["p", "q", "colour", "species"]
     for name in (
@@ -123,7 +109,7 @@ def test_predict_in_a_new_process_matches_the_run(species):
     printed = run_cli(
         "predict", "--model", "run/model.safetensors", "--data", "iris.csv", cwd=folder
     )
-    assert printed.stdout == (folder / "new.csv").read_text()
+    assert printed.stdout == (tmp_path / "new.csv").read_text()
 
 
 def test_regression_predict_matches_the_run_with_scaling(tw, tmp_path):
@@ -164,34 +150,34 @@ def test_evaluate_prints_metrics_and_json(species, capsys, monkeypatch):
     assert "accuracy" in out and "Confusion matrix" in out and "versicolor" in out
 
 
-def test_predict_column_errors(species, tw):
+def test_predict_column_errors(species, tw, tmp_path):
     folder, _ = species
-    write_csv(folder / "renamed.csv", {"p": [1.0], "Q": [2.0], "colour": ["red"]})
+    write_csv(tmp_path / "renamed.csv", {"p": [1.0], "Q": [2.0], "colour": ["red"]})
     assert_one_line_error(
         tw(
             "predict",
             "--model",
             str(folder / "run" / "model.safetensors"),
             "--data",
-            str(folder / "renamed.csv"),
+            str(tmp_path / "renamed.csv"),
         ),
         "lacks the model's column(s) q",
         "other columns Q",
     )
-    write_csv(folder / "green.csv", {"p": [1.0], "q": [2.0], "colour": ["green"]})
+    write_csv(tmp_path / "green.csv", {"p": [1.0], "q": [2.0], "colour": ["green"]})
     assert_one_line_error(
         tw(
             "predict",
             "--model",
             str(folder / "run" / "model.safetensors"),
             "--data",
-            str(folder / "green.csv"),
+            str(tmp_path / "green.csv"),
             "--out",
-            str(folder / "green-predictions.csv"),
+            str(tmp_path / "green-predictions.csv"),
         ),
         "category 'green' in row 1, which the model never saw",
     )
-    assert not (folder / "green-predictions.csv").exists()
+    assert not (tmp_path / "green-predictions.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -207,7 +193,9 @@ def test_predict_column_errors(species, tw):
         ),
     ],
 )
-def test_a_tampered_model_file_is_an_error_not_wrong_numbers(species, tw, change, message):
+def test_a_tampered_model_file_is_an_error_not_wrong_numbers(
+    species, tw, tmp_path, change, message
+):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -217,7 +205,7 @@ def test_a_tampered_model_file_is_an_error_not_wrong_numbers(species, tw, change
         metadata = f.metadata()
     preprocess = json.loads(metadata["preprocess"])
     change(preprocess)
-    tampered = str(folder / "tampered.safetensors")
+    tampered = str(tmp_path / "tampered.safetensors")
     save_file(tensors, tampered, {**metadata, "preprocess": json.dumps(preprocess)})
     predicted = tw("predict", "--model", tampered, "--data", str(folder / "iris.csv"))
     assert_one_line_error(predicted, message)
