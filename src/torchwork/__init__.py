@@ -15,6 +15,13 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TorchworkError": "errors",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "ModelFileError": "errors",
+    "RunFolderError": "errors",
+    "TrainingError": "errors",
+    "TrainingDiverged": "errors",
+    "TrainingInterrupted": "errors",
     "RunConfig": "config",
     "DataConfig": "config",
     "ModelConfig": "config",

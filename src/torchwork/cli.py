@@ -27,7 +27,7 @@ from torchwork.config import (
     RunConfig,
     read_toml,
 )
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, DataError, ModelFileError, RunFolderError, TorchworkError
 
 EXIT_USAGE = 2
 
@@ -414,11 +414,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from torchwork.distributed import launched
 
         if launched():
-            raise TorchworkError(
+            raise ConfigError(
                 "--nproc cannot be used under torchrun: torchrun already started the processes"
             )
         if args.nproc < 1:
-            raise TorchworkError(f"--nproc must be at least 1 (got {args.nproc})")
+            raise ConfigError(f"--nproc must be at least 1 (got {args.nproc})")
         if not args.resume:
             # Mistakes are one line here, not one per process after the launch.
             config = config_from_args(args).validate()
@@ -426,7 +426,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 isinstance(config.train.batch_size, int)
                 and 0 < config.train.batch_size < args.nproc
             ):
-                raise TorchworkError(
+                raise ConfigError(
                     f"--batch-size {config.train.batch_size} is smaller than --nproc {args.nproc}: "
                     "each process needs at least one row per step"
                 )
@@ -442,18 +442,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             ("out" in flags, "--out"),
         ):
             if given:
-                raise TorchworkError(
+                raise ConfigError(
                     f"{name} cannot be used with --resume: the run keeps its own config and folder"
                 )
         if args.print_config:
-            raise TorchworkError(
+            raise ConfigError(
                 "--print-config cannot be used with --resume: see the run's config.toml"
             )
         from torchwork.workflow import RESUME_FIELDS, resume
 
         for flag, field, _, _ in RUN_FLAGS:
             if field in flags and field not in RESUME_FIELDS:
-                raise TorchworkError(
+                raise ConfigError(
                     f"{flag} cannot change when resuming: it would change the result; only "
                     "--epochs (to train longer), --checkpoint-every, --no-plots and --tensorboard may be given"
                 )
@@ -487,11 +487,11 @@ def _check_resume_folder(folder: str) -> None:
 
     path = Path(folder)
     if path.is_file():
-        raise TorchworkError(
+        raise RunFolderError(
             f"--resume {path} is a file: give the run folder it is in, {path.parent}"
         )
     if path.is_dir() and not any((path / name).exists() for name in (*RUN_FILES, *RUN_FOLDERS)):
-        raise TorchworkError(
+        raise RunFolderError(
             f"--resume {path} is not a run folder: it has no {CHECKPOINT_LAST} (nor anything "
             "else a run writes); give the folder of a run that wrote a checkpoint"
         )
@@ -518,11 +518,11 @@ def _parse_rows(values: Sequence[str]) -> list[list[float]]:
         try:
             rows.append([float(v) for v in text.split(",")])
         except ValueError:
-            raise TorchworkError(
+            raise DataError(
                 f"--x value '{text}' is not a number (or comma-separated numbers)"
             ) from None
     if any(len(r) != len(rows[0]) for r in rows):
-        raise TorchworkError("every --x row must have the same number of values")
+        raise DataError("every --x row must have the same number of values")
     return rows
 
 
@@ -536,7 +536,7 @@ def _check_row_width(rows: list[list[float]], width: int, encoder: Any) -> None:
     names = f" ({few(encoder.feature_names, 6)})" if encoder is not None else ""
     values = [f"{v:g}" for row in rows for v in row]
     if width == 1:
-        raise TorchworkError(
+        raise DataError(
             f"the model takes 1 feature per row{names}, --x gave {given}: give one number per "
             f"row, such as --x {' '.join(values[:3])}"
         )
@@ -547,7 +547,7 @@ def _check_row_width(rows: list[list[float]], width: int, encoder: Any) -> None:
         if given == 1 and len(rows) > 1
         else f"--x gave {given} value(s) per row"
     )
-    raise TorchworkError(
+    raise DataError(
         f"the model takes {width} features per row{names}, {said}: write each row as "
         f"comma-separated values, such as --x {','.join(example)}"
     )
@@ -566,9 +566,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.out is not None:
         out = check_out_name(args.out)
         if out.is_dir():
-            raise TorchworkError(f"--out {out} is a folder: give a .csv or .parquet file name")
+            raise ConfigError(f"--out {out} is a folder: give a .csv or .parquet file name")
         if out.exists() and not args.force:
-            raise TorchworkError(
+            raise ConfigError(
                 f"--out {out} already exists: choose another --out, or add --force to overwrite it"
             )
     if args.data:
@@ -585,9 +585,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = _parse_rows(args.x)
     encoder = predictor.encoder
     if encoder is not None and any(f.kind != "numeric" for f in encoder.features):
-        raise TorchworkError(
-            "this model has text columns: give its rows in a file with --data FILE"
-        )
+        raise DataError("this model has text columns: give its rows in a file with --data FILE")
     _check_row_width(rows, predictor.model.spec()["in_features"], encoder)
     if encoder is None:
         names = input_names(len(rows[0]))
@@ -637,7 +635,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if path.is_dir():
         names = ("model.safetensors", "model.pth", "checkpoint-last.pt")
         inside = [n for n in names if (path / n).is_file()]
-        raise TorchworkError(
+        raise ModelFileError(
             f"{path} is a folder: inspect {path / inside[0]}"
             if inside
             else f"{path} is a folder, and holds no model file or checkpoint: give a file"

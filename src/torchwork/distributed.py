@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -298,7 +298,7 @@ def shard(X: torch.Tensor, y: torch.Tensor, group: Group) -> tuple[torch.Tensor,
 
 def check_batch(batch_size: int, group: Group) -> None:
     if 0 < batch_size < group.world:
-        raise TorchworkError(
+        raise ConfigError(
             f"--batch-size {batch_size} is smaller than the {group.world} processes: "
             "each needs at least one row per step"
         )

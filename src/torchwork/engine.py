@@ -21,7 +21,7 @@ from torchwork.distributed import (
     shard,
     sharded_batches,
 )
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, TrainingDiverged
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -45,13 +45,13 @@ def make_loss(name: str = "l1", task: str = "regression") -> nn.Module:
         "ce": nn.CrossEntropyLoss,
     }
     if task not in LOSSES_FOR_TASK:
-        raise TorchworkError(f"unknown task '{task}': use regression, binary or multiclass")
+        raise ConfigError(f"unknown task '{task}': use regression, binary or multiclass")
     if name == "auto":
         name = {"regression": "mse", "binary": "bce", "multiclass": "ce"}[task]
     if name not in losses:
-        raise TorchworkError(f"unknown loss '{name}': use l1, mse, huber, bce, ce or auto")
+        raise ConfigError(f"unknown loss '{name}': use l1, mse, huber, bce, ce or auto")
     if name not in LOSSES_FOR_TASK[task]:
-        raise TorchworkError(
+        raise ConfigError(
             f"--loss {name} does not fit a {task} task: use --loss "
             f"{' or '.join(LOSSES_FOR_TASK[task])} (or auto)"
         )
@@ -79,7 +79,7 @@ def make_optimizer(
         return torch.optim.AdamW(params, lr=lr, fused=fused)
     if name == "lbfgs":
         return LBFGS(params, lr=lr)
-    raise TorchworkError(f"unknown optimizer '{name}': use sgd, adam, adamw or lbfgs")
+    raise ConfigError(f"unknown optimizer '{name}': use sgd, adam, adamw or lbfgs")
 
 
 class LBFGS(torch.optim.LBFGS):
@@ -351,20 +351,6 @@ def format_record(record: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-class TrainingDiverged(TorchworkError):
-    """The loss became NaN or infinite: training cannot continue from here."""
-
-    exit_code = 3
-
-    def __init__(self, epoch: int, loss: float, kept: str = "") -> None:
-        self.epoch = epoch
-        self.loss = loss
-        super().__init__(
-            f"training diverged at epoch {epoch} (the training loss became {loss}): "
-            f"lower the learning rate (for example --lr 0.001) or scale the data{kept}"
-        )
-
-
 @dataclass
 class TrainState:
     """Where training stands between epochs: everything a checkpoint needs to resume."""
@@ -431,16 +417,16 @@ def fit(
     ...               make_optimizer("sgd", model.parameters(), lr=0.01), epochs=100, log=None)
     """
     if epochs < 1:
-        raise TorchworkError(f"epochs must be at least 1 (got {epochs})")
+        raise ConfigError(f"epochs must be at least 1 (got {epochs})")
     if log_every < 1:
-        raise TorchworkError(f"log_every must be at least 1 (got {log_every})")
+        raise ConfigError(f"log_every must be at least 1 (got {log_every})")
     if not (math.isfinite(tol) and tol >= 0) or tol_epochs < 1:
-        raise TorchworkError(
+        raise ConfigError(
             f"tol must be 0 (off) or more and tol_epochs at least 1 (got {tol}, {tol_epochs})"
         )
     has_val = X_val is not None and y_val is not None and len(X_val) > 0
     if patience > 0 and not has_val:
-        raise TorchworkError("early stopping (patience) needs a validation split: add --val")
+        raise ConfigError("early stopping (patience) needs a validation split: add --val")
     state = state if state is not None else TrainState()
     if 0 < batch_size < len(X_train) and state.generator is None:
         state.generator = torch.Generator().manual_seed(seed)

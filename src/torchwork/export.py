@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, ModelFileError, TorchworkError
 from torchwork.fileio import atomic_path, write_text_atomic
 
 FORMATS = ("onnx", "pt2")
@@ -117,7 +117,7 @@ def export_model(
     """
     fmt = str(fmt).lower().lstrip(".")
     if fmt not in FORMATS:
-        raise TorchworkError(f"unknown export format '{fmt}': use {' or '.join(FORMATS)}")
+        raise ConfigError(f"unknown export format '{fmt}': use {' or '.join(FORMATS)}")
     model_path = Path(model_path)
     out = _output_path(model_path, fmt, out)
     if fmt == "onnx":
@@ -142,7 +142,7 @@ def export_model(
         # Checked before the file takes its name, so a wrong export never replaces a good one.
         diff = float((actual - expected).abs().max()) if len(expected) else 0.0
         if not diff <= tolerance:
-            raise TorchworkError(
+            raise ModelFileError(
                 f"the {fmt} export of {model_path} differs from PyTorch by {diff:.3g} on "
                 f"{len(X_check)} {checked_on} (allowed {tolerance:.0e}); nothing was written: "
                 "report this with the model file"
@@ -196,11 +196,11 @@ def _output_path(model_path: Path, fmt: str, out: str | Path | None) -> Path:
 
     path = model_path.with_suffix(f".{fmt}") if out is None else check_out_name(out)
     if path.suffix.lower() != f".{fmt}":
-        raise TorchworkError(f"--out {path}: name the {fmt} file with a .{fmt} suffix")
+        raise ConfigError(f"--out {path}: name the {fmt} file with a .{fmt} suffix")
     if path.is_dir():
-        raise TorchworkError(f"--out {path} is a folder: give a file name ending in .{fmt}")
+        raise ConfigError(f"--out {path} is a folder: give a file name ending in .{fmt}")
     if not path.parent.is_dir():
-        raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
     return path
 
 
@@ -210,7 +210,7 @@ def _require_onnx() -> None:
         try:
             __import__(module)
         except ImportError:
-            raise TorchworkError(
+            raise ConfigError(
                 f"exporting to ONNX needs the {module} package, which is not installed: {ONNX_HINT}"
             ) from None
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from torchwork import __version__
 from torchwork.config import parse_toml
-from torchwork.errors import TorchworkError
+from torchwork.errors import RunFolderError
 from torchwork.fileio import write_text_atomic
 
 REPORT_NAME = "report.html"
@@ -76,12 +76,12 @@ def read_run_folder(folder: str | Path) -> RunFolder:
     """Read config.toml, summary.json and metrics.csv of a run folder, or say what is wrong."""
     path = Path(folder)
     if not path.is_dir():
-        raise TorchworkError(
+        raise RunFolderError(
             f"run folder {path} does not exist: give a folder written by torchwork run"
         )
     for name in ("summary.json", "config.toml"):
         if not (path / name).is_file():
-            raise TorchworkError(
+            raise RunFolderError(
                 f"{path} is not a finished run folder (it has no {name}): give a folder "
                 "written by torchwork run, or resume that run to finish it"
             )
@@ -89,12 +89,12 @@ def read_run_folder(folder: str | Path) -> RunFolder:
     try:
         summary = json.loads(summary_text)
     except json.JSONDecodeError as e:
-        raise TorchworkError(
+        raise RunFolderError(
             f"{path / 'summary.json'} is not valid JSON ({e.msg}, line {e.lineno}): "
             "run the training again to rewrite it"
         ) from None
     if not isinstance(summary, dict) or not isinstance(summary.get("metrics"), dict):
-        raise TorchworkError(
+        raise RunFolderError(
             f"{path / 'summary.json'} is not a torchwork summary (it has no metrics): "
             "give a folder written by torchwork run"
         )
@@ -171,7 +171,7 @@ def compare_runs(
     self-contained page holding the table and the picture.
     """
     if len(folders) < 2:
-        raise TorchworkError(
+        raise RunFolderError(
             f"compare needs at least two run folders (got {len(folders)}): "
             "give two or more folders written by torchwork run"
         )
@@ -234,7 +234,7 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
-        raise TorchworkError(
+        raise RunFolderError(
             f"cannot read {path} ({reason}): check the file, or run the training again"
         ) from None
 
@@ -243,7 +243,7 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as e:
-        raise TorchworkError(
+        raise RunFolderError(
             f"cannot read {path} ({e.strerror or e}): check the file, or draw the plots again"
         ) from None
 
@@ -258,7 +258,7 @@ def _read_history(path: Path) -> list[dict[str, float]]:
             try:
                 record[key] = float(value)
             except ValueError:
-                raise TorchworkError(
+                raise RunFolderError(
                     f"{path} line {n} has '{value}' in column {key}, not a number: "
                     "run the training again to rewrite it"
                 ) from None
@@ -497,7 +497,7 @@ def _pictures_section(folder: Path) -> str:
     for png in pngs:
         data = _read_bytes(png)
         if not data.startswith(PNG_SIGNATURE):
-            raise TorchworkError(f"{png} is not a PNG picture: remove it, or draw the plots again")
+            raise RunFolderError(f"{png} is not a PNG picture: remove it, or draw the plots again")
         caption = PICTURES.get(png.stem, png.stem.replace("_", " "))
         figures.append(_figure(data, caption, f"plots/{png.name}"))
     return f'<div class="figures">{"".join(figures)}</div>'
@@ -570,7 +570,7 @@ def _predictions_section(path: Path, rows: int | None = None) -> str:
                     break
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         reason = getattr(e, "strerror", None) or str(e)
-        raise TorchworkError(
+        raise RunFolderError(
             f"cannot read {path} ({reason}): check the file, or run the training again"
         ) from None
     head = "".join(f"<th>{_e(h)}</th>" for h in header)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from torchwork.checkpoint import load, read_metadata
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, DataError, ModelFileError, TorchworkError
 from torchwork.fileio import atomic_path
 from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
 from torchwork.models import one_line
@@ -93,9 +93,9 @@ def write_table(table: Any, path: str | Path | None) -> None:
         return
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise TorchworkError(f"cannot write {path}: use a .csv or .parquet file name")
+        raise ConfigError(f"cannot write {path}: use a .csv or .parquet file name")
     if not path.parent.is_dir():
-        raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
     with atomic_path(path) as tmp:
         if path.suffix.lower() in (".parquet", ".pq"):
             import pyarrow.parquet as pq
@@ -131,7 +131,7 @@ class Predictor:
             and sibling.exists()
             and read_metadata(sibling).get("preprocess")
         ):
-            raise TorchworkError(
+            raise ModelFileError(
                 f"{path} holds only the weights; the columns, scaling and labels of this "
                 f"model are in {sibling}: use that file"
             )
@@ -145,13 +145,13 @@ class Predictor:
             try:
                 encoder = TableEncoder.from_dict(preprocess) if preprocess else None
             except TorchworkError as e:
-                raise TorchworkError(f"{path}: {one_line(e)}") from None
+                raise DataError(f"{path}: {one_line(e)}") from None
             spec = model.spec()
             if encoder is not None and (encoder.in_features, encoder.out_features) != (
                 spec["in_features"],
                 spec["out_features"],
             ):
-                raise TorchworkError(
+                raise DataError(
                     f"{path}: its preprocessing does not match the model's input or output size"
                 )
         return cls(model, encoder, path, csv)
@@ -183,13 +183,13 @@ class Predictor:
             return table, table_to_tensor(table, features)
         if target and target != self.encoder.target:
             if target not in table.column_names:
-                raise TorchworkError(
+                raise DataError(
                     f"target column '{target}' is not in {source}; its columns are {', '.join(table.column_names)}"
                 )
             if target in self.encoder.feature_names:
-                raise TorchworkError(f"--target '{target}' is one of the model's feature columns")
+                raise DataError(f"--target '{target}' is one of the model's feature columns")
             if self.encoder.target in table.column_names:
-                raise TorchworkError(
+                raise DataError(
                     f"{source} has both '{target}' (--target) and '{self.encoder.target}' (the "
                     "model's target): leave out --target, or remove one of the two columns"
                 )
@@ -202,13 +202,13 @@ class Predictor:
             extra = [
                 n for n in table.column_names if n not in expected and n != self.encoder.target
             ]
-            raise TorchworkError(
+            raise DataError(
                 f"{source} lacks the model's column(s) {', '.join(missing)}"
                 + (f"; it has other columns {', '.join(extra)}" if extra else "")
                 + f"; the model needs {', '.join(expected)}"
             )
         if need_target and self.encoder.target not in table.column_names:
-            raise TorchworkError(
+            raise DataError(
                 f"{source} has no target column '{self.encoder.target}': name it with --target"
             )
         checked = [*expected, self.encoder.target] if need_target else expected
@@ -218,7 +218,7 @@ class Predictor:
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         in_features = self.model.spec()["in_features"]
         if X.shape[1] != in_features:
-            raise TorchworkError(
+            raise DataError(
                 f"the model takes {in_features} feature(s) per row, the input has {X.shape[1]}"
             )
         return outputs_of(self.model, X)
@@ -293,7 +293,7 @@ def check_out_name(path: str | Path, flag: str = "--out") -> Path:
     control character (a name no listing shows as typed)."""
     text = str(path)
     if not text.isprintable():
-        raise TorchworkError(
+        raise ConfigError(
             f"{flag} {text!r:.80} holds a line break or other control character: give a plain file name"
         )
     return Path(text)

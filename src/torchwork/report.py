@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import RunFolderError
 from torchwork.fileio import write_text_atomic
 
 # Every name a run writes; `--force` clears exactly these, nothing else in the folder.
@@ -42,9 +42,9 @@ def resolve_run_dir(out: str, force: bool) -> Path:
         return path
     path = Path(out)
     if path.exists() and not path.is_dir():
-        raise TorchworkError(f"--out {path} is a file, not a folder: choose another --out")
+        raise RunFolderError(f"--out {path} is a file, not a folder: choose another --out")
     if path.is_dir() and any(path.iterdir()) and not force:
-        raise TorchworkError(
+        raise RunFolderError(
             f"run folder {path} already exists and is not empty: choose another --out, "
             "or add --force to overwrite it"
         )
@@ -61,7 +61,7 @@ def create_run_dir(path: Path) -> Path:
             if (path / name).is_dir():
                 shutil.rmtree(path / name)
     except OSError as e:
-        raise TorchworkError(f"cannot create run folder {path}: {e.strerror or e}") from None
+        raise RunFolderError(f"cannot create run folder {path}: {e.strerror or e}") from None
     return path
 
 

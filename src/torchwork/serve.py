@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, TorchworkError
 from torchwork.predict import Predictor
 
 MAX_BODY_BYTES = 1 << 20  # a larger request body gets 413
@@ -389,7 +389,7 @@ def make_app(model_path: str | Path) -> PredictionApp:
     if path.is_dir():
         found = [p.name for p in (path / "model.safetensors", path / "model.pth") if p.is_file()]
         hint = f": give its model file, e.g. {path / found[0]}" if found else ": give a model file"
-        raise TorchworkError(f"--model {path} is a folder{hint}")
+        raise ConfigError(f"--model {path} is a folder{hint}")
     return PredictionApp(Predictor.from_file(path))
 
 
@@ -492,13 +492,13 @@ class Server:
             from waitress.server import BaseWSGIServer, create_server
             from waitress.trigger import trigger
         except ImportError:
-            raise TorchworkError(
+            raise ConfigError(
                 "torchwork serve needs the waitress server: pip install 'torchwork[serve]'"
             ) from None
         if not host:
-            raise TorchworkError("--host is empty: give an address such as 127.0.0.1")
+            raise ConfigError("--host is empty: give an address such as 127.0.0.1")
         if not 0 <= port <= 65535:
-            raise TorchworkError(
+            raise ConfigError(
                 f"--port {port} is not a port number: use 1 to 65535, or 0 for any free port"
             )
         self.app = app
@@ -526,7 +526,7 @@ class Server:
             )
         except (OSError, ValueError, OverflowError) as e:
             reason = (getattr(e, "strerror", None) or str(e)).rstrip(".")
-            raise TorchworkError(
+            raise ConfigError(
                 f"cannot listen on {host} port {port}: {reason}; choose another --port or --host"
             ) from None
         channel = _channel_class(request_seconds)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from torchwork import arrow
-from torchwork.errors import TorchworkError
+from torchwork.errors import DataError
 
 MAX_CLASSES = 100  # more distinct labels than this is not a classification target
 MAX_AUTO_INTEGER_CLASSES = 10  # integer targets with at most this many values are classes
@@ -184,24 +184,22 @@ def select_columns(
     known = _names(names)
     target = target or names[-1]
     if target not in names:
-        raise TorchworkError(
-            f"target column '{target}' is not in {source}; its columns are {known}"
-        )
+        raise DataError(f"target column '{target}' is not in {source}; its columns are {known}")
     for flag, given in (("--features", features), ("--exclude", exclude)):
         unknown = [f for f in given if f not in names]
         if unknown:
-            raise TorchworkError(
+            raise DataError(
                 f"{flag}: column{'s' if len(unknown) > 1 else ''} {_names(unknown, quote=True)} "
                 f"not in {source}; its columns are {known}"
             )
         if target in given:
-            raise TorchworkError(f"'{target}' is the target: leave it out of {flag}")
+            raise DataError(f"'{target}' is the target: leave it out of {flag}")
     if features:
         features = list(dict.fromkeys(features))
     else:
         features = [n for n in names if n != target and n not in exclude]
     if not features:
-        raise TorchworkError(
+        raise DataError(
             f"{source} has only the target column '{target}': it needs feature columns too"
         )
     return target, list(features)
@@ -224,11 +222,11 @@ def check_values(
         column = table.column(name)
         type_ = column.type
         if pa.types.is_null(type_):
-            raise TorchworkError(
+            raise DataError(
                 f"column '{name}' of {source} is empty in every row: fill it in or leave it out"
             )
         if not (is_numeric(type_) or is_text(type_)):
-            raise TorchworkError(
+            raise DataError(
                 f"column '{name}' of {source} holds {type_} values, not numbers or text: "
                 "convert it to numbers, or leave it out with --features"
             )
@@ -238,7 +236,7 @@ def check_values(
             try:
                 column = arrow.cast(column, pa.float64())
             except pa.ArrowInvalid as e:
-                raise TorchworkError(
+                raise DataError(
                     f"column '{name}' of {source} holds text that is not a number: {e}"
                 ) from None
             table = table.set_column(table.column_names.index(name), name, column)
@@ -260,20 +258,20 @@ def check_values(
             infinite = np.isinf(values)
             if infinite.any():
                 row, count = _first_row(infinite)
-                raise TorchworkError(
+                raise DataError(
                     f"column '{name}' of {source} has an infinite value in row {row}{_more(count)}: "
                     "replace it with a finite number"
                 )
             huge = np.abs(values) > np.finfo(np.float32).max
             if huge.any():
                 row, count = _first_row(huge)
-                raise TorchworkError(
+                raise DataError(
                     f"column '{name}' of {source} has a value too large for 32-bit floats in row "
                     f"{row}{_more(count)}: rescale the column"
                 )
         if col_missing.any() and not dropna:
             row, count = _first_row(col_missing)
-            raise TorchworkError(
+            raise DataError(
                 f"column '{name}' of {source} has an empty or NaN cell in row {row}{_more(count)}: "
                 f"fill it in, or {fix}"
             )
@@ -284,7 +282,7 @@ def check_values(
         if log is not None:
             log(f"   --dropna: dropped {dropped} of {len(missing)} rows with empty or NaN cells")
         if table.num_rows == 0:
-            raise TorchworkError(
+            raise DataError(
                 f"every row of {source} has an empty or NaN cell: nothing is left to learn from"
             )
     return table
@@ -317,7 +315,7 @@ def require_numbers(
     for name in columns:
         type_ = table.column(name).type
         if not is_numeric(type_):
-            raise TorchworkError(
+            raise DataError(
                 f"column '{name}' of {source} is not numeric ({type_}): give numbers only"
             )
     return table
@@ -363,7 +361,7 @@ def _check_mixed(column: pa.ChunkedArray, distinct: list[str], name: str, source
 
         mask = pc.equal(column, bad).fill_null(False).to_numpy(zero_copy_only=False)
         row, count = _first_row(mask)
-        raise TorchworkError(
+        raise DataError(
             f"column '{name}' of {source} has a non-numeric value {bad!r} in row {row}{_more(count)}: "
             "it should hold numbers; fix or remove that value"
         )
@@ -401,26 +399,26 @@ def detect_task(column: pa.ChunkedArray, requested: str, name: str, source: str)
     )
     if requested == "regression":
         if is_text(type_):
-            raise TorchworkError(
+            raise DataError(
                 f"target '{name}' of {source} holds text, which cannot be regressed: use --task binary or multiclass"
             )
         return "regression", "asked for with --task"
     if requested in ("binary", "multiclass"):
         if count < 2:
-            raise TorchworkError(
+            raise DataError(
                 f"target '{name}' of {source} has only one value: classification needs two or more"
             )
         if requested == "binary" and count != 2:
-            raise TorchworkError(
+            raise DataError(
                 f"target '{name}' of {source} has {many} distinct values, not 2: use --task multiclass"
             )
         if count > MAX_CLASSES:
-            raise TorchworkError(
+            raise DataError(
                 f"target '{name}' of {source} has {many} distinct values, too many classes (at most {MAX_CLASSES})"
             )
         return requested, "asked for with --task"
     if count < 2:
-        raise TorchworkError(
+        raise DataError(
             f"target '{name}' of {source} has the same value in every row: nothing to learn"
         )
     if count == 2:
@@ -434,7 +432,7 @@ def detect_task(column: pa.ChunkedArray, requested: str, name: str, source: str)
                 if formatted
                 else "give a numeric target for regression"
             )
-            raise TorchworkError(
+            raise DataError(
                 f"target '{name}' of {source} holds text with {many} distinct values, too many classes "
                 f"(at most {MAX_CLASSES}); {fix}"
             )
@@ -507,7 +505,7 @@ class TableEncoder:
             column = table.column(name)
             if is_text(column.type):
                 if categorical != "auto":
-                    raise TorchworkError(
+                    raise DataError(
                         f"column '{name}' of {source} holds text: use --categorical auto to one-hot "
                         f"encode it, or leave it out with --exclude {name}"
                     )
@@ -533,7 +531,7 @@ class TableEncoder:
                 mean, std = train.mean_std(values)
             specs.append(Feature(name, "numeric", mean=mean, std=std))
         if (constant or ids) and not specs:
-            raise TorchworkError(
+            raise DataError(
                 f"every feature column of {source} has the same value in every row or a "
                 f"different one ({_names([f'{n!r} ({v})' for n, v in constant] + ids)}): "
                 "nothing to learn from"
@@ -589,15 +587,13 @@ class TableEncoder:
         `order`, row k of the result is table row order[k] (rows not in it are left out)."""
         missing = [n for n in self.feature_names if n not in table.column_names]
         if missing:
-            raise TorchworkError(
-                f"{source} lacks the model's feature column(s): {', '.join(missing)}"
-            )
+            raise DataError(f"{source} lacks the model's feature column(s): {', '.join(missing)}")
         writers: list[Any] = []
         for f in self.features:
             column = table.column(f.name)
             if f.kind == "numeric":
                 if not is_numeric(column.type):
-                    raise TorchworkError(
+                    raise DataError(
                         f"column '{f.name}' of {source} must hold numbers (it holds {column.type})"
                     )
                 writers.append(
@@ -618,7 +614,7 @@ class TableEncoder:
             unseen = np.isnan(arrow.float_values(found))
             row, count = _first_row(unseen)
             value = column[row - 1].as_py()
-            raise TorchworkError(
+            raise DataError(
                 f"column '{f.name}' of {source} has the category {value!r} in row {row}{_more(count)}, "
                 f"which the model never saw; known categories: {_names([str(c) for c in f.categories])}"
             )
@@ -628,13 +624,11 @@ class TableEncoder:
         """The target as the loss function wants it: [rows, 1] float (scaled for regression,
         0/1 for binary), or [rows] class indices for multiclass."""
         if self.target not in table.column_names:
-            raise TorchworkError(
-                f"{source} has no target column '{self.target}': name it with --target"
-            )
+            raise DataError(f"{source} has no target column '{self.target}': name it with --target")
         column = table.column(self.target)
         if self.task == "regression":
             if not is_numeric(column.type):
-                raise TorchworkError(
+                raise DataError(
                     f"target '{self.target}' of {source} must hold numbers (it holds {column.type})"
                 )
             y = table_to_tensor(table, [self.target])
@@ -658,7 +652,7 @@ class TableEncoder:
         for i, value in enumerate(column.to_pylist()):
             key = _label_key(value)
             if key not in position:
-                raise TorchworkError(
+                raise DataError(
                     f"target '{self.target}' of {source} has the label {value!r} in row {i + 1}, which the "
                     f"model does not know; its labels are {', '.join(map(str, self.labels))}"
                 )
@@ -725,9 +719,7 @@ class TableEncoder:
                 float(raw.get("target_std", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise TorchworkError(
-                f"the stored preprocessing is incomplete or malformed: {e}"
-            ) from None
+            raise DataError(f"the stored preprocessing is incomplete or malformed: {e}") from None
         labels = raw.get("labels", [])
         if not isinstance(labels, list) or not all(
             isinstance(v, (str, int, float, bool)) for v in labels
@@ -736,7 +728,7 @@ class TableEncoder:
         else:
             problem = encoder._problem()
         if problem:
-            raise TorchworkError(f"the stored preprocessing is malformed: {problem}")
+            raise DataError(f"the stored preprocessing is malformed: {problem}")
         return encoder
 
     def _problem(self) -> str:

@@ -31,8 +31,16 @@ from torchwork.checkpoint import (
 from torchwork.config import RunConfig, choose_training
 from torchwork.data import SPLITS, Prepared, prepare_data
 from torchwork.distributed import Group
-from torchwork.engine import History, TrainingDiverged, TrainState, fit, make_loss, make_optimizer
-from torchwork.errors import TorchworkError
+from torchwork.engine import History, TrainState, fit, make_loss, make_optimizer
+from torchwork.errors import (
+    ConfigError,
+    ModelFileError,
+    RunFolderError,
+    TorchworkError,
+    TrainingDiverged,
+    TrainingError,
+    TrainingInterrupted,
+)
 from torchwork.fileio import in_background, write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics
 from torchwork.models import build_model
@@ -46,11 +54,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise TorchworkError(
-            "--device cuda: no CUDA GPU is available here: use --device cpu or auto"
-        )
+        raise ConfigError("--device cuda: no CUDA GPU is available here: use --device cpu or auto")
     if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise TorchworkError(
+        raise ConfigError(
             "--device mps: Apple's MPS is not available here: use --device cpu or auto"
         )
     return torch.device(name)
@@ -230,7 +236,7 @@ def _run_folder(config: RunConfig, force: bool, group: Group | None) -> Path:
             answer[1] = str(e)
     dist.broadcast_object_list(answer, src=0)
     if answer[1] is not None:
-        raise TorchworkError(answer[1])
+        raise RunFolderError(answer[1])
     return Path(answer[0])
 
 
@@ -257,10 +263,10 @@ def _resume(
     folder: Path, overrides: dict[str, Any] | None, log: Callable[[str], None], group: Group | None
 ) -> Path:
     if not folder.is_dir():
-        raise TorchworkError(f"--resume {folder}: no such run folder")
+        raise RunFolderError(f"--resume {folder}: no such run folder")
     path = folder / CHECKPOINT_LAST
     if not path.exists():
-        raise TorchworkError(
+        raise RunFolderError(
             f"--resume {folder}: it has no {CHECKPOINT_LAST} (the run stopped before its first "
             "checkpoint): start it again with --force"
         )
@@ -268,7 +274,7 @@ def _resume(
     config = RunConfig.from_dict(contents["config"], str(path))  # every auto already chosen
     for name, value in (overrides or {}).items():
         if name not in RESUME_FIELDS:
-            raise TorchworkError(
+            raise RunFolderError(
                 f"{name} cannot change when resuming: it would change the result; only "
                 f"{', '.join(RESUME_FIELDS)} may be given"
             )
@@ -277,12 +283,12 @@ def _resume(
     config.validate(stored=True)  # a run that an earlier version started may go on
     done = contents["epoch"]
     if config.train.epochs < done:
-        raise TorchworkError(
+        raise RunFolderError(
             f"--epochs {config.train.epochs} is less than the {done} epochs already trained: give --epochs {done} or more"
         )
     session = setup(config, folder, log, group)
     if session.data_sha256 != contents.get("data_sha256"):
-        raise TorchworkError(
+        raise RunFolderError(
             f"the data file {config.data.path} changed since the run started: resuming would not "
             "give the same result; start a new run"
         )
@@ -333,7 +339,7 @@ def restore(session: Session, contents: dict[str, Any]) -> TrainState:
             state.generator.set_state(contents["generator"])
         set_rng_states(contents["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise TorchworkError(
+        raise ModelFileError(
             f"the checkpoint in {session.out} does not fit this run: {e}"
         ) from None
     if state.best_state is not None:
@@ -459,18 +465,6 @@ def checkpoint_config(config: RunConfig) -> dict[str, Any]:
     return stored
 
 
-class TrainingInterrupted(TorchworkError):
-    """A signal stopped training after a checkpoint; the run can be resumed."""
-
-    def __init__(self, signum: int, epoch: int, folder: Path) -> None:
-        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} received: stopped after epoch {epoch - 1} with a checkpoint; "
-            f"resume with: torchwork run --resume {folder}"
-        )
-
-
 class StopSignals:
     """While training: the first SIGINT or SIGTERM asks for a clean stop after the current
     epoch (with a checkpoint); a second one stops at once. Atomic writes mean no file is
@@ -574,7 +568,7 @@ def train(
             if session.group is None:
                 raise
             # A collective failed: another process of the run died or hung.
-            raise TorchworkError(
+            raise TrainingError(
                 f"a process of this distributed run failed ({str(e).splitlines()[0][:200]}); "
                 f"resume with: torchrun ... -m torchwork run --resume {session.out}"
             ) from None
@@ -703,7 +697,7 @@ def tensorboard_writer(folder: Path | None) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise TorchworkError(
+        raise ConfigError(
             "--tensorboard needs the tensorboard package: pip install 'torchwork[tensorboard]'"
         ) from None
     return SummaryWriter(str(folder)) if folder is not None else None
