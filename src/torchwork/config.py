@@ -14,13 +14,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from torchwork.errors import ConfigError, TorchworkError
 
 MODELS = ("params", "linear", "mlp")
 LOSSES = ("auto", "l1", "mse", "huber", "bce", "ce")
-TASKS = ("auto", "regression", "binary", "multiclass")
+Task = Literal["regression", "binary", "multiclass"]  # what a model's outputs mean
+MODEL_TASKS: tuple[Task, ...] = get_args(Task)
+TASKS = ("auto", *MODEL_TASKS)  # --task: auto finds it from the target column
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
 MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files
 CATEGORICAL = ("auto", "none")

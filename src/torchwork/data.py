@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
+from torchwork.config import Task
 from torchwork.errors import ConfigError, DataError, TorchworkError
 
 if TYPE_CHECKING:
@@ -309,7 +310,7 @@ class Prepared:
     y: dict[str, torch.Tensor]  # split name -> the target as the loss function wants it
     y_raw: dict[str, torch.Tensor]  # regression: in the target's units [rows, 1]; else classes
     rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
-    task: str  # regression, binary or multiclass
+    task: Task
     description: str
     encoder: Any = None  # TableEncoder for tables, None for the line
     target: Any = None  # tables: the target column as read, for predictions.csv

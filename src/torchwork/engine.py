@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchwork.config import Task
 from torchwork.data import batches, evaluation_batches, prefetches
 from torchwork.distributed import (
     Group,
@@ -33,7 +34,7 @@ LOSSES_FOR_TASK = {
 }
 
 
-def make_loss(name: str = "l1", task: str = "regression") -> nn.Module:
+def make_loss(name: str = "l1", task: Task = "regression") -> nn.Module:
     """The loss function by name: l1 (nn.L1Loss, the course's), mse or huber for regression;
     bce (BCEWithLogitsLoss) for binary and ce (CrossEntropyLoss) for multiclass; auto picks
     mse, bce or ce by the task."""

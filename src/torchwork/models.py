@@ -11,13 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchwork.config import MAX_HIDDEN_LAYERS, MODELS
+from torchwork.config import MAX_HIDDEN_LAYERS, MODEL_TASKS, MODELS, Task
 from torchwork.errors import ConfigError, ModelFileError, TorchworkError
 
 MAX_PARAMETERS = (
     100_000_000  # torchwork fits small models; this guards against typos like 64000,64000
 )
-MODEL_TASKS = ("regression", "binary", "multiclass")  # what a model's outputs mean
 
 
 class LinearRegressionModel(nn.Module):
@@ -82,7 +81,7 @@ class LinearClassifier(_LinearLayer):
     `predict`. The same parameters as LinearRegressionModelV2; its description adds the task.
     """
 
-    def __init__(self, in_features: int = 1, out_features: int = 1, task: str = "binary") -> None:
+    def __init__(self, in_features: int = 1, out_features: int = 1, task: Task = "binary") -> None:
         super().__init__(in_features, out_features)
         self.task = task
 
@@ -128,7 +127,7 @@ def build_model(
     in_features: int = 1,
     out_features: int = 1,
     hidden: list[int] | None = None,
-    task: str = "regression",
+    task: Task = "regression",
 ) -> nn.Module:
     """Make a fresh model by name: params, linear or mlp; a linear model for a binary or
     multiclass `task` is a LinearClassifier (logistic regression).
@@ -289,7 +288,7 @@ def spec_from_state_dict(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     raise ModelFileError(f"the state_dict's keys ({few(sorted(keys))}) match no torchwork model")
 
 
-def describe(spec: dict[str, Any], task: str | None = None) -> str:
+def describe(spec: dict[str, Any], task: Task | None = None) -> str:
     """What a model is, in words: 'logistic regression (LinearClassifier) on 3 inputs'.
 
     `task` (from the stored preprocessing) wins over the description's, which files

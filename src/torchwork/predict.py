@@ -9,16 +9,20 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from torchwork.checkpoint import load, read_metadata
+from torchwork.config import Task
 from torchwork.errors import ConfigError, DataError, ModelFileError, TorchworkError
 from torchwork.fileio import atomic_path
 from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
 from torchwork.models import one_line
+
+if TYPE_CHECKING:
+    from torchwork.tables import TableEncoder
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
@@ -41,23 +45,30 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return result
 
 
+@dataclass
+class Score:
+    """How well outputs match the truth: the metrics, and what they were computed from."""
+
+    metrics: dict[str, float]
+    predictions: torch.Tensor | None = None  # regression: in the target's own units
+    confusion_matrix: list[list[int]] | None = None  # classification: [true][predicted]
+
+
 def score(
-    task: str, encoder: Any, outputs: torch.Tensor, y_raw: torch.Tensor
-) -> tuple[dict[str, float], dict[str, Any]]:
+    task: Task, encoder: TableEncoder | None, outputs: torch.Tensor, y_raw: torch.Tensor
+) -> Score:
     """Metrics of raw model outputs against the true target (its own units, or class indices)."""
     if task == "regression":
         predictions = (
             encoder.decode(outputs)["prediction"] if encoder is not None else outputs.reshape(-1)
         )
-        return regression_metrics(predictions, y_raw), {"predictions": predictions}
+        return Score(regression_metrics(predictions, y_raw), predictions=predictions)
+    assert encoder is not None  # a classifier is always trained on a table
     decoded = encoder.decode(outputs)
     classes = len(encoder.labels)
     positive = decoded["probabilities"][:, 1] if classes == 2 else None
     metrics = classification_metrics(decoded["index"], y_raw, classes, positive)
-    return metrics, {
-        "confusion_matrix": confusion_matrix(decoded["index"], y_raw, classes),
-        **decoded,
-    }
+    return Score(metrics, confusion_matrix=confusion_matrix(decoded["index"], y_raw, classes))
 
 
 def prediction_columns(encoder: Any, outputs: torch.Tensor) -> dict[str, Any]:
@@ -265,9 +276,9 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         names = read_table(data, predictor.csv or CsvFormat()).column_names
         target = target or names[-1]
         table, X = predictor.read(data, target=target, need_target=True)
-        metrics, _ = score(
+        metrics = score(
             "regression", None, predictor.outputs(X), table_to_tensor(table, [target])
-        )
+        ).metrics
         return {"task": "regression", "rows": table.num_rows, "target": target, "metrics": metrics}
     table, X = predictor.read(data, target=target, need_target=True)
     outputs = predictor.outputs(X)
@@ -275,7 +286,8 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         truth = encoder.target_values(table)
     else:
         truth = encoder.label_index(table.column(encoder.target), str(data))
-    metrics, details = score(encoder.task, encoder, outputs, truth)
+    scored = score(encoder.task, encoder, outputs, truth)
+    metrics = scored.metrics
     result = {
         "task": encoder.task,
         "rows": table.num_rows,
@@ -284,7 +296,7 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
     }
     if encoder.task != "regression":
         result["labels"] = encoder.labels
-        result["confusion_matrix"] = details["confusion_matrix"]
+        result["confusion_matrix"] = scored.confusion_matrix
     return result
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import torch
 
 from torchwork import arrow
+from torchwork.config import Task
 from torchwork.errors import DataError
 
 MAX_CLASSES = 100  # more distinct labels than this is not a classification target
@@ -380,7 +381,9 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def detect_task(column: pa.ChunkedArray, requested: str, name: str, source: str) -> tuple[str, str]:
+def detect_task(
+    column: pa.ChunkedArray, requested: str, name: str, source: str
+) -> tuple[Task, str]:
     """The task and a sentence saying why: two values are binary, a few integer or text labels
     multiclass, anything else regression."""
     # A numeric target often has as many distinct values as rows: where its first rows
@@ -473,7 +476,7 @@ class TableEncoder:
 
     features: list[Feature]
     target: str
-    task: str  # regression, binary or multiclass
+    task: Task
     labels: list[Any] = field(default_factory=list)  # class labels, in output order
     target_mean: float = 0.0  # regression target standardization
     target_std: float = 1.0
@@ -484,7 +487,7 @@ class TableEncoder:
         table: pa.Table,
         features: Sequence[str],
         target: str,
-        task: str,
+        task: Task,
         train_rows: np.ndarray,
         source: str,
         categorical: str = "auto",

@@ -44,7 +44,7 @@ from torchwork.errors import (
 from torchwork.fileio import in_background, write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics
 from torchwork.models import build_model
-from torchwork.predict import outputs_of, prediction_columns, score, write_table
+from torchwork.predict import Score, outputs_of, prediction_columns, score, write_table
 from torchwork.report import create_run_dir, format_metrics_table, resolve_run_dir, write_json
 from torchwork.solve import least_squares
 
@@ -597,7 +597,7 @@ def finish(
     scores = {
         name: score(data.task, data.encoder, outputs[name], data.y_raw[name]) for name in used
     }
-    metrics = {name: scores[name][0] for name in used}
+    metrics = {name: scores[name].metrics for name in used}
     reference, reference_summary = reference_scores(data, used, config.reference)
     log("4. Predictions and evaluation")
     if "skipped" in reference_summary:
@@ -673,7 +673,7 @@ def finish(
         summary["true"] = data.true
     if data.task != "regression":
         summary["labels"] = data.labels
-        summary["confusion_matrix"] = {name: scores[name][1]["confusion_matrix"] for name in used}
+        summary["confusion_matrix"] = {name: scores[name].confusion_matrix for name in used}
     if data.encoder is not None:
         summary["data"] = {
             "path": config.data.path,
@@ -782,7 +782,7 @@ def draw_plots(
     history: Any,
     outputs_before: torch.Tensor,
     outputs_test: torch.Tensor | None,
-    test_score: tuple[dict[str, float], dict[str, Any]] | None,
+    test_score: Score | None,
 ) -> None:
     # matplotlib costs most of a second to import: only runs that draw pay for it.
     from torchwork.plots import (
@@ -805,10 +805,10 @@ def draw_plots(
         return
     if data.task != "regression":
         plot_confusion_matrix(
-            test_score[1]["confusion_matrix"], data.labels, path=folder / "confusion_matrix.png"
+            test_score.confusion_matrix, data.labels, path=folder / "confusion_matrix.png"
         )
         return
-    predictions = test_score[1]["predictions"]
+    predictions = test_score.predictions
     y_test = data.y_raw["test"]
     if data.x_plot is not None:
         before = (
