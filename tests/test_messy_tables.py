@@ -10,8 +10,9 @@ import torch
 from conftest import assert_one_line_error, write_csv
 from torchwork import TorchworkError
 from torchwork.config import RunConfig
-from torchwork.read import CsvFormat, read_table, sniff_delimiter
-from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
+from torchwork.tables.check import check_values, detect_task, select_columns
+from torchwork.tables.encode import TableEncoder
+from torchwork.tables.read import CsvFormat, read_table, sniff_delimiter
 
 
 def _european(path, rows=200):

@@ -466,8 +466,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(config.to_toml(), end="")
         return 0
     if config.data.path:
-        from torchwork.read import CsvFormat, prefetch
         from torchwork.report import resolve_run_dir
+        from torchwork.tables.read import CsvFormat, prefetch
 
         resolve_run_dir(config.out, args.force)  # a folder mistake is said before any reading
         prefetch(config.data.path, CsvFormat.of(config.data))  # read while torch is imported
@@ -579,7 +579,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import torch
 
-    from torchwork.tables import check_values
+    from torchwork.tables.check import check_values
 
     predictor = Predictor.from_file(args.model)
     rows = _parse_rows(args.x)

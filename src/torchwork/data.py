@@ -270,8 +270,9 @@ def read_features(path: str | Path) -> torch.Tensor:
         except (ValueError, OSError) as e:
             raise DataError(f"cannot read {path} as a NumPy .npy file: {e}") from None
     elif suffix in (".csv", ".tsv"):
-        from torchwork.read import read_table
-        from torchwork.tables import require_numbers, table_to_tensor
+        from torchwork.tables.check import require_numbers
+        from torchwork.tables.convert import table_to_tensor
+        from torchwork.tables.read import read_table
 
         table = read_table(path)
         table = require_numbers(table, table.column_names, str(path))
@@ -357,8 +358,9 @@ def prepare_data(
         )
 
     from torchwork.config import choose_split
-    from torchwork.read import CsvFormat, give_back_memory, read_table
-    from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
+    from torchwork.tables.check import check_values, detect_task, select_columns
+    from torchwork.tables.encode import TableEncoder
+    from torchwork.tables.read import CsvFormat, give_back_memory, read_table
 
     source = d.path
     table = read_table(source, CsvFormat.of(d))

@@ -248,11 +248,11 @@ def check_rows(
 def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.Tensor | None, str]:
     if model_path.suffix.lower() != ".safetensors":
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
-    from torchwork import arrow
     from torchwork.checkpoint import read_metadata
     from torchwork.config import stored_config
     from torchwork.data import prepare_data
     from torchwork.models import few, one_line
+    from torchwork.tables import arrow
 
     config = read_metadata(model_path)["config"]
     if not config:

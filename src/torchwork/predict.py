@@ -22,7 +22,7 @@ from torchwork.metrics import classification_metrics, confusion_matrix, regressi
 from torchwork.models import one_line
 
 if TYPE_CHECKING:
-    from torchwork.tables import TableEncoder
+    from torchwork.tables.encode import TableEncoder
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,7 @@ def score(
 
 def prediction_columns(encoder: Any, outputs: torch.Tensor) -> dict[str, Any]:
     """Predictions in the data's own terms, as named columns (plus class probabilities)."""
-    from torchwork import arrow
+    from torchwork.tables import arrow
 
     decoded = encoder.decode(outputs)
     if encoder.task == "regression":
@@ -130,8 +130,8 @@ class Predictor:
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
         from torchwork.config import stored_config
-        from torchwork.read import CsvFormat
-        from torchwork.tables import TableEncoder
+        from torchwork.tables.encode import TableEncoder
+        from torchwork.tables.read import CsvFormat
 
         path = Path(path)
         model = load(path)
@@ -171,8 +171,9 @@ class Predictor:
         self, data: str | Path, target: str = "", need_target: bool = False
     ) -> tuple[Any, torch.Tensor]:
         """Read a table for this model: (table, encoded inputs), with every column checked."""
-        from torchwork.read import CsvFormat, read_table
-        from torchwork.tables import check_values, require_numbers, table_to_tensor
+        from torchwork.tables.check import check_values, require_numbers
+        from torchwork.tables.convert import table_to_tensor
+        from torchwork.tables.read import CsvFormat, read_table
 
         source = str(data)
         if self.encoder is None and not need_target and str(data).lower().endswith(".npy"):
@@ -270,8 +271,8 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
     predictor = Predictor.from_file(model_path)
     encoder = predictor.encoder
     if encoder is None:
-        from torchwork.read import CsvFormat, read_table
-        from torchwork.tables import table_to_tensor
+        from torchwork.tables.convert import table_to_tensor
+        from torchwork.tables.read import CsvFormat, read_table
 
         names = read_table(data, predictor.csv or CsvFormat()).column_names
         target = target or names[-1]

@@ -171,7 +171,8 @@ class PredictionApp:
         """The rows as the model's input tensor, every value checked."""
         import pyarrow as pa
 
-        from torchwork.tables import check_values, table_to_tensor
+        from torchwork.tables.check import check_values
+        from torchwork.tables.convert import table_to_tensor
 
         raw = self.columns(rows)
         table = pa.table(

@@ -847,7 +847,7 @@ def write_predictions(path: Path, data: Prepared, outputs: dict[str, torch.Tenso
     import numpy as np
     import pyarrow as pa
 
-    from torchwork import arrow
+    from torchwork.tables import arrow
 
     used = [name for name in SPLITS if name in outputs]
     order = torch.cat([data.rows[name] for name in used]).numpy()

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from torchwork import arrow
 from torchwork.errors import DataError, TorchworkError
 from torchwork.fileio import in_background
+from torchwork.tables import arrow
 
 if TYPE_CHECKING:
     import pyarrow.csv as pcsv
