@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,6 @@ from torchwork.tables import arrow
 if TYPE_CHECKING:
     import pyarrow.csv as pcsv
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".xlsx", ".npy", ".npz")
 DELIMITERS = (",", ";", "\t", "|")  # what delimiter "auto" chooses from
 _SNIFF_LINES = 20  # the first lines the delimiter is found from
 
@@ -110,21 +110,12 @@ def _read_table(path: Path, csv: CsvFormat) -> pa.Table:
     if path.is_dir():
         raise DataError(f"{path} is a folder: give a data file")
     suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"cannot read {path}: use a {', '.join(TABLE_SUFFIXES)} file")
+    if suffix not in READERS:
+        raise DataError(f"cannot read {path}: use a {', '.join(READERS)} file")
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty: it needs a header row and data rows")
     try:
-        if suffix in (".csv", ".tsv"):
-            table = _read_csv(path, "\t" if suffix == ".tsv" else ",", csv)
-        elif suffix in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        elif suffix == ".xlsx":
-            table = _read_excel(path)
-        else:
-            table = _read_numpy(path)
+        table = READERS[suffix](path, csv)
         names = table.column_names  # decodes the header, which may not be valid UTF-8
     except TorchworkError:
         raise
@@ -139,12 +130,12 @@ def _read_table(path: Path, csv: CsvFormat) -> pa.Table:
         raise DataError(f"{path} has no columns")
     if table.num_rows == 0:
         raise DataError(f"{path} has a header but no data rows")
-    if suffix in (".csv", ".tsv", ".xlsx"):
+    if suffix in HEADER_SUFFIXES:
         stripped = [name.strip() for name in names]
         if stripped != names:
             table = table.rename_columns(stripped)
             names = stripped
-    if suffix in (".csv", ".tsv"):
+    if suffix in (".csv", ".tsv"):  # pyarrow reads text it cannot decode as binary
         binary = [
             n for n, t in zip(names, table.schema.types, strict=True) if pa.types.is_binary(t)
         ]
@@ -496,3 +487,22 @@ def _read_numpy(path: Path) -> pa.Table:
     columns = {f"x{i}": pa.array(X[:, i]) for i in range(X.shape[1])}
     columns["y"] = pa.array(y)
     return pa.table(columns)
+
+
+def _read_parquet(path: Path, csv: CsvFormat) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+# The readers by suffix, the one list of the file types a table can be: a new type is one line.
+READERS: dict[str, Callable[[Path, CsvFormat], pa.Table]] = {
+    ".csv": lambda path, csv: _read_csv(path, ",", csv),
+    ".tsv": lambda path, csv: _read_csv(path, "\t", csv),
+    ".parquet": _read_parquet,
+    ".pq": _read_parquet,
+    ".xlsx": lambda path, csv: _read_excel(path),
+    ".npy": lambda path, csv: _read_numpy(path),
+    ".npz": lambda path, csv: _read_numpy(path),
+}
+HEADER_SUFFIXES = (".csv", ".tsv", ".xlsx")  # types whose column names are typed by people
