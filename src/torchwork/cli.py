@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from torchwork import __version__
+from torchwork import __version__, registry
 from torchwork.config import (
     CATEGORICAL,
     DEVICES,
@@ -78,6 +78,11 @@ def _name_list(text: str) -> list[str]:
 
 
 # flag, config field ("section.key"), argparse options, help
+def _choices(entries: dict[str, registry.Entry]) -> str:
+    """A registry's names for --help, each with its note: "l1 (the course's), mse, ..."."""
+    return ", ".join(f"{name} ({e.help})" if e.help else name for name, e in entries.items())
+
+
 RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     (
         "--data",
@@ -166,15 +171,21 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "--model",
         "model.kind",
         {"choices": MODELS},
-        "model: params (the course's model_0), linear or mlp",
+        "model: " + _choices(registry.MODELS),
     ),
     ("--hidden", "model.hidden", {"type": _int_list, "metavar": "N,N"}, "mlp hidden layer sizes"),
-    ("--loss", "train.loss", {"choices": LOSSES}, "loss function (auto: by the task)"),
+    (
+        "--loss",
+        "train.loss",
+        {"choices": LOSSES},
+        f"loss function: {_choices(registry.LOSSES)}; auto: by the task",
+    ),
     (
         "--optimizer",
         "train.optimizer",
         {"choices": OPTIMIZERS},
-        "optimizer; auto (tables): lbfgs for a linear model, adam for an mlp",
+        f"optimizer: {_choices(registry.OPTIMIZERS)}; auto (tables): lbfgs for a linear "
+        "model, adam for an mlp",
     ),
     ("--lr", "train.lr", {"type": _or_auto(float)}, "learning rate (auto: by the optimizer)"),
     ("--momentum", "train.momentum", {"type": float}, "SGD momentum"),
@@ -430,7 +441,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"--batch-size {config.train.batch_size} is smaller than --nproc {args.nproc}: "
                     "each process needs at least one row per step"
                 )
-            from torchwork.report import resolve_run_dir
+            from torchwork.runfolder import resolve_run_dir
 
             if config.out:
                 resolve_run_dir(config.out, args.force)
@@ -466,7 +477,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(config.to_toml(), end="")
         return 0
     if config.data.path:
-        from torchwork.report import resolve_run_dir
+        from torchwork.runfolder import resolve_run_dir
         from torchwork.tables.read import CsvFormat, prefetch
 
         resolve_run_dir(config.out, args.force)  # a folder mistake is said before any reading
@@ -482,7 +493,7 @@ def _check_resume_folder(folder: str) -> None:
     folder without a checkpoint is workflow.resume's to explain)."""
     from pathlib import Path
 
-    from torchwork.report import RUN_FILES, RUN_FOLDERS
+    from torchwork.runfolder import RUN_FILES, RUN_FOLDERS
     from torchwork.workflow import CHECKPOINT_LAST
 
     path = Path(folder)
@@ -605,11 +616,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from torchwork.predict import evaluate_file
-    from torchwork.report import format_metrics_table
+    from torchwork.report.text import format_metrics_table
 
     result = evaluate_file(args.model, args.data, args.target or "")
     if args.json:
-        from torchwork.report import _finite
+        from torchwork.runfolder import _finite
 
         print(json.dumps(_finite(result), indent=2))
         return 0
@@ -630,11 +641,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from torchwork.checkpoint import load, read_metadata, read_torch_file, stored_spec
     from torchwork.models import describe, model_spec
+    from torchwork.runfolder import INSPECTABLE
 
     path = Path(args.file)
     if path.is_dir():
-        names = ("model.safetensors", "model.pth", "checkpoint-last.pt")
-        inside = [n for n in names if (path / n).is_file()]
+        inside = [n for n in INSPECTABLE if (path / n).is_file()]
         raise ModelFileError(
             f"{path} is a folder: inspect {path / inside[0]}"
             if inside
@@ -765,7 +776,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from torchwork.html_report import compare_runs
+    from torchwork.report.compare import compare_runs
 
     print(compare_runs(args.runs, out_png=args.out, out_html=args.html))
     return 0

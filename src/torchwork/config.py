@@ -14,14 +14,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
+from torchwork import registry
 from torchwork.errors import ConfigError, TorchworkError
+from torchwork.registry import MODEL_TASKS
 
-MODELS = ("params", "linear", "mlp")
-LOSSES = ("auto", "l1", "mse", "huber", "bce", "ce")
-Task = Literal["regression", "binary", "multiclass"]  # what a model's outputs mean
-MODEL_TASKS: tuple[Task, ...] = get_args(Task)
+MODELS = tuple(registry.MODELS)
+LOSSES = ("auto", *registry.LOSSES)  # auto: by the task (registry.AUTO_LOSS)
 TASKS = ("auto", *MODEL_TASKS)  # --task: auto finds it from the target column
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
 MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files
@@ -50,7 +50,7 @@ MLP_SPLIT = (0.7, 0.1)  # an mlp on a table: training and validation fractions (
 MLP_SMALL_ROWS = 2000
 MLP_SMALL_SPLIT = (0.6, 0.2)
 MLP_PATIENCE = 10  # and its early stopping, as scikit-learn's n_iter_no_change
-OPTIMIZERS = ("auto", "sgd", "adam", "adamw", "lbfgs")
+OPTIMIZERS = ("auto", *registry.OPTIMIZERS)  # auto: choose_training
 AUTO = "auto"
 # choose_training's rules, measured on tables of 10,000 and 200,000 rows on 2 cores
 # (benchmarks/tables.py): an mlp with batches of 256, 512, 1024 and 2048 reached the same

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from torchwork.config import Task
 from torchwork.errors import ConfigError, DataError, TorchworkError
+from torchwork.registry import Task
 
 if TYPE_CHECKING:
     from torchwork.config import RunConfig

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchwork.config import Task
+from torchwork import registry
 from torchwork.data import batches, evaluation_batches, prefetches
 from torchwork.distributed import (
     Group,
@@ -23,47 +23,36 @@ from torchwork.distributed import (
     sharded_batches,
 )
 from torchwork.errors import ConfigError, TrainingDiverged
+from torchwork.registry import Task
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-LOSSES_FOR_TASK = {
-    "regression": ("l1", "mse", "huber"),
-    "binary": ("bce",),
-    "multiclass": ("ce",),
-}
-
-
 def make_loss(name: str = "l1", task: Task = "regression") -> nn.Module:
-    """The loss function by name: l1 (nn.L1Loss, the course's), mse or huber for regression;
-    bce (BCEWithLogitsLoss) for binary and ce (CrossEntropyLoss) for multiclass; auto picks
-    mse, bce or ce by the task."""
-    losses = {
-        "l1": nn.L1Loss,
-        "mse": nn.MSELoss,
-        "huber": nn.HuberLoss,
-        "bce": nn.BCEWithLogitsLoss,
-        "ce": nn.CrossEntropyLoss,
-    }
-    if task not in LOSSES_FOR_TASK:
-        raise ConfigError(f"unknown task '{task}': use regression, binary or multiclass")
+    """The loss function by name (registry.LOSSES): l1 (nn.L1Loss, the course's), mse or
+    huber for regression; bce (BCEWithLogitsLoss) for binary and ce (CrossEntropyLoss) for
+    multiclass; auto picks mse, bce or ce by the task."""
+    if task not in registry.AUTO_LOSS:
+        raise ConfigError(f"unknown task '{task}': use {', '.join(registry.MODEL_TASKS)}")
     if name == "auto":
-        name = {"regression": "mse", "binary": "bce", "multiclass": "ce"}[task]
-    if name not in losses:
-        raise ConfigError(f"unknown loss '{name}': use l1, mse, huber, bce, ce or auto")
-    if name not in LOSSES_FOR_TASK[task]:
+        name = registry.AUTO_LOSS[task]
+    entry = registry.LOSSES.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown loss '{name}': use {', '.join(registry.LOSSES)} or auto")
+    if task not in entry.tasks:
+        fitting = [n for n, e in registry.LOSSES.items() if task in e.tasks]
         raise ConfigError(
-            f"--loss {name} does not fit a {task} task: use --loss "
-            f"{' or '.join(LOSSES_FOR_TASK[task])} (or auto)"
+            f"--loss {name} does not fit a {task} task: use --loss {' or '.join(fitting)} (or auto)"
         )
-    return losses[name]()
+    return entry.load()()
 
 
 def make_optimizer(
     name: str, params: Iterable[nn.Parameter], lr: float = 0.01, momentum: float = 0.0
 ) -> torch.optim.Optimizer:
-    """The optimizer by name: sgd (the course's, with optional momentum), adam, adamw, or
-    lbfgs (L-BFGS with a strong-Wolfe line search, one iteration per epoch, full batch)."""
+    """The optimizer by name (registry.OPTIMIZERS): sgd (the course's, with optional
+    momentum), adam, adamw, or lbfgs (L-BFGS with a strong-Wolfe line search, one iteration
+    per epoch, full batch)."""
     params = list(params)
     _eager_optimizer_methods()
     # The multi-tensor (foreach) kernels pay off on GPUs; on the CPU PyTorch would pick the
@@ -72,15 +61,11 @@ def make_optimizer(
     # Adam's fused kernel updates every parameter in one call: on the CPU a step of the
     # default MLP took 150 us against 420 us per tensor (and 300 us multi-tensor).
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=foreach)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=fused)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, fused=fused)
-    if name == "lbfgs":
-        return LBFGS(params, lr=lr)
-    raise ConfigError(f"unknown optimizer '{name}': use sgd, adam, adamw or lbfgs")
+    entry = registry.OPTIMIZERS.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown optimizer '{name}': use {' or '.join(registry.OPTIMIZERS)}")
+    settings = {"momentum": momentum, "foreach": foreach, "fused": fused}
+    return entry.load()(params, lr=lr, **{k: settings[k] for k in entry.options})
 
 
 class LBFGS(torch.optim.LBFGS):

@@ -11,8 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchwork.config import MAX_HIDDEN_LAYERS, MODEL_TASKS, MODELS, Task
+from torchwork import registry
+from torchwork.config import MAX_HIDDEN_LAYERS, MODELS
 from torchwork.errors import ConfigError, ModelFileError, TorchworkError
+from torchwork.registry import MODEL_TASKS, Task
 
 MAX_PARAMETERS = (
     100_000_000  # torchwork fits small models; this guards against typos like 64000,64000
@@ -152,20 +154,30 @@ def build_model(
         )
     if task not in MODEL_TASKS:
         raise ConfigError(f"unknown task {task!r:.40}: use {', '.join(MODEL_TASKS)}")
-    if kind == "linear" and task != "regression":
+    entry = registry.MODELS.get(kind)
+    if entry is None:
+        raise ConfigError(f"unknown model {kind!r:.40}: use {', '.join(registry.MODELS)}")
+    return entry.load()(in_features, out_features, hidden, task)
+
+
+# The builders registry.MODELS names: (in_features, out_features, hidden, task) -> a model.
+def build_params(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+    if in_features != 1 or out_features != 1:
+        raise ConfigError(
+            f"--model params learns one weight and one bias: one input and one output; this "
+            f"data needs {in_features} input(s) and {out_features} output(s): use --model linear"
+        )
+    return LinearRegressionModel()
+
+
+def build_linear(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+    if task != "regression":
         return LinearClassifier(in_features, out_features, task)
-    if kind == "params":
-        if in_features != 1 or out_features != 1:
-            raise ConfigError(
-                f"--model params learns one weight and one bias: one input and one output; this "
-                f"data needs {in_features} input(s) and {out_features} output(s): use --model linear"
-            )
-        return LinearRegressionModel()
-    if kind == "linear":
-        return LinearRegressionModelV2(in_features, out_features)
-    if kind == "mlp":
-        return MLP(in_features, hidden, out_features)
-    raise ConfigError(f"unknown model {kind!r:.40}: use params, linear or mlp")
+    return LinearRegressionModelV2(in_features, out_features)
+
+
+def build_mlp(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+    return MLP(in_features, hidden, out_features)
 
 
 def parse_spec(spec: Any, source: str = "the model description") -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from torchwork.config import Task
 from torchwork.errors import DataError
+from torchwork.registry import Task
 from torchwork.tables import arrow
 
 MAX_CLASSES = 100  # more distinct labels than this is not a classification target

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from torchwork.config import Task
 from torchwork.errors import DataError
+from torchwork.registry import Task
 from torchwork.tables import arrow
 from torchwork.tables.check import (
     MAX_CLASSES,
