@@ -10,7 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from torchwork import __version__, registry
 from torchwork.config import (
@@ -28,6 +28,9 @@ from torchwork.config import (
     read_toml,
 )
 from torchwork.errors import ConfigError, DataError, ModelFileError, RunFolderError, TorchworkError
+
+if TYPE_CHECKING:
+    from torchwork.tables.encode import TableEncoder
 
 EXIT_USAGE = 2
 
@@ -537,7 +540,7 @@ def _parse_rows(values: Sequence[str]) -> list[list[float]]:
     return rows
 
 
-def _check_row_width(rows: list[list[float]], width: int, encoder: Any) -> None:
+def _check_row_width(rows: list[list[float]], width: int, encoder: TableEncoder | None) -> None:
     """--x rows as wide as the model's inputs; else say how to write one row."""
     given = len(rows[0])
     if given == width:
@@ -568,7 +571,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from torchwork.predict import (
         Predictor,
         check_out_name,
-        input_names,
         predict_file,
         with_predictions,
         write_table,
@@ -588,9 +590,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"Wrote predictions for {args.data} to {args.out}", file=sys.stderr)
         return 0
     import pyarrow as pa
-    import torch
-
-    from torchwork.tables.check import check_values
 
     predictor = Predictor.from_file(args.model)
     rows = _parse_rows(args.x)
@@ -598,16 +597,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if encoder is not None and any(f.kind != "numeric" for f in encoder.features):
         raise DataError("this model has text columns: give its rows in a file with --data FILE")
     _check_row_width(rows, predictor.model.spec()["in_features"], encoder)
-    if encoder is None:
-        names = input_names(len(rows[0]))
-        table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(names)})
-        check_values(table, names, "--x", fix="give finite numbers")
-        outputs = predictor.outputs(torch.tensor(rows, dtype=torch.float32))
-        write_table(with_predictions(table, None, outputs), args.out)
-        return 0
-    table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(encoder.feature_names)})
-    check_values(table, encoder.feature_names, "--x", fix="give finite numbers")
-    outputs = predictor.outputs(encoder.transform(table, "--x"))
+    names = predictor.feature_names
+    table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(names)})
+    outputs = predictor.outputs(predictor.encode(table, "--x", fix="give finite numbers"))
     write_table(with_predictions(table, encoder, outputs), args.out)
     return 0
 

@@ -14,6 +14,7 @@ from torchwork.registry import Task
 
 if TYPE_CHECKING:
     from torchwork.config import RunConfig
+    from torchwork.tables.encode import TableEncoder
 
 
 def make_line(
@@ -313,7 +314,7 @@ class Prepared:
     rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
     task: Task
     description: str
-    encoder: Any = None  # TableEncoder for tables, None for the line
+    encoder: TableEncoder | None = None  # None for the line
     target: Any = None  # tables: the target column as read, for predictions.csv
     x_plot: dict[str, torch.Tensor] | None = None  # the one raw feature for the course's picture
     true: dict[str, float] | None = None  # the line's known parameters

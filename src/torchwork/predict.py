@@ -71,7 +71,7 @@ def score(
     return Score(metrics, confusion_matrix=confusion_matrix(decoded["index"], y_raw, classes))
 
 
-def prediction_columns(encoder: Any, outputs: torch.Tensor) -> dict[str, Any]:
+def prediction_columns(encoder: TableEncoder | None, outputs: torch.Tensor) -> dict[str, Any]:
     """Predictions in the data's own terms, as named columns (plus class probabilities)."""
     from torchwork.tables import arrow
 
@@ -123,9 +123,31 @@ class Predictor:
     """A saved model with the preprocessing it was trained with."""
 
     model: nn.Module
-    encoder: Any  # TableEncoder, or None for models of the line or bare .pth files
+    encoder: TableEncoder | None  # None for models of the line or bare .pth files
     path: Path
     csv: Any = None  # read.CsvFormat: how the training table was written (--decimal, ...)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The columns a row gives this model, in order (x, or x0, x1, ... without an encoder)."""
+        if self.encoder is not None:
+            return self.encoder.feature_names
+        return input_names(self.model.spec()["in_features"])
+
+    def encode(
+        self, table: Any, source: str, fix: str = "fix or remove those rows"
+    ) -> torch.Tensor:
+        """The one path from rows to model inputs, for files, --x, serve and export checks:
+        the feature columns checked (missing values, text in number columns), then encoded
+        as the model was trained (scaling, one-hot) into its input tensor."""
+        from torchwork.tables.check import check_values
+        from torchwork.tables.convert import table_to_tensor
+
+        names = self.feature_names
+        table = check_values(table, names, source, fix=fix)
+        if self.encoder is None:
+            return table_to_tensor(table, names)
+        return self.encoder.transform(table, source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
@@ -223,9 +245,11 @@ class Predictor:
             raise DataError(
                 f"{source} has no target column '{self.encoder.target}': name it with --target"
             )
-        checked = [*expected, self.encoder.target] if need_target else expected
-        table = check_values(table, checked, source, fix="fix or remove those rows")
-        return table, self.encoder.transform(table, source)
+        if need_target:
+            table = check_values(
+                table, [self.encoder.target], source, fix="fix or remove those rows"
+            )
+        return table, self.encode(table, source)
 
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         in_features = self.model.spec()["in_features"]
@@ -247,7 +271,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path | Non
     return result
 
 
-def with_predictions(table: Any, encoder: Any, outputs: torch.Tensor) -> Any:
+def with_predictions(table: Any, encoder: TableEncoder | None, outputs: torch.Tensor) -> Any:
     """The input rows with `prediction` (and class probability) columns added. An input
     column is never replaced: where the input has a column of that name already, the new
     one is `prediction_1` (or the next free number)."""

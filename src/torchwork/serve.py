@@ -76,12 +76,10 @@ class PredictionApp:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.encoder = predictor.encoder
+        self.features = predictor.feature_names
         if self.encoder is None:
-            width = predictor.model.spec()["in_features"]
-            self.features = ["x"] if width == 1 else [f"x{i}" for i in range(width)]
             self.numeric = list(self.features)
         else:
-            self.features = self.encoder.feature_names
             self.numeric = [f.name for f in self.encoder.features if f.kind == "numeric"]
         self.categories = (
             {f.name: f.categories for f in self.encoder.features if f.kind == "categorical"}
@@ -171,9 +169,6 @@ class PredictionApp:
         """The rows as the model's input tensor, every value checked."""
         import pyarrow as pa
 
-        from torchwork.tables.check import check_values
-        from torchwork.tables.convert import table_to_tensor
-
         raw = self.columns(rows)
         table = pa.table(
             {
@@ -183,13 +178,8 @@ class PredictionApp:
                 for name, values in raw.items()
             }
         )
-        table = check_values(table, self.numeric, SOURCE, fix=FIX)
-        if self.encoder is None:
-            X = table_to_tensor(table, self.features)
-            names = self.features
-        else:
-            X = self.encoder.transform(table, SOURCE)
-            names = self.encoder.input_names
+        X = self.predictor.encode(table, SOURCE, FIX)
+        names = self.encoder.input_names if self.encoder is not None else self.features
         finite = torch.isfinite(X)
         if not bool(finite.all()):
             row, column = (int(i) for i in (~finite).nonzero()[0])
