@@ -7,8 +7,8 @@ from torch import nn
 
 from torchwork import registry
 from torchwork.cli import build_parser
-from torchwork.engine import make_loss, make_optimizer
 from torchwork.models import build_model
+from torchwork.optim import make_loss, make_optimizer
 
 
 @pytest.mark.parametrize("name", sorted(registry.LOSSES))

@@ -38,8 +38,8 @@ _EXPORTS = {
     "LinearClassifier": "models",
     "MLP": "models",
     "build_model": "models",
-    "make_loss": "engine",
-    "make_optimizer": "engine",
+    "make_loss": "optim",
+    "make_optimizer": "optim",
     "train_step": "engine",
     "test_step": "engine",
     "fit": "engine",
@@ -63,8 +63,8 @@ _EXPORTS = {
     "Predictor": "predict",
     "prepare_data": "data",
     "export_model": "export",
-    "write_report": "html_report",
-    "compare_runs": "html_report",
+    "write_report": "report.html",
+    "compare_runs": "report.compare",
 }
 
 __all__ = ["__version__", *_EXPORTS]

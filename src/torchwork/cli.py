@@ -760,7 +760,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from torchwork.serve import serve
+    from torchwork.serve.server import serve
 
     # flush: the address line must show at once when the output is a pipe
     serve(args.model, args.host, args.port, log=partial(print, flush=True))

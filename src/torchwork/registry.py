@@ -43,7 +43,7 @@ OPTIMIZERS: dict[str, Entry] = {
     "sgd": Entry("torch.optim:SGD", options=("momentum", "foreach"), help="the course's"),
     "adam": Entry("torch.optim:Adam", options=("fused",)),
     "adamw": Entry("torch.optim:AdamW", options=("fused",), help="Adam, decoupled weight decay"),
-    "lbfgs": Entry("torchwork.engine:LBFGS", help="L-BFGS, strong-Wolfe line search, full batch"),
+    "lbfgs": Entry("torchwork.optim:LBFGS", help="L-BFGS, strong-Wolfe line search, full batch"),
 }
 
 MODELS: dict[str, Entry] = {

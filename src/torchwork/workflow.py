@@ -31,7 +31,7 @@ from torchwork.checkpoint import (
 from torchwork.config import RunConfig, choose_training
 from torchwork.data import SPLITS, Prepared, prepare_data
 from torchwork.distributed import Group
-from torchwork.engine import History, TrainState, fit, make_loss, make_optimizer
+from torchwork.engine import History, TrainState, fit
 from torchwork.errors import (
     ConfigError,
     ModelFileError,
@@ -44,8 +44,24 @@ from torchwork.errors import (
 from torchwork.fileio import in_background, write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics
 from torchwork.models import build_model
+from torchwork.optim import make_loss, make_optimizer
 from torchwork.predict import Score, outputs_of, prediction_columns, score, write_table
-from torchwork.report import create_run_dir, format_metrics_table, resolve_run_dir, write_json
+from torchwork.report.text import format_metrics_table
+from torchwork.runfolder import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LAST,
+    CONFIG,
+    METRICS,
+    MODEL_FILES,
+    PLOTS,
+    PREDICTIONS,
+    REPORT,
+    SUMMARY,
+    TENSORBOARD,
+    create_run_dir,
+    resolve_run_dir,
+    write_json,
+)
 from torchwork.solve import least_squares
 
 
@@ -304,7 +320,7 @@ def _resume(
     state = restore(session, contents)
     session.chosen = dict(contents.get("chosen") or {})
     if session.main:
-        for stale in [*folder.glob(".*.tmp"), *folder.glob("plots/.*.tmp")]:
+        for stale in [*folder.glob(".*.tmp"), *folder.glob(f"{PLOTS}/.*.tmp")]:
             stale.unlink(missing_ok=True)  # left by a process killed mid-write
     log(f"Resuming {folder} after epoch {done - 1} of {config.train.epochs}")
     history, seconds = train(session, state, float(contents.get("seconds", 0.0)), log)
@@ -312,8 +328,6 @@ def _resume(
 
 
 RESUME_FIELDS = ("train.epochs", "train.checkpoint_every", "plots", "tensorboard")
-CHECKPOINT_LAST = "checkpoint-last.pt"
-CHECKPOINT_BEST = "checkpoint-best.pt"
 CHECKPOINT_SECONDS = 30.0  # with --checkpoint-every 0, write a checkpoint this often
 
 
@@ -371,7 +385,7 @@ class Checkpointer:
         self.logged = logged  # history records already sent to TensorBoard (before a resume)
         self.tensorboard = None
         if session.config.tensorboard and session.main:
-            self.tensorboard = tensorboard_writer(session.out / "tensorboard")
+            self.tensorboard = tensorboard_writer(session.out / TENSORBOARD)
 
     def __call__(self, state: TrainState) -> None:
         if self.tensorboard is not None and len(state.history.records) > self.logged:
@@ -451,7 +465,7 @@ class Checkpointer:
         if state.best_state is not None and history.best_epoch != self.best_written:
             save_checkpoint(s.out / CHECKPOINT_BEST, contents | {"model": state.best_state})
             self.best_written = history.best_epoch
-        write_text_atomic(s.out / "metrics.csv", history.to_csv())
+        write_text_atomic(s.out / METRICS, history.to_csv())
         self.last_write = time.perf_counter()
         self.last_epoch = state.epoch
 
@@ -557,7 +571,7 @@ def train(
             )
         except TrainingDiverged as e:
             if session.main:
-                write_text_atomic(session.out / "metrics.csv", state.history.to_csv())
+                write_text_atomic(session.out / METRICS, state.history.to_csv())
             kept = (
                 f"; the last good checkpoint is kept in {session.out / CHECKPOINT_LAST}"
                 if checkpointer.last_epoch or (session.out / CHECKPOINT_LAST).exists()
@@ -611,14 +625,14 @@ def finish(
     )
     if config.plots:
         draw_plots(
-            out / "plots", data, history, outputs_before, outputs.get("test"), scores.get("test")
+            out / PLOTS, data, history, outputs_before, outputs.get("test"), scores.get("test")
         )
 
     # 5. Saving and loading
     saved_config = config.to_dict() | {"out": ""}
     preprocess = data.encoder.to_dict() if data.encoder is not None else None
     check_rows = "test" if sizes["test"] else "train"
-    for name in ("model.safetensors", "model.pth"):
+    for name in MODEL_FILES:
         save(model, out / name, config=saved_config, preprocess=preprocess)
         loaded = load(out / name).to(session.device)
         if not torch.equal(outputs_of(loaded, X[check_rows]), outputs[check_rows]):
@@ -631,21 +645,14 @@ def finish(
     )
 
     # 6. The run folder
-    write_text_atomic(out / "metrics.csv", history.to_csv())
-    write_text_atomic(out / "config.toml", RunConfig.from_dict(saved_config).to_toml())
-    written = [
-        "config.toml",
-        "metrics.csv",
-        "summary.json",
-        "model.safetensors",
-        "model.pth",
-        CHECKPOINT_LAST,
-    ]
+    write_text_atomic(out / METRICS, history.to_csv())
+    write_text_atomic(out / CONFIG, RunConfig.from_dict(saved_config).to_toml())
+    written = [CONFIG, METRICS, SUMMARY, *MODEL_FILES, CHECKPOINT_LAST]
     if (out / CHECKPOINT_BEST).exists():
         written.append(CHECKPOINT_BEST)
     if data.encoder is not None:
-        write_predictions(out / "predictions.csv", data, outputs)
-        written.append("predictions.csv")
+        write_predictions(out / PREDICTIONS, data, outputs)
+        written.append(PREDICTIONS)
     summary: dict[str, Any] = {
         "task": data.task,
         "loss": type(session.loss_fn).__name__,  # what --loss auto chose, too
@@ -683,12 +690,12 @@ def finish(
             # the model's input columns in order, one per category: they name the weights
             "inputs": data.encoder.input_names,
         }
-    write_json(out / "summary.json", summary)
-    from torchwork.html_report import write_report
+    write_json(out / SUMMARY, summary)
+    from torchwork.report.html import write_report
 
     write_report(out)
-    written.append("report.html")
-    log(f"6. Run folder: {out} ({', '.join(written)}{', plots/' if config.plots else ''})")
+    written.append(REPORT)
+    log(f"6. Run folder: {out} ({', '.join(written)}{f', {PLOTS}/' if config.plots else ''})")
     return out
 
 
