@@ -25,7 +25,7 @@ from torchwork.errors import TorchworkError
 from torchwork.predict import Predictor
 from torchwork.serve.app import MAX_BODY_BYTES, MAX_ROWS, make_app
 from torchwork.serve.server import Server, is_loopback, make_server, serve
-from torchwork.workflow import learned_line
+from torchwork.workflow.finish import learned_line
 
 COLORS = ["blue", "green", "red"]
 

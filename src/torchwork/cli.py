@@ -463,7 +463,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--print-config cannot be used with --resume: see the run's config.toml"
             )
-        from torchwork.workflow import RESUME_FIELDS, resume
+        from torchwork.workflow.checkpoints import RESUME_FIELDS
+        from torchwork.workflow.session import resume
 
         for flag, field, _, _ in RUN_FLAGS:
             if field in flags and field not in RESUME_FIELDS:
@@ -485,7 +486,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         resolve_run_dir(config.out, args.force)  # a folder mistake is said before any reading
         prefetch(config.data.path, CsvFormat.of(config.data))  # read while torch is imported
-    from torchwork.workflow import run
+    from torchwork.workflow.session import run
 
     run(config, force=args.force)
     return 0
@@ -493,11 +494,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _check_resume_folder(folder: str) -> None:
     """--resume names a run folder: a file or a folder no run wrote is said as such (a run
-    folder without a checkpoint is workflow.resume's to explain)."""
+    folder without a checkpoint is workflow.session.resume's to explain)."""
     from pathlib import Path
 
-    from torchwork.runfolder import RUN_FILES, RUN_FOLDERS
-    from torchwork.workflow import CHECKPOINT_LAST
+    from torchwork.runfolder import CHECKPOINT_LAST, RUN_FILES, RUN_FOLDERS
 
     path = Path(folder)
     if path.is_file():
