@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from torchwork import registry
-from torchwork.cli import build_parser
+from torchwork.cli.parser import build_parser
 from torchwork.models import build_model
 from torchwork.optim import make_loss, make_optimizer
 
