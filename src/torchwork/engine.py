@@ -276,7 +276,7 @@ def fit(
     mean_of = _global_mean(group, X_train.device)
     train_rows = len(X_train)
     if group is not None:
-        check_batch(batch_size, group)
+        check_batch(batch_size, group.world)
         train_rows = local_rows(len(X_train), batch_size, group)
         X_test, y_test = shard(X_test, y_test, group)
         if has_val:

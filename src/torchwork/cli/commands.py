@@ -32,14 +32,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.resume:
             # Mistakes are one line here, not one per process after the launch.
             config = config_from_args(args).validate()
-            if (
-                isinstance(config.train.batch_size, int)
-                and 0 < config.train.batch_size < args.nproc
-            ):
-                raise ConfigError(
-                    f"--batch-size {config.train.batch_size} is smaller than --nproc {args.nproc}: "
-                    "each process needs at least one row per step"
-                )
+            if isinstance(config.train.batch_size, int):
+                from torchwork.distributed import check_batch
+
+                check_batch(config.train.batch_size, args.nproc)
             from torchwork.runfolder import resolve_run_dir
 
             if config.out:
@@ -59,15 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--print-config cannot be used with --resume: see the run's config.toml"
             )
-        from torchwork.workflow.checkpoints import RESUME_FIELDS
+        from torchwork.workflow.checkpoints import check_resume_fields
         from torchwork.workflow.session import resume
 
-        for flag, field, _, _ in RUN_FLAGS:
-            if field in flags and field not in RESUME_FIELDS:
-                raise ConfigError(
-                    f"{flag} cannot change when resuming: it would change the result; only "
-                    "--epochs (to train longer), --checkpoint-every, --no-plots and --tensorboard may be given"
-                )
+        check_resume_fields({field: flag for flag, field, _, _ in RUN_FLAGS if field in flags})
         _check_resume_folder(args.resume)
         resume(args.resume, flags)
         return 0

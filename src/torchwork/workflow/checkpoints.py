@@ -38,7 +38,26 @@ if TYPE_CHECKING:
     from torchwork.workflow.train import StopSignals
 
 
-RESUME_FIELDS = ("train.epochs", "train.checkpoint_every", "plots", "tensorboard")
+# What a resume may change, each with its flag: nothing that would change the result.
+RESUME_FIELDS = {
+    "train.epochs": "--epochs (to train longer)",
+    "train.checkpoint_every": "--checkpoint-every",
+    "plots": "--no-plots",
+    "tensorboard": "--tensorboard",
+}
+
+
+def check_resume_fields(given: dict[str, str]) -> None:
+    """Refuse a setting a resume cannot change; `given` maps each field to how the caller
+    named it (a flag, or the field itself)."""
+    for field, shown in given.items():
+        if field not in RESUME_FIELDS:
+            raise ConfigError(
+                f"{shown} cannot change when resuming: it would change the result; only "
+                f"{', '.join(RESUME_FIELDS.values())} may be given"
+            )
+
+
 CHECKPOINT_SECONDS = 30.0  # with --checkpoint-every 0, write a checkpoint this often
 
 

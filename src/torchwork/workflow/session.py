@@ -38,7 +38,7 @@ from torchwork.runfolder import (
     create_run_dir,
     resolve_run_dir,
 )
-from torchwork.workflow.checkpoints import RESUME_FIELDS, restore, tensorboard_writer
+from torchwork.workflow.checkpoints import check_resume_fields, restore, tensorboard_writer
 from torchwork.workflow.finish import describe_parameters, file_sha256, finish
 from torchwork.workflow.train import train
 
@@ -266,12 +266,8 @@ def _resume(
         )
     contents = load_checkpoint(path)
     config = RunConfig.from_dict(contents["config"], str(path))  # every auto already chosen
+    check_resume_fields({name: name for name in overrides or {}})
     for name, value in (overrides or {}).items():
-        if name not in RESUME_FIELDS:
-            raise RunFolderError(
-                f"{name} cannot change when resuming: it would change the result; only "
-                f"{', '.join(RESUME_FIELDS)} may be given"
-            )
         config.set(name, value)
     config.out = str(folder)
     config.validate(stored=True)  # a run that an earlier version started may go on
