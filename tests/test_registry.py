@@ -50,3 +50,18 @@ def test_the_command_line_offers_the_registry_names():
     assert list(actions["model.kind"].choices) == list(registry.MODELS)
     assert list(actions["train.loss"].choices) == ["auto", *registry.LOSSES]
     assert list(actions["train.optimizer"].choices) == ["auto", *registry.OPTIMIZERS]
+
+
+def test_learned_line_reads_both_line_models_and_nothing_else():
+    assert registry.learned_line({"weights": [0.5], "bias": [0.25]}) == (0.5, 0.25)
+    linear = {"linear_layer.weight": [0.5], "linear_layer.bias": [0.25]}
+    assert registry.learned_line(linear) == (0.5, 0.25)
+    assert (
+        registry.learned_line({"linear_layer.weight": [0.5, 1.0], "linear_layer.bias": [0]}) is None
+    )
+    assert registry.learned_line({"weights": 0.5, "bias": [0.25]}) is None  # a hand-edited file
+    mlp = build_model("mlp", in_features=1, out_features=1, hidden=[1])
+    assert (
+        registry.learned_line({k: v.reshape(-1).tolist() for k, v in mlp.state_dict().items()})
+        is None
+    )

@@ -11,6 +11,7 @@ fast.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -24,6 +25,7 @@ class Entry:
     tasks: tuple[Task, ...] = ("regression", "binary", "multiclass")  # what it can be used for
     help: str = ""
     options: tuple[str, ...] = ()  # optimizers: the settings its class takes besides lr
+    line: tuple[str, str] | None = None  # models: the state_dict keys of a line's weight, bias
 
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
@@ -47,7 +49,27 @@ OPTIMIZERS: dict[str, Entry] = {
 }
 
 MODELS: dict[str, Entry] = {
-    "params": Entry("torchwork.models:build_params", ("regression",), "the course's model_0"),
-    "linear": Entry("torchwork.models:build_linear", help="nn.Linear over every input"),
+    "params": Entry(
+        "torchwork.models:build_params",
+        ("regression",),
+        "the course's model_0",
+        line=("weights", "bias"),
+    ),
+    "linear": Entry(
+        "torchwork.models:build_linear",
+        help="nn.Linear over every input",
+        line=("linear_layer.weight", "linear_layer.bias"),
+    ),
     "mlp": Entry("torchwork.models:build_mlp", help="ReLU hidden layers, --hidden sizes"),
 }
+
+
+def learned_line(learned: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(weight, bias) when `learned` (each parameter's values as a flat list, as in
+    summary.json) is a line: a params or linear model of one input and one output; else None."""
+    for entry in MODELS.values():
+        if entry.line is not None and set(learned) == set(entry.line):
+            weight, bias = (learned[key] for key in entry.line)
+            if all(isinstance(v, list | tuple) and len(v) == 1 for v in (weight, bias)):
+                return float(weight[0]), float(bias[0])
+    return None

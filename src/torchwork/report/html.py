@@ -15,7 +15,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from torchwork import __version__
+from torchwork import __version__, registry
 from torchwork.errors import RunFolderError
 from torchwork.fileio import write_text_atomic
 from torchwork.report.format import (
@@ -231,7 +231,7 @@ def _parameters_section(s: Summary) -> str:
     true = s.get("true")
     if isinstance(true, dict):
         reference = s.get("reference") or {}
-        line = _learned_line(learned)
+        line = registry.learned_line(learned) if isinstance(learned, dict) else None
         body = []
         for i, name in enumerate(("weight", "bias")):
             mine = line[i] if line is not None else None
@@ -276,14 +276,6 @@ def _parameters_section(s: Summary) -> str:
             f"{table}</details>"
         )
     return "\n".join(parts)
-
-
-def _learned_line(learned: dict[str, Any]) -> tuple[float, float] | None:
-    for weight, bias in (("weights", "bias"), ("linear_layer.weight", "linear_layer.bias")):
-        w, b = learned.get(weight), learned.get(bias)
-        if isinstance(w, list) and isinstance(b, list) and len(w) == 1 and len(b) == 1:
-            return w[0], b[0]
-    return None
 
 
 def _confusion_section(matrices: dict[str, Any], labels: list[Any]) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from torchwork import __version__
+from torchwork import __version__, registry
 from torchwork.checkpoint import (
     load,
     save,
@@ -316,10 +316,9 @@ def write_predictions(path: Path, data: Prepared, outputs: dict[str, torch.Tenso
 def learned_line(model: nn.Module) -> tuple[float, float] | None:
     """(weight, bias) of a one-feature linear model, else None."""
     state = model.state_dict()
-    for w, b in (("weights", "bias"), ("linear_layer.weight", "linear_layer.bias")):
-        if set(state) == {w, b} and state[w].numel() == 1:
-            return float(state[w]), float(state[b])
-    return None
+    if len(state) != 2:  # a line is a weight and a bias
+        return None
+    return registry.learned_line({k: v.reshape(-1).tolist() for k, v in state.items()})
 
 
 def describe_parameters(model: nn.Module) -> str:
