@@ -99,7 +99,7 @@ class TableData(TypedDict, total=False):
 
 
 class Summary(TypedDict, total=False):
-    """summary.json as `workflow.finish` writes it.
+    """summary.json as `workflow.finish.summary_of` writes it.
 
     Every key is optional to a reader: a folder written by an older version may lack some,
     and `true`, `labels`, `confusion_matrix` and `data` are written only when they apply.

@@ -4,6 +4,7 @@ files and check that they load, and write the run folder."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +33,23 @@ from torchwork.runfolder import (
     PREDICTIONS,
     REPORT,
     SUMMARY,
+    Summary,
     write_json,
 )
 from torchwork.solve import least_squares
 
 if TYPE_CHECKING:
     from torchwork.workflow.session import Session
+
+
+@dataclass
+class Evaluation:
+    """Step 4's results, for steps 5 and 6."""
+
+    used: list[str]  # the splits that have rows
+    outputs: dict[str, torch.Tensor]  # raw model outputs on each split
+    scores: dict[str, Score]
+    reference: dict[str, Any]  # what the reference scored on each split (empty when skipped)
 
 
 def finish(
@@ -47,19 +59,26 @@ def finish(
     outputs_before: torch.Tensor,
     log: Callable[[str], None],
 ) -> Path:
-    """Steps 4 to 6: evaluate, draw, save and check the model files, write the summary."""
+    """Steps 4 to 6: evaluate and draw, save and check the model files, write the run folder."""
     if not session.main:
         return session.out
-    config, data, model, out = session.config, session.data, session.model, session.out
-    sizes, X = session.sizes, session.X
+    evaluation = evaluate(session, history, outputs_before, log)
+    saved_config = save_and_verify(session, evaluation, log)
+    write_run_folder(session, history, seconds, evaluation, saved_config, log)
+    return session.out
 
-    # 4. Predictions and evaluation
-    used = [name for name in SPLITS if sizes[name]]
+
+def evaluate(
+    session: Session, history: History, outputs_before: torch.Tensor, log: Callable[[str], None]
+) -> Evaluation:
+    """Step 4: the metrics of every split beside the reference's, and the pictures."""
+    config, data, model, out = session.config, session.data, session.model, session.out
+    used = [name for name in SPLITS if session.sizes[name]]
+    X = session.X
     outputs = {name: outputs_of(model, X[name]) for name in used}
     scores = {
         name: score(data.task, data.encoder, outputs[name], data.y_raw[name]) for name in used
     }
-    metrics = {name: scores[name].metrics for name in used}
     reference, reference_summary = reference_scores(data, used, config.reference)
     log("4. Predictions and evaluation")
     if "skipped" in reference_summary:
@@ -68,48 +87,83 @@ def finish(
         log_parameters(model, reference_summary, data.true, log)
     log(
         format_metrics_table(
-            metrics, reference or None, "closed-form" if data.task == "regression" else "majority"
+            {name: scores[name].metrics for name in used},
+            reference or None,
+            "closed-form" if data.task == "regression" else "majority",
         )
     )
     if config.plots:
         draw_plots(
             out / PLOTS, data, history, outputs_before, outputs.get("test"), scores.get("test")
         )
+    return Evaluation(used, outputs, scores, reference_summary)
 
-    # 5. Saving and loading
+
+def save_and_verify(
+    session: Session, evaluation: Evaluation, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Step 5: save each model file, load it into a new model and check that it predicts
+    exactly what the trained one does; returns the config the files hold."""
+    config, data, model, out = session.config, session.data, session.model, session.out
     saved_config = config.to_dict() | {"out": ""}
     preprocess = data.encoder.to_dict() if data.encoder is not None else None
-    check_rows = "test" if sizes["test"] else "train"
+    check_rows = "test" if session.sizes["test"] else "train"
+    expected = evaluation.outputs[check_rows]
     for name in MODEL_FILES:
         save(model, out / name, config=saved_config, preprocess=preprocess)
         loaded = load(out / name).to(session.device)
-        if not torch.equal(outputs_of(loaded, X[check_rows]), outputs[check_rows]):
+        if not torch.equal(outputs_of(loaded, session.X[check_rows]), expected):
             raise RuntimeError(
                 f"the model loaded from {out / name} predicts differently from the trained one"
             )
     log(
         f"5. Saved model.safetensors and model.pth; loaded each into a new model: predictions on the "
-        f"{sizes[check_rows]} {check_rows} rows identical to the trained model's"
+        f"{session.sizes[check_rows]} {check_rows} rows identical to the trained model's"
     )
+    return saved_config
 
-    # 6. The run folder
+
+def write_run_folder(
+    session: Session,
+    history: History,
+    seconds: float,
+    evaluation: Evaluation,
+    saved_config: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """Step 6: metrics.csv, config.toml, predictions.csv, summary.json and report.html."""
+    config, data, out = session.config, session.data, session.out
     write_text_atomic(out / METRICS, history.to_csv())
     write_text_atomic(out / CONFIG, RunConfig.from_dict(saved_config).to_toml())
     written = [CONFIG, METRICS, SUMMARY, *MODEL_FILES, CHECKPOINT_LAST]
     if (out / CHECKPOINT_BEST).exists():
         written.append(CHECKPOINT_BEST)
     if data.encoder is not None:
-        write_predictions(out / PREDICTIONS, data, outputs)
+        write_predictions(out / PREDICTIONS, data, evaluation.outputs)
         written.append(PREDICTIONS)
-    summary: dict[str, Any] = {
+    write_json(out / SUMMARY, summary_of(session, history, seconds, evaluation))
+    from torchwork.report.html import write_report
+
+    write_report(out)
+    written.append(REPORT)
+    log(f"6. Run folder: {out} ({', '.join(written)}{f', {PLOTS}/' if config.plots else ''})")
+
+
+def summary_of(
+    session: Session, history: History, seconds: float, evaluation: Evaluation
+) -> Summary:
+    """summary.json: what the run did and scored (its keys: runfolder.Summary)."""
+    config, data, model = session.config, session.data, session.model
+    used, scores = evaluation.used, evaluation.scores
+    summary: Summary = {
         "task": data.task,
         "loss": type(session.loss_fn).__name__,  # what --loss auto chose, too
-        "metrics": metrics,
-        "reference": reference_summary,
+        "metrics": {name: scores[name].metrics for name in used},
+        "reference": evaluation.reference,
         "learned": {
             k: v.detach().cpu().reshape(-1).tolist() for k, v in model.state_dict().items()
         },
-        "rows": {name: sizes[name] for name in used},
+        "rows": {name: session.sizes[name] for name in used},
         "epochs_run": history.epochs_run,
         "stopped_early": history.stopped_early,
         "converged": history.converged,
@@ -138,13 +192,7 @@ def finish(
             # the model's input columns in order, one per category: they name the weights
             "inputs": data.encoder.input_names,
         }
-    write_json(out / SUMMARY, summary)
-    from torchwork.report.html import write_report
-
-    write_report(out)
-    written.append(REPORT)
-    log(f"6. Run folder: {out} ({', '.join(written)}{f', {PLOTS}/' if config.plots else ''})")
-    return out
+    return summary
 
 
 def file_sha256(path: str | Path) -> str:
