@@ -445,9 +445,9 @@ def run(*args, **kwargs):
         raise KeyboardInterrupt
     raise RuntimeError("a bug")
 
-session = types.ModuleType("torchwork.workflow.session")
+session = types.ModuleType("torchwork.workflow.run")
 session.run = run
-sys.modules["torchwork.workflow.session"] = session
+sys.modules["torchwork.workflow.run"] = session
 from torchwork.cli import entry
 entry()
 """

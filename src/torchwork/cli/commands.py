@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "--print-config cannot be used with --resume: see the run's config.toml"
             )
         from torchwork.workflow.checkpoints import check_resume_fields
-        from torchwork.workflow.session import resume
+        from torchwork.workflow.run import resume
 
         check_resume_fields({field: flag for flag, field, _, _ in RUN_FLAGS if field in flags})
         _check_resume_folder(args.resume)
@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         resolve_run_dir(config.out, args.force)  # a folder mistake is said before any reading
         prefetch(config.data.path, CsvFormat.of(config.data))  # read while torch is imported
-    from torchwork.workflow.session import run
+    from torchwork.workflow.run import run
 
     run(config, force=args.force)
     return 0
@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _check_resume_folder(folder: str) -> None:
     """--resume names a run folder: a file or a folder no run wrote is said as such (a run
-    folder without a checkpoint is workflow.session.resume's to explain)."""
+    folder without a checkpoint is workflow.run.resume's to explain)."""
     from pathlib import Path
 
     from torchwork.runfolder import CHECKPOINT_LAST, RUN_FILES, RUN_FOLDERS

@@ -35,7 +35,7 @@ from torchwork.runfolder import (
 
 if TYPE_CHECKING:
     from torchwork.workflow.session import Session
-    from torchwork.workflow.train import StopSignals
+    from torchwork.workflow.signals import StopSignals
 
 
 # What a resume may change, each with its flag: nothing that would change the result.
