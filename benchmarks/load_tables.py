@@ -33,8 +33,8 @@ MODES = ("fresh process", "same process")
 
 
 def torchwork_load(path: Path) -> torch.Tensor:
-    from torchwork.read import read_table
-    from torchwork.tables import table_to_tensor
+    from torchwork.tables.convert import table_to_tensor
+    from torchwork.tables.read import read_table
 
     table = read_table(path)
     return table_to_tensor(table, table.column_names)
@@ -66,7 +66,7 @@ def child(name: str, path: Path) -> None:
     import pyarrow.csv
     import pyarrow.parquet  # noqa: F401
 
-    import torchwork.tables  # noqa: F401
+    import torchwork.tables.encode  # noqa: F401
 
     with contextlib.suppress(ImportError):
         import pandas  # noqa: F401

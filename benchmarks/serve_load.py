@@ -58,7 +58,7 @@ def train_model(folder: Path) -> tuple[Path, list[dict]]:
 
 def start_server(model: Path, log: Path) -> tuple[subprocess.Popen, int]:
     """`serve(model, port=0)` in its own process, so the clients do not share its GIL."""
-    code = "import sys; from torchwork.serve import serve; serve(sys.argv[1], host=sys.argv[2], port=0)"
+    code = "import sys; from torchwork.serve.server import serve; serve(sys.argv[1], host=sys.argv[2], port=0)"
     process = subprocess.Popen(
         [sys.executable, "-u", "-c", code, str(model), HOST],
         stdout=subprocess.PIPE,
@@ -150,7 +150,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    from torchwork.serve import THREADS
+    from torchwork.serve.server import THREADS
 
     print(f"torchwork serve (waitress, {THREADS} server threads) on {HOST}, {machine()}")
     print()

@@ -247,8 +247,9 @@ def step_ms(kind: str, rows: int, width: int, repeats: int = 20) -> float:
     takes it: the model from build_model, the inputs feature-major where it asks for that."""
     import torch
 
-    from torchwork.engine import feature_major, make_loss, make_optimizer, train_step
+    from torchwork.engine import feature_major, train_step
     from torchwork.models import build_model
+    from torchwork.optim import make_loss, make_optimizer
 
     torch.manual_seed(0)
     model = build_model(kind, width, 1)

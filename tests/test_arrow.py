@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from torchwork import arrow
+from torchwork.tables import arrow
 
 
 @pytest.mark.parametrize(

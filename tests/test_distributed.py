@@ -445,9 +445,9 @@ def run(*args, **kwargs):
         raise KeyboardInterrupt
     raise RuntimeError("a bug")
 
-workflow = types.ModuleType("torchwork.workflow")
-workflow.run = run
-sys.modules["torchwork.workflow"] = workflow
+session = types.ModuleType("torchwork.workflow.run")
+session.run = run
+sys.modules["torchwork.workflow.run"] = session
 from torchwork.cli import entry
 entry()
 """

@@ -15,7 +15,8 @@ import pytest
 
 from torchwork.cli import main
 from torchwork.errors import TorchworkError
-from torchwork.html_report import PREVIEW_ROWS, compare_runs, write_report
+from torchwork.report.compare import compare_runs
+from torchwork.report.html import PREVIEW_ROWS, write_report
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 
@@ -428,7 +429,7 @@ def test_report_without_pictures_says_so(runs):
 
 
 def test_module_imports_without_torch():
-    code = "import sys, torchwork.html_report; sys.exit('torch' in sys.modules)"
+    code = "import sys, torchwork.report.html, torchwork.report.compare; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 

@@ -10,8 +10,9 @@ import torch
 from conftest import assert_one_line_error, write_csv
 from torchwork import TorchworkError
 from torchwork.config import RunConfig
-from torchwork.read import CsvFormat, read_table, sniff_delimiter
-from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
+from torchwork.tables.check import check_values, detect_task, select_columns
+from torchwork.tables.encode import TableEncoder
+from torchwork.tables.read import CsvFormat, read_table, sniff_delimiter
 
 
 def _european(path, rows=200):
@@ -197,8 +198,8 @@ def test_messy_table_end_to_end(tw, tmp_path):
 
 
 def test_reference_is_skipped_where_it_would_cost_too_much(monkeypatch, tmp_path):
-    from torchwork import workflow
     from torchwork.data import prepare_data
+    from torchwork.workflow import finish as workflow
 
     write_csv(tmp_path / "t.csv", {"a": list(range(50)), "b": [i % 7 for i in range(50)],
                                    "y": [i * 0.5 for i in range(50)]})  # fmt: skip

@@ -11,7 +11,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from torchwork.cli import RUN_FLAGS, main
+from torchwork.cli import main
+from torchwork.cli.parser import RUN_FLAGS
 
 SETTINGS = settings(
     max_examples=40,

@@ -22,16 +22,9 @@ pytest.importorskip("waitress")
 from torchwork.cli import main
 from torchwork.errors import TorchworkError
 from torchwork.predict import Predictor
-from torchwork.serve import (
-    MAX_BODY_BYTES,
-    MAX_ROWS,
-    Server,
-    is_loopback,
-    make_app,
-    make_server,
-    serve,
-)
-from torchwork.workflow import learned_line
+from torchwork.serve.app import MAX_BODY_BYTES, MAX_ROWS, make_app
+from torchwork.serve.server import Server, is_loopback, make_server, serve
+from torchwork.workflow.finish import learned_line
 
 
 @pytest.fixture(scope="module")
@@ -334,8 +327,8 @@ def test_loopback_by_default_and_a_warning_otherwise(models, monkeypatch):
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.com"))
     # Serve on loopback while pretending it is not, to see the warning; run() returns at once.
-    monkeypatch.setattr("torchwork.serve.is_loopback", lambda host: False)
-    monkeypatch.setattr("torchwork.serve.Server.run", lambda self: None)
+    monkeypatch.setattr("torchwork.serve.server.is_loopback", lambda host: False)
+    monkeypatch.setattr("torchwork.serve.server.Server.run", lambda self: None)
     lines = []
     serve(models["cls"], port=0, log=lines.append)
     assert lines[0].startswith("warning: listening on 127.0.0.1 lets other machines reach")
@@ -347,7 +340,7 @@ def test_loopback_by_default_and_a_warning_otherwise(models, monkeypatch):
 
 
 def test_sigterm_stops_serve_cleanly(models):
-    code = "import sys; from torchwork.serve import serve; serve(sys.argv[1], port=0)"
+    code = "import sys; from torchwork.serve.server import serve; serve(sys.argv[1], port=0)"
     process = subprocess.Popen(
         [sys.executable, "-u", "-c", code, str(models["reg"])],
         stdout=subprocess.PIPE,

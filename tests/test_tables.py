@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from conftest import write_csv
-from torchwork import TorchworkError, read
-from torchwork.read import read_table
-from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
+from torchwork import TorchworkError
+from torchwork.tables import read
+from torchwork.tables.check import check_values, detect_task, select_columns
+from torchwork.tables.encode import TableEncoder
+from torchwork.tables.read import read_table
 
 
 def test_reads_every_format_to_the_same_table(tmp_path):
@@ -220,7 +222,7 @@ def test_csv_fast_path_reads_missing_markers_like_a_full_read(
 ):
     # parts=3: the file is cut into 3 parts read side by side, as large files are
     monkeypatch.setattr(pa, "cpu_count", lambda: parts)
-    monkeypatch.setattr("torchwork.read._CSV_SPLIT_BYTES", 1 << 16)
+    monkeypatch.setattr("torchwork.tables.read._CSV_SPLIT_BYTES", 1 << 16)
     rows = 60_000 if late else 50  # pyarrow infers types from its first 1 MB block
     lines = ["n,i,x,t,y"] + [f"{r},{r % 7},{r * 0.5},t{r % 3},{r % 2}" for r in range(rows)]
     at = rows - 2 if late else 3
@@ -245,7 +247,7 @@ def test_csv_in_parts_reads_like_one_reader(tmp_path, monkeypatch, header, newli
     import pyarrow.csv as pcsv
 
     monkeypatch.setattr(pa, "cpu_count", lambda: 3)
-    monkeypatch.setattr("torchwork.read._CSV_SPLIT_BYTES", 1 << 16)
+    monkeypatch.setattr("torchwork.tables.read._CSV_SPLIT_BYTES", 1 << 16)
     lines = [header] + [f"{r},{r % 5},{'xy'[r % 2]}" for r in range(150_000)] + [late, "1,2,y"]
     path = tmp_path / "t.csv"
     path.write_bytes(newline.join(lines).encode())  # no newline at the end
@@ -277,7 +279,7 @@ def test_csv_fast_path_keeps_plain_numbers_and_inf(tmp_path):
 
 
 def test_table_to_tensor_any_chunk_layout_nulls_and_types():
-    from torchwork.tables import table_to_tensor
+    from torchwork.tables.convert import table_to_tensor
 
     rng = np.random.default_rng(0)
     rows = 300_000  # large enough for the threaded path
@@ -311,8 +313,8 @@ def test_quoted_values_with_newlines_are_read_whole(tmp_path, monkeypatch, parts
     import pyarrow.csv as pcsv
 
     monkeypatch.setattr(pa, "cpu_count", lambda: parts)
-    monkeypatch.setattr("torchwork.read._CSV_SPLIT_BYTES", 1 << 10)
-    monkeypatch.setattr("torchwork.read._CSV_PART_BYTES", 1 << 16)
+    monkeypatch.setattr("torchwork.tables.read._CSV_SPLIT_BYTES", 1 << 10)
+    monkeypatch.setattr("torchwork.tables.read._CSV_PART_BYTES", 1 << 16)
     rows = [f'{i},{2 * i},"one\ntwo, ""{i}"""' for i in range(60_000)]
     path = tmp_path / "t.csv"
     path.write_text("a,b,note\n" + "\n".join(rows) + "\n")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from torchwork.config import stored_config
-from torchwork.errors import TorchworkError
+from torchwork.errors import ModelFileError
 from torchwork.fileio import atomic_path
 from torchwork.models import (
     build_from_spec,
@@ -70,7 +70,7 @@ def save(
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
     else:
-        raise TorchworkError(f"cannot save to {path}: use a .safetensors or .pth file name")
+        raise ModelFileError(f"cannot save to {path}: use a .safetensors or .pth file name")
     return path
 
 
@@ -83,19 +83,19 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise TorchworkError(
+        raise ModelFileError(
             f"{path} is not a readable safetensors file (corrupt or truncated?): {_reason(e)}"
         ) from None
     if raw.get("format") != FORMAT or "model" not in raw:
-        raise TorchworkError(
+        raise ModelFileError(
             f"{path} is a safetensors file but not a torchwork model (no model description)"
         )
     try:
         version = int(raw.get("format_version", "0"))
     except ValueError:
-        raise TorchworkError(f"{path} has an unreadable format version") from None
+        raise ModelFileError(f"{path} has an unreadable format version") from None
     if version > FORMAT_VERSION:
-        raise TorchworkError(
+        raise ModelFileError(
             f"{path} was written in model format {version}, newer than this torchwork reads "
             f"({FORMAT_VERSION}): upgrade torchwork"
         )
@@ -108,9 +108,9 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta["config"] = json.loads(raw["config"]) if "config" in raw else None
         meta["preprocess"] = json.loads(raw["preprocess"]) if "preprocess" in raw else None
     except json.JSONDecodeError:
-        raise TorchworkError(f"{path} has corrupt metadata") from None
+        raise ModelFileError(f"{path} has corrupt metadata") from None
     if not isinstance(meta["model"], dict) or not isinstance(meta["preprocess"], dict | None):
-        raise TorchworkError(f"{path} has corrupt metadata")
+        raise ModelFileError(f"{path} has corrupt metadata")
     if meta["config"] is not None:
         # Checked as `run` checks its own, whatever the command: export rebuilds the data
         # from it, inspect prints it.
@@ -139,18 +139,18 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:
-            raise TorchworkError(
+            raise ModelFileError(
                 f"{path} is not a readable safetensors file (corrupt or truncated?): {_reason(e)}"
             ) from None
     if suffix in (".pth", ".pt"):
         kind, contents = read_torch_file(path)
         if kind == "checkpoint":
-            raise TorchworkError(
+            raise ModelFileError(
                 f"{path} is a resume checkpoint, not a model file: use the run's "
                 f"model.safetensors, or continue the run with torchwork run --resume {path.parent}"
             )
         return contents
-    raise TorchworkError(f"cannot load {path}: use a .safetensors or .pth file")
+    raise ModelFileError(f"cannot load {path}: use a .safetensors or .pth file")
 
 
 def read_torch_file(path: str | Path) -> tuple[str, dict[str, Any]]:
@@ -168,7 +168,7 @@ def _checked_state_dict(path: Path, state: Any, what: str = "") -> dict[str, tor
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise TorchworkError(f"{path}{what} does not hold a state_dict (a dict of named tensors)")
+        raise ModelFileError(f"{path}{what} does not hold a state_dict (a dict of named tensors)")
     return state
 
 
@@ -195,12 +195,12 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     if state.keys() != expected.keys():
         missing = [k for k in expected if k not in state]
         extra = [k for k in state if k not in expected]
-        raise TorchworkError(
+        raise ModelFileError(
             f"{path} does not match the model: missing {few(missing)}; unexpected {few(extra)}"
         )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
-            raise TorchworkError(
+            raise ModelFileError(
                 f"{path} does not match the model: '{key}' has shape {list(tensor.shape)}, "
                 f"the model expects {list(expected[key].shape)}"
             )
@@ -237,18 +237,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _checked_checkpoint(path: Path, contents: Any) -> dict[str, Any]:
     if not isinstance(contents, dict) or contents.get("format") != CHECKPOINT_FORMAT:
-        raise TorchworkError(f"{path} is not a torchwork checkpoint")
+        raise ModelFileError(f"{path} is not a torchwork checkpoint")
     version = contents.get("format_version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-        raise TorchworkError(
+        raise ModelFileError(
             f"{path} was written in checkpoint format {version}, newer than this torchwork reads "
             f"({CHECKPOINT_VERSION}): upgrade torchwork"
         )
     missing = [k for k in ("epoch", "model", "optimizer", "history", "config") if k not in contents]
     if missing:
-        raise TorchworkError(f"{path} is an incomplete checkpoint: it lacks {', '.join(missing)}")
+        raise ModelFileError(f"{path} is an incomplete checkpoint: it lacks {', '.join(missing)}")
     if isinstance(contents["epoch"], bool) or not isinstance(contents["epoch"], int):
-        raise TorchworkError(f"{path} is a damaged checkpoint: its epoch is not a whole number")
+        raise ModelFileError(f"{path} is a damaged checkpoint: its epoch is not a whole number")
     _checked_state_dict(path, contents["model"], "'s model")
     stored_config(contents["config"], str(path))
     return contents
@@ -298,12 +298,12 @@ def _safe_torch_load(path: Path, what: str) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise TorchworkError(
+        raise ModelFileError(
             f"refused to load {path}: it holds Python objects other than tensors, which could "
             "run code when loaded; only tensors and plain values are accepted"
         ) from None
     except Exception as e:
-        raise TorchworkError(
+        raise ModelFileError(
             f"{path} is not readable as {what} (corrupt or truncated?): {_reason(e)}"
         ) from None
 
@@ -320,7 +320,7 @@ def _existing(path: str | Path, what: str = "model") -> Path:
         names = ("model.safetensors", "model.pth") if what == "model" else ("checkpoint-last.pt",)
         inside = [n for n in names if (path / n).is_file()]
         hint = f": use {path / inside[0]}" if inside else f": give a {what} file in it"
-        raise TorchworkError(f"{path} is a folder, not a {what} file{hint}")
+        raise ModelFileError(f"{path} is a folder, not a {what} file{hint}")
     if not path.is_file():
-        raise TorchworkError(f"{what} file {path} does not exist")
+        raise ModelFileError(f"{what} file {path} does not exist")
     return path

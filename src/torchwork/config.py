@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchwork.errors import TorchworkError
+from torchwork import registry
+from torchwork.errors import ConfigError, TorchworkError
+from torchwork.registry import MODEL_TASKS
 
-MODELS = ("params", "linear", "mlp")
-LOSSES = ("auto", "l1", "mse", "huber", "bce", "ce")
-TASKS = ("auto", "regression", "binary", "multiclass")
+MODELS = tuple(registry.MODELS)
+LOSSES = ("auto", *registry.LOSSES)  # auto: by the task (registry.AUTO_LOSS)
+TASKS = ("auto", *MODEL_TASKS)  # --task: auto finds it from the target column
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
 MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files
 CATEGORICAL = ("auto", "none")
@@ -48,7 +50,7 @@ MLP_SPLIT = (0.7, 0.1)  # an mlp on a table: training and validation fractions (
 MLP_SMALL_ROWS = 2000
 MLP_SMALL_SPLIT = (0.6, 0.2)
 MLP_PATIENCE = 10  # and its early stopping, as scikit-learn's n_iter_no_change
-OPTIMIZERS = ("auto", "sgd", "adam", "adamw", "lbfgs")
+OPTIMIZERS = ("auto", *registry.OPTIMIZERS)  # auto: choose_training
 AUTO = "auto"
 # choose_training's rules, measured on tables of 10,000 and 200,000 rows on 2 cores
 # (benchmarks/tables.py): an mlp with batches of 256, 512, 1024 and 2048 reached the same
@@ -406,7 +408,7 @@ def parse_toml(text: str, source: str = "config") -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise TorchworkError(f"{source} is not valid TOML: {e}") from None
+        raise ConfigError(f"{source} is not valid TOML: {e}") from None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -415,9 +417,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TorchworkError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise TorchworkError(f"cannot read config file {path}: {e}") from None
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
     return parse_toml(text, str(path))
 
 
@@ -432,7 +434,7 @@ def _known_encoding(name: str) -> bool:
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise TorchworkError(message)
+        raise ConfigError(message)
 
 
 MAX_MESSAGE = 300  # characters of an error message about a stored config: one short line
@@ -454,7 +456,7 @@ def stored_config(raw: Any, source: str) -> RunConfig:
         message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
         if len(message) > MAX_MESSAGE:
             message = message[:MAX_MESSAGE] + "..."
-        raise TorchworkError(
+        raise ConfigError(
             f"{source} holds a config that torchwork run would refuse: {message}"
         ) from None
 
@@ -489,15 +491,13 @@ def _split_name(name: str) -> tuple[str, str]:
 def _from_dict(cls: type, raw: Any, source: str, prefix: str, base: Any) -> Any:
     where = f"[{prefix}] of {source}" if prefix else source
     if not isinstance(raw, dict):
-        raise TorchworkError(f"'{prefix}' in {source} must be a table such as [{prefix}]")
+        raise ConfigError(f"'{prefix}' in {source} must be a table such as [{prefix}]")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in raw.items():
         if key not in fields:
-            raise TorchworkError(
-                f"unknown key '{key}' in {where}: known keys are {', '.join(fields)}"
-            )
+            raise ConfigError(f"unknown key '{key}' in {where}: known keys are {', '.join(fields)}")
         hint = hints[key]
         name = f"{prefix}.{key}" if prefix else key
         if dataclasses.is_dataclass(hint):
@@ -513,7 +513,7 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
         return float(value)
     if hint in (int, float, str, bool):
         if type(value) is not hint:
-            raise TorchworkError(f"{what} must be {_type_name(hint)} (got {value!r})")
+            raise ConfigError(f"{what} must be {_type_name(hint)} (got {value!r})")
         return value
     origin = typing.get_origin(hint)
     if origin is list:
@@ -521,7 +521,7 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise TorchworkError(f"{what} must be a list of {_type_name(item)} (got {value!r})")
+            raise ConfigError(f"{what} must be a list of {_type_name(item)} (got {value!r})")
         return [coerce(v, item, what) for v in value]
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
@@ -531,7 +531,7 @@ def coerce(value: Any, hint: Any, what: str) -> Any:
                 return coerce(value, option, what)
             except TorchworkError:
                 pass
-        raise TorchworkError(f"{what} has the wrong type (got {value!r})")
+        raise ConfigError(f"{what} has the wrong type (got {value!r})")
     raise TypeError(f"unsupported config type {hint}")
 
 

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, DataError, TorchworkError
+from torchwork.registry import Task
 
 if TYPE_CHECKING:
     from torchwork.config import RunConfig
+    from torchwork.tables.encode import TableEncoder
 
 
 def make_line(
@@ -34,9 +36,9 @@ def make_line(
     seeded with `seed` (the global random state is left alone).
     """
     if step <= 0:
-        raise TorchworkError(f"step must be greater than 0 (got {step})")
+        raise ConfigError(f"step must be greater than 0 (got {step})")
     if start >= end:
-        raise TorchworkError(f"start ({start}) must be less than end ({end})")
+        raise ConfigError(f"start ({start}) must be less than end ({end})")
     X = torch.arange(start, end, step).unsqueeze(dim=1)
     y = weight * X + bias
     if noise > 0:
@@ -58,9 +60,9 @@ def make_regression(
     (torch.Size([100, 2]), torch.Size([100, 1]))
     """
     if rows < 1:
-        raise TorchworkError(f"rows must be at least 1 (got {rows})")
+        raise ConfigError(f"rows must be at least 1 (got {rows})")
     if len(weights) < 1:
-        raise TorchworkError("weights must name at least one feature weight")
+        raise ConfigError("weights must name at least one feature weight")
     g = _generator(seed)
     w = torch.tensor(list(weights), dtype=torch.float32).unsqueeze(1)
     X = torch.randn(rows, len(w), generator=g)
@@ -90,10 +92,10 @@ def split_sizes(
     so runs that hold out different validation rows are scored on the same test rows."""
     for name, value in (("train", train), ("val", val), ("test", test)):
         if not 0 <= value <= 1:
-            raise TorchworkError(f"the {name} fraction must be between 0 and 1 (got {value})")
+            raise ConfigError(f"the {name} fraction must be between 0 and 1 (got {value})")
     total = train + val + test
     if total > 1 + 1e-9:
-        raise TorchworkError(
+        raise ConfigError(
             f"the split fractions add up to {total:g}, more than 1: lower train, val or test"
         )
     # The epsilon keeps int() from rounding 0.29 * 100 = 28.999... down to 28.
@@ -104,15 +106,15 @@ def split_sizes(
     else:
         n_train, n_test = int(train * rows + 1e-9), int(test * rows + 1e-9)
     if n_train < 1:
-        raise TorchworkError(
+        raise ConfigError(
             f"the training split would be empty ({rows} rows x {train:g}): add rows or raise --train"
         )
     if test > 0 and n_test < 1:
-        raise TorchworkError(
+        raise ConfigError(
             f"the test split would be empty ({rows} rows x {test:g}): add rows or raise --test"
         )
     if val > 0 and n_val < 1:
-        raise TorchworkError(
+        raise ConfigError(
             f"the validation split would be empty ({rows} rows x {val:g}): add rows or raise --val"
         )
     return n_train, n_val, n_test
@@ -139,7 +141,7 @@ def split(
     (40, 0, 10)
     """
     if len(X) != len(y):
-        raise TorchworkError(f"X has {len(X)} rows but y has {len(y)}: they must match")
+        raise DataError(f"X has {len(X)} rows but y has {len(y)}: they must match")
     train_rows, val_rows, test_rows = split_indices(len(X), train, val, test, shuffle, seed)
     if not shuffle:
         # Slices, exactly like the course's X[:train_split].
@@ -261,33 +263,32 @@ def read_features(path: str | Path) -> torch.Tensor:
 
     path = Path(path)
     if not path.exists():
-        raise TorchworkError(f"input file {path} does not exist")
+        raise DataError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as e:
-            raise TorchworkError(f"cannot read {path} as a NumPy .npy file: {e}") from None
+            raise DataError(f"cannot read {path} as a NumPy .npy file: {e}") from None
     elif suffix in (".csv", ".tsv"):
-        from torchwork.read import read_table
-        from torchwork.tables import require_numbers, table_to_tensor
+        from torchwork.tables.check import require_numbers
+        from torchwork.tables.convert import table_to_tensor
+        from torchwork.tables.read import read_table
 
         table = read_table(path)
         table = require_numbers(table, table.column_names, str(path))
         return table_to_tensor(table, table.column_names)
     else:
-        raise TorchworkError(f"cannot read {path}: use a .csv, .tsv or .npy file")
+        raise DataError(f"cannot read {path}: use a .csv, .tsv or .npy file")
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2 or array.shape[0] == 0:
-        raise TorchworkError(
-            f"{path} must hold a non-empty table of rows (got shape {array.shape})"
-        )
+        raise DataError(f"{path} must hold a non-empty table of rows (got shape {array.shape})")
     if not np.issubdtype(array.dtype, np.number):
-        raise TorchworkError(f"{path} must hold numbers (got {array.dtype})")
+        raise DataError(f"{path} must hold numbers (got {array.dtype})")
     array = array.astype("float32")
     if not np.isfinite(array).all():
-        raise TorchworkError(f"{path} has NaN or infinite values: fix or remove those rows")
+        raise DataError(f"{path} has NaN or infinite values: fix or remove those rows")
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
@@ -311,9 +312,9 @@ class Prepared:
     y: dict[str, torch.Tensor]  # split name -> the target as the loss function wants it
     y_raw: dict[str, torch.Tensor]  # regression: in the target's units [rows, 1]; else classes
     rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
-    task: str  # regression, binary or multiclass
+    task: Task
     description: str
-    encoder: Any = None  # TableEncoder for tables, None for the line
+    encoder: TableEncoder | None = None  # None for the line
     target: Any = None  # tables: the target column as read, for predictions.csv
     x_plot: dict[str, torch.Tensor] | None = None  # the one raw feature for the course's picture
     true: dict[str, float] | None = None  # the line's known parameters
@@ -358,8 +359,9 @@ def prepare_data(
         )
 
     from torchwork.config import choose_split
-    from torchwork.read import CsvFormat, give_back_memory, read_table
-    from torchwork.tables import TableEncoder, check_values, detect_task, select_columns
+    from torchwork.tables.check import check_values, detect_task, select_columns
+    from torchwork.tables.encode import TableEncoder
+    from torchwork.tables.read import CsvFormat, give_back_memory, read_table
 
     source = d.path
     table = read_table(source, CsvFormat.of(d))
@@ -378,9 +380,7 @@ def prepare_data(
             )
         )
     except TorchworkError as e:
-        raise TorchworkError(
-            f"{source} has {table.num_rows} rows, too few for the split: {e}"
-        ) from None
+        raise DataError(f"{source} has {table.num_rows} rows, too few for the split: {e}") from None
     encoder = TableEncoder.fit(
         table,
         features,
@@ -398,7 +398,7 @@ def prepare_data(
     y = encoder.encode_target(table, source)
     y_raw = encoder.target_values(table) if task == "regression" else y.reshape(-1).long()
     if task != "regression" and len(torch.unique(y_raw[rows["train"]])) < 2:
-        raise TorchworkError(
+        raise DataError(
             f"the training rows of {source} hold only one class of '{target}': add rows or use --shuffle"
         )
     # Every row of every split is written once, in split order, straight into one tensor:

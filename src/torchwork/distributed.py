@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -296,9 +296,11 @@ def shard(X: torch.Tensor, y: torch.Tensor, group: Group) -> tuple[torch.Tensor,
     return X[group.rank :: group.world], y[group.rank :: group.world]
 
 
-def check_batch(batch_size: int, group: Group) -> None:
-    if 0 < batch_size < group.world:
-        raise TorchworkError(
-            f"--batch-size {batch_size} is smaller than the {group.world} processes: "
-            "each needs at least one row per step"
+def check_batch(batch_size: int, processes: int) -> None:
+    """Every process needs at least one row of each minibatch (checked before a launch by
+    `run --nproc`, and by each process under torchrun)."""
+    if 0 < batch_size < processes:
+        raise ConfigError(
+            f"--batch-size {batch_size} is smaller than --nproc {processes}: "
+            "each process needs at least one row per step"
         )

@@ -1,4 +1,4 @@
-"""Steps 2 and 3: loss function, optimizer, the training loop and the testing loop."""
+"""Step 3: the training loop and the testing loop (the loss and optimizer: optim)."""
 
 from __future__ import annotations
 
@@ -21,169 +21,10 @@ from torchwork.distributed import (
     shard,
     sharded_batches,
 )
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, TrainingDiverged
+from torchwork.optim import needs_closure, optimizer_step
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-LOSSES_FOR_TASK = {
-    "regression": ("l1", "mse", "huber"),
-    "binary": ("bce",),
-    "multiclass": ("ce",),
-}
-
-
-def make_loss(name: str = "l1", task: str = "regression") -> nn.Module:
-    """The loss function by name: l1 (nn.L1Loss, the course's), mse or huber for regression;
-    bce (BCEWithLogitsLoss) for binary and ce (CrossEntropyLoss) for multiclass; auto picks
-    mse, bce or ce by the task."""
-    losses = {
-        "l1": nn.L1Loss,
-        "mse": nn.MSELoss,
-        "huber": nn.HuberLoss,
-        "bce": nn.BCEWithLogitsLoss,
-        "ce": nn.CrossEntropyLoss,
-    }
-    if task not in LOSSES_FOR_TASK:
-        raise TorchworkError(f"unknown task '{task}': use regression, binary or multiclass")
-    if name == "auto":
-        name = {"regression": "mse", "binary": "bce", "multiclass": "ce"}[task]
-    if name not in losses:
-        raise TorchworkError(f"unknown loss '{name}': use l1, mse, huber, bce, ce or auto")
-    if name not in LOSSES_FOR_TASK[task]:
-        raise TorchworkError(
-            f"--loss {name} does not fit a {task} task: use --loss "
-            f"{' or '.join(LOSSES_FOR_TASK[task])} (or auto)"
-        )
-    return losses[name]()
-
-
-def make_optimizer(
-    name: str, params: Iterable[nn.Parameter], lr: float = 0.01, momentum: float = 0.0
-) -> torch.optim.Optimizer:
-    """The optimizer by name: sgd (the course's, with optional momentum), adam, adamw, or
-    lbfgs (L-BFGS with a strong-Wolfe line search, one iteration per epoch, full batch)."""
-    params = list(params)
-    _eager_optimizer_methods()
-    # The multi-tensor (foreach) kernels pay off on GPUs; on the CPU PyTorch would pick the
-    # per-tensor loop anyway, and saying so up front skips that check on every step.
-    foreach = bool(params) and params[0].is_cuda
-    # Adam's fused kernel updates every parameter in one call: on the CPU a step of the
-    # default MLP took 150 us against 420 us per tensor (and 300 us multi-tensor).
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=foreach)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, fused=fused)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, fused=fused)
-    if name == "lbfgs":
-        return LBFGS(params, lr=lr)
-    raise TorchworkError(f"unknown optimizer '{name}': use sgd, adam, adamw or lbfgs")
-
-
-class LBFGS(torch.optim.LBFGS):
-    """torch's L-BFGS (strong-Wolfe line search), one iteration per `step`, that reuses the
-    evaluation its previous step's line search ended on.
-
-    Each step starts by evaluating the closure at the current parameters, where the line
-    search of the step before usually evaluated it already; with the same parameters the
-    loss and gradients are the same numbers, so they are taken from that evaluation: about
-    one pass over the data per epoch instead of two, with identical results.
-    """
-
-    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1.0) -> None:
-        # max_eval bounds the evaluations of a step, the line search's included: torch's
-        # default for one iteration (1 * 5 // 4) would leave the line search none at all.
-        super().__init__(params, lr=lr, max_iter=1, max_eval=25, line_search_fn="strong_wolfe")
-        self._last: tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor | None]] | None = None
-
-    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
-        params = self._params
-
-        def remembered() -> torch.Tensor:
-            last = self._last
-            if last is not None and all(
-                torch.equal(p, q) for p, q in zip(params, last[0], strict=True)
-            ):
-                for p, grad in zip(params, last[2], strict=True):
-                    p.grad = None if grad is None else grad.clone()
-                return last[1]
-            loss = closure()
-            self._last = (
-                [p.detach().clone() for p in params],
-                loss.detach(),
-                [None if p.grad is None else p.grad.clone() for p in params],
-            )
-            return loss
-
-        return super().step(remembered)
-
-
-def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
-    """L-BFGS evaluates the loss several times per step, through a closure."""
-    return isinstance(optimizer, torch.optim.LBFGS)
-
-
-_EAGER = False
-
-
-def _eager_optimizer_methods() -> None:
-    """Mark torch.optim's bookkeeping methods as already excluded from torch.compile.
-
-    `Optimizer.__init__`, `zero_grad`, `state_dict` and `load_state_dict` are wrapped so
-    that their first call imports torch._dynamo (about as long as `import torch` itself,
-    2 to 3 s here) only to exclude them from compilation. torchwork trains eagerly and
-    never compiles, so the methods are marked as their own excluded version: they run
-    unchanged, without that import. (`step` is handled by `_step`.)
-    """
-    global _EAGER
-    if _EAGER:
-        return
-    _EAGER = True
-    for name in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
-        method = getattr(getattr(torch.optim.Optimizer, name), "__wrapped__", None)
-        if method is not None and not hasattr(method, "__dynamo_disable"):
-            method.__dynamo_disable = method  # type: ignore[attr-defined]
-
-
-def _step(optimizer: torch.optim.Optimizer) -> None:
-    """optimizer.step(), the same update, without torch's wrapper where it adds nothing.
-
-    torch wraps every optimizer's `step` to import torch._dynamo at each call (2 to 3 s the
-    first time here, to mark graph breaks for torch.compile), to name the call for the
-    profiler and to run step hooks. torchwork never compiles: with no hook registered,
-    the function inside, run without gradients as the wrapper runs it, is the whole step.
-    """
-    from torch.optim import optimizer as module
-
-    hooked = (
-        optimizer._optimizer_step_pre_hooks
-        or optimizer._optimizer_step_post_hooks
-        or module._global_optimizer_pre_hooks
-        or module._global_optimizer_post_hooks
-        or optimizer.defaults.get("differentiable")
-    )
-    inner = _inner_step(type(optimizer))
-    if hooked or inner is None:
-        optimizer.step()
-        return
-    with torch.no_grad():
-        inner(optimizer)
-
-
-def _inner_step(kind: type) -> Callable[..., Any] | None:
-    """The function torch's step wrappers wrap, for this optimizer class (None if unknown)."""
-    if kind not in _INNER_STEPS:
-        import inspect
-
-        step = kind.step
-        inner = inspect.unwrap(step)
-        _INNER_STEPS[kind] = inner if inner is not step else None
-    return _INNER_STEPS[kind]
-
-
-_INNER_STEPS: dict[type, Callable[..., Any] | None] = {}
 
 
 def train_step(
@@ -208,7 +49,7 @@ def train_step(
             loss = optimizer.step(_closure(model, X, y, loss_fn, optimizer, scale))
         else:
             loss = _forward_backward(model, X, y, loss_fn, optimizer, scale)
-            _step(optimizer)
+            optimizer_step(optimizer)
         sizes.append(len(X) if scale is None or scale else 0)
         losses.append(loss.detach())
     if len(losses) == 1:
@@ -351,20 +192,6 @@ def format_record(record: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
-class TrainingDiverged(TorchworkError):
-    """The loss became NaN or infinite: training cannot continue from here."""
-
-    exit_code = 3
-
-    def __init__(self, epoch: int, loss: float, kept: str = "") -> None:
-        self.epoch = epoch
-        self.loss = loss
-        super().__init__(
-            f"training diverged at epoch {epoch} (the training loss became {loss}): "
-            f"lower the learning rate (for example --lr 0.001) or scale the data{kept}"
-        )
-
-
 @dataclass
 class TrainState:
     """Where training stands between epochs: everything a checkpoint needs to resume."""
@@ -431,16 +258,16 @@ def fit(
     ...               make_optimizer("sgd", model.parameters(), lr=0.01), epochs=100, log=None)
     """
     if epochs < 1:
-        raise TorchworkError(f"epochs must be at least 1 (got {epochs})")
+        raise ConfigError(f"epochs must be at least 1 (got {epochs})")
     if log_every < 1:
-        raise TorchworkError(f"log_every must be at least 1 (got {log_every})")
+        raise ConfigError(f"log_every must be at least 1 (got {log_every})")
     if not (math.isfinite(tol) and tol >= 0) or tol_epochs < 1:
-        raise TorchworkError(
+        raise ConfigError(
             f"tol must be 0 (off) or more and tol_epochs at least 1 (got {tol}, {tol_epochs})"
         )
     has_val = X_val is not None and y_val is not None and len(X_val) > 0
     if patience > 0 and not has_val:
-        raise TorchworkError("early stopping (patience) needs a validation split: add --val")
+        raise ConfigError("early stopping (patience) needs a validation split: add --val")
     state = state if state is not None else TrainState()
     if 0 < batch_size < len(X_train) and state.generator is None:
         state.generator = torch.Generator().manual_seed(seed)
@@ -449,7 +276,7 @@ def fit(
     mean_of = _global_mean(group, X_train.device)
     train_rows = len(X_train)
     if group is not None:
-        check_batch(batch_size, group)
+        check_batch(batch_size, group.world)
         train_rows = local_rows(len(X_train), batch_size, group)
         X_test, y_test = shard(X_test, y_test, group)
         if has_val:

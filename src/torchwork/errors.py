@@ -1,11 +1,60 @@
-"""The one exception type for mistakes a user can fix."""
+"""The exceptions for mistakes a user can fix, one class for each kind of thing to fix.
+
+The command line prints any of them on one line, without a traceback, and exits with its
+`exit_code`: 2 unless the class says otherwise. A library caller can catch one kind
+(`except DataError`) or all of them (`except TorchworkError`).
+"""
+
+import signal
 
 
 class TorchworkError(Exception):
-    """A problem the user can fix; its message is one sentence that says what to change.
-
-    The command line prints it on one line, without a traceback, and exits with
-    `exit_code`: 2 unless a subclass says otherwise.
-    """
+    """A problem the user can fix; its message is one sentence that says what to change."""
 
     exit_code = 2
+
+
+class ConfigError(TorchworkError):
+    """A setting: a flag, a config file's key or value, or settings that contradict."""
+
+
+class DataError(TorchworkError):
+    """The data: a file that cannot be read, a missing column, a value that is not a number."""
+
+
+class ModelFileError(TorchworkError):
+    """A model file or checkpoint: missing, corrupt, of another format, or not matching."""
+
+
+class RunFolderError(TorchworkError):
+    """A run folder: missing, incomplete, or one that would be overwritten."""
+
+
+class TrainingError(TorchworkError):
+    """Training could not go on: the loss diverged, or a signal stopped it."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite: training cannot continue from here."""
+
+    exit_code = 3
+
+    def __init__(self, epoch: int, loss: float, kept: str = "") -> None:
+        self.epoch = epoch
+        self.loss = loss
+        super().__init__(
+            f"training diverged at epoch {epoch} (the training loss became {loss}): "
+            f"lower the learning rate (for example --lr 0.001) or scale the data{kept}"
+        )
+
+
+class TrainingInterrupted(TrainingError):
+    """A signal stopped training after a checkpoint; the run can be resumed."""
+
+    def __init__(self, signum: int, epoch: int, folder: object) -> None:
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: stopped after epoch {epoch - 1} with a checkpoint; "
+            f"resume with: torchwork run --resume {folder}"
+        )

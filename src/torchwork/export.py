@@ -15,13 +15,16 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, ModelFileError, TorchworkError
 from torchwork.fileio import atomic_path, write_text_atomic
+
+if TYPE_CHECKING:
+    from torchwork.tables.encode import TableEncoder
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-5  # largest difference allowed between the export and PyTorch, per unit of output
@@ -58,7 +61,7 @@ class ExportPipeline(nn.Module):
     probabilities [rows, classes] (binary: [1 - p, p]).
     """
 
-    def __init__(self, model: nn.Module, encoder: Any = None) -> None:
+    def __init__(self, model: nn.Module, encoder: TableEncoder | None = None) -> None:
         super().__init__()
         self.model = model
         self.task = encoder.task if encoder is not None else "regression"
@@ -117,7 +120,7 @@ def export_model(
     """
     fmt = str(fmt).lower().lstrip(".")
     if fmt not in FORMATS:
-        raise TorchworkError(f"unknown export format '{fmt}': use {' or '.join(FORMATS)}")
+        raise ConfigError(f"unknown export format '{fmt}': use {' or '.join(FORMATS)}")
     model_path = Path(model_path)
     out = _output_path(model_path, fmt, out)
     if fmt == "onnx":
@@ -142,7 +145,7 @@ def export_model(
         # Checked before the file takes its name, so a wrong export never replaces a good one.
         diff = float((actual - expected).abs().max()) if len(expected) else 0.0
         if not diff <= tolerance:
-            raise TorchworkError(
+            raise ModelFileError(
                 f"the {fmt} export of {model_path} differs from PyTorch by {diff:.3g} on "
                 f"{len(X_check)} {checked_on} (allowed {tolerance:.0e}); nothing was written: "
                 "report this with the model file"
@@ -150,7 +153,7 @@ def export_model(
 
     notes: list[str] = []
     sidecar = None
-    input_names = encoder.input_names if encoder is not None else _plain_input_names(in_features)
+    input_names = predictor.feature_names if encoder is None else encoder.input_names
     if encoder is not None:
         sidecar = Path(f"{out}{SIDECAR_SUFFIX}")
         notes = _outside_graph_notes(encoder, out.name)
@@ -196,11 +199,11 @@ def _output_path(model_path: Path, fmt: str, out: str | Path | None) -> Path:
 
     path = model_path.with_suffix(f".{fmt}") if out is None else check_out_name(out)
     if path.suffix.lower() != f".{fmt}":
-        raise TorchworkError(f"--out {path}: name the {fmt} file with a .{fmt} suffix")
+        raise ConfigError(f"--out {path}: name the {fmt} file with a .{fmt} suffix")
     if path.is_dir():
-        raise TorchworkError(f"--out {path} is a folder: give a file name ending in .{fmt}")
+        raise ConfigError(f"--out {path} is a folder: give a file name ending in .{fmt}")
     if not path.parent.is_dir():
-        raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
     return path
 
 
@@ -210,18 +213,13 @@ def _require_onnx() -> None:
         try:
             __import__(module)
         except ImportError:
-            raise TorchworkError(
+            raise ConfigError(
                 f"exporting to ONNX needs the {module} package, which is not installed: {ONNX_HINT}"
             ) from None
 
 
-def _plain_input_names(in_features: int) -> list[str]:
-    # The names `torchwork predict` gives bare feature rows.
-    return ["x"] if in_features == 1 else [f"x{i}" for i in range(in_features)]
-
-
 def check_rows(
-    model_path: Path, encoder: Any, in_features: int
+    model_path: Path, encoder: TableEncoder | None, in_features: int
 ) -> tuple[torch.Tensor, str, str | None]:
     """Rows to compare the export with PyTorch on, in the export's input layout: the model's
     test rows when its config and data can be found, else random rows around the stored
@@ -245,14 +243,16 @@ def check_rows(
     return torch.cat(parts, dim=1), "random rows", why
 
 
-def _test_rows(model_path: Path, encoder: Any, in_features: int) -> tuple[torch.Tensor | None, str]:
+def _test_rows(
+    model_path: Path, encoder: TableEncoder | None, in_features: int
+) -> tuple[torch.Tensor | None, str]:
     if model_path.suffix.lower() != ".safetensors":
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
-    from torchwork import arrow
     from torchwork.checkpoint import read_metadata
     from torchwork.config import stored_config
     from torchwork.data import prepare_data
     from torchwork.models import few, one_line
+    from torchwork.tables import arrow
 
     config = read_metadata(model_path)["config"]
     if not config:
@@ -291,14 +291,14 @@ def _is_file(path: str) -> bool:
         return False
 
 
-def raw_inputs(encoder: Any, table: Any, source: str = "the input") -> torch.Tensor:
+def raw_inputs(encoder: TableEncoder | None, table: Any, source: str = "the input") -> torch.Tensor:
     """A table's feature columns in the export's input layout: numeric columns as they are
     (the graph scales them), text columns one-hot encoded (which the graph cannot do)."""
     return encoder.transform(table, source, scaled=False)
 
 
 def sidecar_contents(
-    encoder: Any, export_name: str, pipeline: ExportPipeline, notes: list[str]
+    encoder: TableEncoder | None, export_name: str, pipeline: ExportPipeline, notes: list[str]
 ) -> dict[str, Any]:
     """The preprocessing the graph cannot hold, as plain JSON."""
     return {
@@ -317,7 +317,7 @@ def sidecar_contents(
     }
 
 
-def _outside_graph_notes(encoder: Any, export_name: str) -> list[str]:
+def _outside_graph_notes(encoder: TableEncoder | None, export_name: str) -> list[str]:
     text = [f for f in encoder.features if f.kind == "categorical"]
     numeric = [f for f in encoder.features if f.kind == "numeric"]
     notes = [

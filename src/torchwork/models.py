@@ -11,13 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchwork import registry
 from torchwork.config import MAX_HIDDEN_LAYERS, MODELS
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, ModelFileError, TorchworkError
+from torchwork.registry import MODEL_TASKS, Task
 
 MAX_PARAMETERS = (
     100_000_000  # torchwork fits small models; this guards against typos like 64000,64000
 )
-MODEL_TASKS = ("regression", "binary", "multiclass")  # what a model's outputs mean
 
 
 class LinearRegressionModel(nn.Module):
@@ -82,7 +83,7 @@ class LinearClassifier(_LinearLayer):
     `predict`. The same parameters as LinearRegressionModelV2; its description adds the task.
     """
 
-    def __init__(self, in_features: int = 1, out_features: int = 1, task: str = "binary") -> None:
+    def __init__(self, in_features: int = 1, out_features: int = 1, task: Task = "binary") -> None:
         super().__init__(in_features, out_features)
         self.task = task
 
@@ -128,7 +129,7 @@ def build_model(
     in_features: int = 1,
     out_features: int = 1,
     hidden: list[int] | None = None,
-    task: str = "regression",
+    task: Task = "regression",
 ) -> nn.Module:
     """Make a fresh model by name: params, linear or mlp; a linear model for a binary or
     multiclass `task` is a LinearClassifier (logistic regression).
@@ -140,33 +141,43 @@ def build_model(
     """
     hidden = [64, 64] if hidden is None else list(hidden)
     if kind == "mlp" and len(hidden) > MAX_HIDDEN_LAYERS:
-        raise TorchworkError(
+        raise ConfigError(
             f"the mlp model would have {len(hidden):,} hidden layers, more than "
             f"{MAX_HIDDEN_LAYERS}: give fewer --hidden sizes"
         )
     sizes = [in_features, *hidden, out_features] if kind == "mlp" else [in_features, out_features]
     parameters = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
     if parameters > MAX_PARAMETERS:
-        raise TorchworkError(
+        raise ConfigError(
             f"the {kind} model would have {parameters:,} parameters, more than {MAX_PARAMETERS:,}: "
             "use smaller --hidden sizes"
         )
     if task not in MODEL_TASKS:
-        raise TorchworkError(f"unknown task {task!r:.40}: use {', '.join(MODEL_TASKS)}")
-    if kind == "linear" and task != "regression":
+        raise ConfigError(f"unknown task {task!r:.40}: use {', '.join(MODEL_TASKS)}")
+    entry = registry.MODELS.get(kind)
+    if entry is None:
+        raise ConfigError(f"unknown model {kind!r:.40}: use {', '.join(registry.MODELS)}")
+    return entry.load()(in_features, out_features, hidden, task)
+
+
+# The builders registry.MODELS names: (in_features, out_features, hidden, task) -> a model.
+def build_params(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+    if in_features != 1 or out_features != 1:
+        raise ConfigError(
+            f"--model params learns one weight and one bias: one input and one output; this "
+            f"data needs {in_features} input(s) and {out_features} output(s): use --model linear"
+        )
+    return LinearRegressionModel()
+
+
+def build_linear(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+    if task != "regression":
         return LinearClassifier(in_features, out_features, task)
-    if kind == "params":
-        if in_features != 1 or out_features != 1:
-            raise TorchworkError(
-                f"--model params learns one weight and one bias: one input and one output; this "
-                f"data needs {in_features} input(s) and {out_features} output(s): use --model linear"
-            )
-        return LinearRegressionModel()
-    if kind == "linear":
-        return LinearRegressionModelV2(in_features, out_features)
-    if kind == "mlp":
-        return MLP(in_features, hidden, out_features)
-    raise TorchworkError(f"unknown model {kind!r:.40}: use params, linear or mlp")
+    return LinearRegressionModelV2(in_features, out_features)
+
+
+def build_mlp(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+    return MLP(in_features, hidden, out_features)
 
 
 def parse_spec(spec: Any, source: str = "the model description") -> dict[str, Any]:
@@ -176,33 +187,33 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
     Files written before descriptions named the task read as regression models.
     """
     if not isinstance(spec, dict):
-        raise TorchworkError(f"{source} is not a JSON object")
+        raise ModelFileError(f"{source} is not a JSON object")
     kind = spec.get("kind")
     if not isinstance(kind, str) or kind not in MODELS:
-        raise TorchworkError(f"{source} names no known model kind (got {kind!r:.40})")
+        raise ModelFileError(f"{source} names no known model kind (got {kind!r:.40})")
     sizes = {}
     for key in ("in_features", "out_features"):
         value = spec.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise TorchworkError(f"{source} has no valid '{key}' (got {value!r:.40})")
+            raise ModelFileError(f"{source} has no valid '{key}' (got {value!r:.40})")
         sizes[key] = value
     if kind == "params" and (sizes["in_features"], sizes["out_features"]) != (1, 1):
-        raise TorchworkError(f"{source} gives a params model more than one input or output")
+        raise ModelFileError(f"{source} gives a params model more than one input or output")
     hidden: Any = spec.get("hidden", [64, 64]) if kind == "mlp" else []
     if not isinstance(hidden, list):
-        raise TorchworkError(f"{source} has no valid hidden layer sizes (got {hidden!r:.40})")
+        raise ModelFileError(f"{source} has no valid hidden layer sizes (got {hidden!r:.40})")
     if len(hidden) > MAX_HIDDEN_LAYERS:
-        raise TorchworkError(
+        raise ModelFileError(
             f"{source} says {len(hidden):,} hidden layers, more than {MAX_HIDDEN_LAYERS}"
         )
     if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
-        raise TorchworkError(f"{source} has a hidden layer size that is not a whole number >= 1")
+        raise ModelFileError(f"{source} has a hidden layer size that is not a whole number >= 1")
     task = spec.get("task", "regression")
     if not isinstance(task, str) or task not in MODEL_TASKS:
-        raise TorchworkError(f"{source} names no known task (got {task!r:.40})")
+        raise ModelFileError(f"{source} names no known task (got {task!r:.40})")
     parameters = sum(math.prod(shape) for shape in _shapes(kind, sizes, hidden).values())
     if parameters > MAX_PARAMETERS:
-        raise TorchworkError(
+        raise ModelFileError(
             f"{source} says {parameters:,} parameters, more than {MAX_PARAMETERS:,}"
         )
     return {"kind": kind, **sizes, "hidden": hidden, "task": task}
@@ -240,14 +251,14 @@ def check_tensors(
     if len(state) != len(expected) or state.keys() != expected.keys():
         missing = [k for k in expected if k not in state]
         extra = [k for k in state if k not in expected]
-        raise TorchworkError(
+        raise ModelFileError(
             f"{source} does not match its model description: it holds {len(state):,} "
             f"tensor(s), the description {len(expected):,}; missing {few(missing)}; "
             f"unexpected {few(extra)}"
         )
     for name, shape in expected.items():
         if tuple(state[name].shape) != shape:
-            raise TorchworkError(
+            raise ModelFileError(
                 f"{source} does not match its model description: {few([name])} has shape "
                 f"{list(state[name].shape)}, the description says {list(shape)}"
             )
@@ -286,10 +297,10 @@ def spec_from_state_dict(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             return spec
         except TorchworkError:
             pass
-    raise TorchworkError(f"the state_dict's keys ({few(sorted(keys))}) match no torchwork model")
+    raise ModelFileError(f"the state_dict's keys ({few(sorted(keys))}) match no torchwork model")
 
 
-def describe(spec: dict[str, Any], task: str | None = None) -> str:
+def describe(spec: dict[str, Any], task: Task | None = None) -> str:
     """What a model is, in words: 'logistic regression (LinearClassifier) on 3 inputs'.
 
     `task` (from the stored preprocessing) wins over the description's, which files
@@ -342,7 +353,7 @@ def _short(name: Any, limit: int = 40) -> str:
 def model_spec(model: nn.Module) -> dict[str, Any]:
     spec = getattr(model, "spec", None)
     if spec is None:
-        raise TorchworkError(
+        raise ConfigError(
             f"{type(model).__name__} is not a torchwork model: pass a torchwork model"
         )
     return spec()

@@ -9,16 +9,20 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from torchwork.checkpoint import load, read_metadata
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, DataError, ModelFileError, TorchworkError
 from torchwork.fileio import atomic_path
 from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
 from torchwork.models import one_line
+from torchwork.registry import Task
+
+if TYPE_CHECKING:
+    from torchwork.tables.encode import TableEncoder
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
@@ -41,28 +45,35 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return result
 
 
+@dataclass
+class Score:
+    """How well outputs match the truth: the metrics, and what they were computed from."""
+
+    metrics: dict[str, float]
+    predictions: torch.Tensor | None = None  # regression: in the target's own units
+    confusion_matrix: list[list[int]] | None = None  # classification: [true][predicted]
+
+
 def score(
-    task: str, encoder: Any, outputs: torch.Tensor, y_raw: torch.Tensor
-) -> tuple[dict[str, float], dict[str, Any]]:
+    task: Task, encoder: TableEncoder | None, outputs: torch.Tensor, y_raw: torch.Tensor
+) -> Score:
     """Metrics of raw model outputs against the true target (its own units, or class indices)."""
     if task == "regression":
         predictions = (
             encoder.decode(outputs)["prediction"] if encoder is not None else outputs.reshape(-1)
         )
-        return regression_metrics(predictions, y_raw), {"predictions": predictions}
+        return Score(regression_metrics(predictions, y_raw), predictions=predictions)
+    assert encoder is not None  # a classifier is always trained on a table
     decoded = encoder.decode(outputs)
     classes = len(encoder.labels)
     positive = decoded["probabilities"][:, 1] if classes == 2 else None
     metrics = classification_metrics(decoded["index"], y_raw, classes, positive)
-    return metrics, {
-        "confusion_matrix": confusion_matrix(decoded["index"], y_raw, classes),
-        **decoded,
-    }
+    return Score(metrics, confusion_matrix=confusion_matrix(decoded["index"], y_raw, classes))
 
 
-def prediction_columns(encoder: Any, outputs: torch.Tensor) -> dict[str, Any]:
+def prediction_columns(encoder: TableEncoder | None, outputs: torch.Tensor) -> dict[str, Any]:
     """Predictions in the data's own terms, as named columns (plus class probabilities)."""
-    from torchwork import arrow
+    from torchwork.tables import arrow
 
     decoded = encoder.decode(outputs)
     if encoder.task == "regression":
@@ -93,9 +104,9 @@ def write_table(table: Any, path: str | Path | None) -> None:
         return
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise TorchworkError(f"cannot write {path}: use a .csv or .parquet file name")
+        raise ConfigError(f"cannot write {path}: use a .csv or .parquet file name")
     if not path.parent.is_dir():
-        raise TorchworkError(f"cannot write {path}: folder {path.parent} does not exist")
+        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
     with atomic_path(path) as tmp:
         if path.suffix.lower() in (".parquet", ".pq"):
             import pyarrow.parquet as pq
@@ -112,15 +123,37 @@ class Predictor:
     """A saved model with the preprocessing it was trained with."""
 
     model: nn.Module
-    encoder: Any  # TableEncoder, or None for models of the line or bare .pth files
+    encoder: TableEncoder | None  # None for models of the line or bare .pth files
     path: Path
     csv: Any = None  # read.CsvFormat: how the training table was written (--decimal, ...)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The columns a row gives this model, in order (x, or x0, x1, ... without an encoder)."""
+        if self.encoder is not None:
+            return self.encoder.feature_names
+        return input_names(self.model.spec()["in_features"])
+
+    def encode(
+        self, table: Any, source: str, fix: str = "fix or remove those rows"
+    ) -> torch.Tensor:
+        """The one path from rows to model inputs, for files, --x, serve and export checks:
+        the feature columns checked (missing values, text in number columns), then encoded
+        as the model was trained (scaling, one-hot) into its input tensor."""
+        from torchwork.tables.check import check_values
+        from torchwork.tables.convert import table_to_tensor
+
+        names = self.feature_names
+        table = check_values(table, names, source, fix=fix)
+        if self.encoder is None:
+            return table_to_tensor(table, names)
+        return self.encoder.transform(table, source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
         from torchwork.config import stored_config
-        from torchwork.read import CsvFormat
-        from torchwork.tables import TableEncoder
+        from torchwork.tables.encode import TableEncoder
+        from torchwork.tables.read import CsvFormat
 
         path = Path(path)
         model = load(path)
@@ -131,7 +164,7 @@ class Predictor:
             and sibling.exists()
             and read_metadata(sibling).get("preprocess")
         ):
-            raise TorchworkError(
+            raise ModelFileError(
                 f"{path} holds only the weights; the columns, scaling and labels of this "
                 f"model are in {sibling}: use that file"
             )
@@ -145,13 +178,13 @@ class Predictor:
             try:
                 encoder = TableEncoder.from_dict(preprocess) if preprocess else None
             except TorchworkError as e:
-                raise TorchworkError(f"{path}: {one_line(e)}") from None
+                raise DataError(f"{path}: {one_line(e)}") from None
             spec = model.spec()
             if encoder is not None and (encoder.in_features, encoder.out_features) != (
                 spec["in_features"],
                 spec["out_features"],
             ):
-                raise TorchworkError(
+                raise DataError(
                     f"{path}: its preprocessing does not match the model's input or output size"
                 )
         return cls(model, encoder, path, csv)
@@ -160,8 +193,9 @@ class Predictor:
         self, data: str | Path, target: str = "", need_target: bool = False
     ) -> tuple[Any, torch.Tensor]:
         """Read a table for this model: (table, encoded inputs), with every column checked."""
-        from torchwork.read import CsvFormat, read_table
-        from torchwork.tables import check_values, require_numbers, table_to_tensor
+        from torchwork.tables.check import check_values, require_numbers
+        from torchwork.tables.convert import table_to_tensor
+        from torchwork.tables.read import CsvFormat, read_table
 
         source = str(data)
         if self.encoder is None and not need_target and str(data).lower().endswith(".npy"):
@@ -183,13 +217,13 @@ class Predictor:
             return table, table_to_tensor(table, features)
         if target and target != self.encoder.target:
             if target not in table.column_names:
-                raise TorchworkError(
+                raise DataError(
                     f"target column '{target}' is not in {source}; its columns are {', '.join(table.column_names)}"
                 )
             if target in self.encoder.feature_names:
-                raise TorchworkError(f"--target '{target}' is one of the model's feature columns")
+                raise DataError(f"--target '{target}' is one of the model's feature columns")
             if self.encoder.target in table.column_names:
-                raise TorchworkError(
+                raise DataError(
                     f"{source} has both '{target}' (--target) and '{self.encoder.target}' (the "
                     "model's target): leave out --target, or remove one of the two columns"
                 )
@@ -202,23 +236,25 @@ class Predictor:
             extra = [
                 n for n in table.column_names if n not in expected and n != self.encoder.target
             ]
-            raise TorchworkError(
+            raise DataError(
                 f"{source} lacks the model's column(s) {', '.join(missing)}"
                 + (f"; it has other columns {', '.join(extra)}" if extra else "")
                 + f"; the model needs {', '.join(expected)}"
             )
         if need_target and self.encoder.target not in table.column_names:
-            raise TorchworkError(
+            raise DataError(
                 f"{source} has no target column '{self.encoder.target}': name it with --target"
             )
-        checked = [*expected, self.encoder.target] if need_target else expected
-        table = check_values(table, checked, source, fix="fix or remove those rows")
-        return table, self.encoder.transform(table, source)
+        if need_target:
+            table = check_values(
+                table, [self.encoder.target], source, fix="fix or remove those rows"
+            )
+        return table, self.encode(table, source)
 
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         in_features = self.model.spec()["in_features"]
         if X.shape[1] != in_features:
-            raise TorchworkError(
+            raise DataError(
                 f"the model takes {in_features} feature(s) per row, the input has {X.shape[1]}"
             )
         return outputs_of(self.model, X)
@@ -235,7 +271,7 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path | Non
     return result
 
 
-def with_predictions(table: Any, encoder: Any, outputs: torch.Tensor) -> Any:
+def with_predictions(table: Any, encoder: TableEncoder | None, outputs: torch.Tensor) -> Any:
     """The input rows with `prediction` (and class probability) columns added. An input
     column is never replaced: where the input has a column of that name already, the new
     one is `prediction_1` (or the next free number)."""
@@ -259,15 +295,15 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
     predictor = Predictor.from_file(model_path)
     encoder = predictor.encoder
     if encoder is None:
-        from torchwork.read import CsvFormat, read_table
-        from torchwork.tables import table_to_tensor
+        from torchwork.tables.convert import table_to_tensor
+        from torchwork.tables.read import CsvFormat, read_table
 
         names = read_table(data, predictor.csv or CsvFormat()).column_names
         target = target or names[-1]
         table, X = predictor.read(data, target=target, need_target=True)
-        metrics, _ = score(
+        metrics = score(
             "regression", None, predictor.outputs(X), table_to_tensor(table, [target])
-        )
+        ).metrics
         return {"task": "regression", "rows": table.num_rows, "target": target, "metrics": metrics}
     table, X = predictor.read(data, target=target, need_target=True)
     outputs = predictor.outputs(X)
@@ -275,7 +311,8 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         truth = encoder.target_values(table)
     else:
         truth = encoder.label_index(table.column(encoder.target), str(data))
-    metrics, details = score(encoder.task, encoder, outputs, truth)
+    scored = score(encoder.task, encoder, outputs, truth)
+    metrics = scored.metrics
     result = {
         "task": encoder.task,
         "rows": table.num_rows,
@@ -284,7 +321,7 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
     }
     if encoder.task != "regression":
         result["labels"] = encoder.labels
-        result["confusion_matrix"] = details["confusion_matrix"]
+        result["confusion_matrix"] = scored.confusion_matrix
     return result
 
 
@@ -293,7 +330,7 @@ def check_out_name(path: str | Path, flag: str = "--out") -> Path:
     control character (a name no listing shows as typed)."""
     text = str(path)
     if not text.isprintable():
-        raise TorchworkError(
+        raise ConfigError(
             f"{flag} {text!r:.80} holds a line break or other control character: give a plain file name"
         )
     return Path(text)

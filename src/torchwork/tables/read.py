@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from torchwork import arrow
-from torchwork.errors import TorchworkError
+from torchwork.errors import DataError, TorchworkError
 from torchwork.fileio import in_background
+from torchwork.tables import arrow
 
 if TYPE_CHECKING:
     import pyarrow.csv as pcsv
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".xlsx", ".npy", ".npz")
 DELIMITERS = (",", ";", "\t", "|")  # what delimiter "auto" chooses from
 _SNIFF_LINES = 20  # the first lines the delimiter is found from
 
@@ -106,55 +106,44 @@ _TRIM: Any = False
 
 def _read_table(path: Path, csv: CsvFormat) -> pa.Table:
     if not path.exists():
-        raise TorchworkError(f"data file {path} does not exist")
+        raise DataError(f"data file {path} does not exist")
     if path.is_dir():
-        raise TorchworkError(f"{path} is a folder: give a data file")
+        raise DataError(f"{path} is a folder: give a data file")
     suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise TorchworkError(f"cannot read {path}: use a {', '.join(TABLE_SUFFIXES)} file")
+    if suffix not in READERS:
+        raise DataError(f"cannot read {path}: use a {', '.join(READERS)} file")
     if path.stat().st_size == 0:
-        raise TorchworkError(f"{path} is empty: it needs a header row and data rows")
+        raise DataError(f"{path} is empty: it needs a header row and data rows")
     try:
-        if suffix in (".csv", ".tsv"):
-            table = _read_csv(path, "\t" if suffix == ".tsv" else ",", csv)
-        elif suffix in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path)
-        elif suffix == ".xlsx":
-            table = _read_excel(path)
-        else:
-            table = _read_numpy(path)
+        table = READERS[suffix](path, csv)
         names = table.column_names  # decodes the header, which may not be valid UTF-8
     except TorchworkError:
         raise
     except UnicodeDecodeError as e:
-        raise TorchworkError(_not_utf8(path, csv, e.start)) from None
+        raise DataError(_not_utf8(path, csv, e.start)) from None
     except (pa.ArrowException, OSError, ValueError, KeyError, EOFError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TorchworkError(f"cannot read {path} as {suffix[1:]}: {reason}") from None
+        raise DataError(f"cannot read {path} as {suffix[1:]}: {reason}") from None
     except Exception as e:  # zip and Excel readers raise their own error types
-        raise TorchworkError(
-            f"cannot read {path} as {suffix[1:]}: {type(e).__name__}: {e}"
-        ) from None
+        raise DataError(f"cannot read {path} as {suffix[1:]}: {type(e).__name__}: {e}") from None
     if table.num_columns == 0:
-        raise TorchworkError(f"{path} has no columns")
+        raise DataError(f"{path} has no columns")
     if table.num_rows == 0:
-        raise TorchworkError(f"{path} has a header but no data rows")
-    if suffix in (".csv", ".tsv", ".xlsx"):
+        raise DataError(f"{path} has a header but no data rows")
+    if suffix in HEADER_SUFFIXES:
         stripped = [name.strip() for name in names]
         if stripped != names:
             table = table.rename_columns(stripped)
             names = stripped
-    if suffix in (".csv", ".tsv"):
+    if suffix in (".csv", ".tsv"):  # pyarrow reads text it cannot decode as binary
         binary = [
             n for n, t in zip(names, table.schema.types, strict=True) if pa.types.is_binary(t)
         ]
         if binary:
-            raise TorchworkError(_not_utf8(path, csv, column=binary[0]))
+            raise DataError(_not_utf8(path, csv, column=binary[0]))
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise TorchworkError(f"{path} has duplicate column names: {', '.join(duplicates)}")
+        raise DataError(f"{path} has duplicate column names: {', '.join(duplicates)}")
     return table
 
 
@@ -214,7 +203,7 @@ def _read_csv(path: Path, default_delimiter: str, csv: CsvFormat) -> pa.Table:
         try:
             raw = bytes(raw).decode(csv.encoding).encode("utf-8")
         except UnicodeDecodeError as e:
-            raise TorchworkError(_not_utf8(path, csv, e.start)) from None
+            raise DataError(_not_utf8(path, csv, e.start)) from None
     delimiter = csv.delimiter
     if delimiter == "auto":
         delimiter = sniff_delimiter(
@@ -444,7 +433,7 @@ def _read_excel(path: Path) -> pa.Table:
     try:
         import openpyxl
     except ImportError:
-        raise TorchworkError(
+        raise DataError(
             f"reading {path} needs openpyxl: pip install 'torchwork[excel]', or save it as CSV"
         ) from None
     book = openpyxl.load_workbook(path, read_only=True, data_only=True)
@@ -455,7 +444,7 @@ def _read_excel(path: Path) -> pa.Table:
     while rows and all(v is None for v in rows[-1]):
         rows.pop()
     if not rows:
-        raise TorchworkError(f"{path} is empty: its first sheet needs a header row and data rows")
+        raise DataError(f"{path} is empty: its first sheet needs a header row and data rows")
     header = [str(v) if v is not None else f"column{i + 1}" for i, v in enumerate(rows[0])]
     columns = {}
     for j, name in enumerate(header):
@@ -472,7 +461,7 @@ def _read_numpy(path: Path) -> pa.Table:
     if path.suffix.lower() == ".npy":
         array = np.load(path, allow_pickle=False)
         if array.ndim != 2 or array.shape[1] < 2:
-            raise TorchworkError(
+            raise DataError(
                 f"{path} must be a 2-D array of rows with the target in the last column "
                 f"(got shape {array.shape})"
             )
@@ -481,20 +470,39 @@ def _read_numpy(path: Path) -> pa.Table:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in ("X", "y") if k not in archive.files]
             if missing:
-                raise TorchworkError(
+                raise DataError(
                     f"{path} must hold arrays named X and y (it has {', '.join(archive.files) or 'none'})"
                 )
             X, y = archive["X"], archive["y"]
         X = X.reshape(len(X), 1) if X.ndim == 1 else X
         y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
         if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
-            raise TorchworkError(
+            raise DataError(
                 f"{path}: X must be [rows, features] and y [rows] with the same rows "
                 f"(got {X.shape} and {y.shape})"
             )
     for name, a in (("X", X), ("y", y)):
         if a.dtype.kind not in "biufU":
-            raise TorchworkError(f"{path}: {name} must hold numbers or text (got dtype {a.dtype})")
+            raise DataError(f"{path}: {name} must hold numbers or text (got dtype {a.dtype})")
     columns = {f"x{i}": pa.array(X[:, i]) for i in range(X.shape[1])}
     columns["y"] = pa.array(y)
     return pa.table(columns)
+
+
+def _read_parquet(path: Path, csv: CsvFormat) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+# The readers by suffix, the one list of the file types a table can be: a new type is one line.
+READERS: dict[str, Callable[[Path, CsvFormat], pa.Table]] = {
+    ".csv": lambda path, csv: _read_csv(path, ",", csv),
+    ".tsv": lambda path, csv: _read_csv(path, "\t", csv),
+    ".parquet": _read_parquet,
+    ".pq": _read_parquet,
+    ".xlsx": lambda path, csv: _read_excel(path),
+    ".npy": lambda path, csv: _read_numpy(path),
+    ".npz": lambda path, csv: _read_numpy(path),
+}
+HEADER_SUFFIXES = (".csv", ".tsv", ".xlsx")  # types whose column names are typed by people

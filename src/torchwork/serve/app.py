@@ -1,50 +1,26 @@
-"""The HTTP prediction endpoint: `torchwork serve --model FILE` answers JSON requests with a
-saved model's predictions, every row checked the way `torchwork predict` checks a file.
-
-    GET  /health   -> {"status": "ok", "model": "model.safetensors", "task": ..., "features": [...]}
-    POST /predict  {"rows": [{"a": 1.5, "color": "red"}, ...]}
-                   -> {"predictions": [...], "probabilities": [{"no": 0.2, "yes": 0.8}, ...]}
-
-Rows are objects {column: value}, lists of values in the model's feature order, or, for a
-model of one feature (the line), bare numbers. Rows count from 1 in error messages. A request
-the model cannot answer gets a 4xx status and {"error": "one sentence saying what to change"}.
-
-The app is a plain WSGI callable (`make_app`, no dependencies); `serve` runs it on waitress,
-a small pure-Python production server with no dependencies of its own, installed with the
-`serve` extra: pip install 'torchwork[serve]'.
-"""
+"""The WSGI app of `torchwork serve`: a request's JSON rows checked and encoded as
+`torchwork predict` does a file's (Predictor.encode), and the model's answer as JSON."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import ipaddress
 import json
 import logging
 import math
-import signal
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from torchwork.errors import TorchworkError
+from torchwork.errors import ConfigError, TorchworkError
 from torchwork.predict import Predictor
 
 MAX_BODY_BYTES = 1 << 20  # a larger request body gets 413
 MAX_HEADER_BYTES = 16 << 10  # larger request headers get 431
 MAX_ROWS = 10_000  # more rows in one request get 413
 MAX_DIGITS = 400  # a longer integer gets 400 as it is parsed (float32 stops at 39 digits)
-THREADS = 4  # waitress worker threads answering requests
-CONNECTIONS = 1000  # open connections at most; fewer where the open-file limit is lower
-REQUEST_SECONDS = 10  # time to send a request whole from its first byte, or to start one
-INBUF_BYTES = 64 << 10  # a request body past this waits in a temporary file, not in memory
-FILES_KEPT = 64  # open files left for the model, the libraries and the listening sockets
 SOURCE = "the request"  # how error messages name the data, as they name a file
 FIX = "fix or remove those rows"
 FLOAT32_MAX = 3.4028234663852886e38
@@ -76,12 +52,10 @@ class PredictionApp:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.encoder = predictor.encoder
+        self.features = predictor.feature_names
         if self.encoder is None:
-            width = predictor.model.spec()["in_features"]
-            self.features = ["x"] if width == 1 else [f"x{i}" for i in range(width)]
             self.numeric = list(self.features)
         else:
-            self.features = self.encoder.feature_names
             self.numeric = [f.name for f in self.encoder.features if f.kind == "numeric"]
         self.categories = (
             {f.name: f.categories for f in self.encoder.features if f.kind == "categorical"}
@@ -115,7 +89,7 @@ class PredictionApp:
         except Exception:
             logger.exception("error while answering %s", environ.get("PATH_INFO"))
             status, body = 500, {"error": "the server failed to answer; its log has the details"}
-        payload = _payload(body)
+        payload = json_body(body)
         headers = [
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(payload))),
@@ -171,8 +145,6 @@ class PredictionApp:
         """The rows as the model's input tensor, every value checked."""
         import pyarrow as pa
 
-        from torchwork.tables import check_values, table_to_tensor
-
         raw = self.columns(rows)
         table = pa.table(
             {
@@ -182,13 +154,8 @@ class PredictionApp:
                 for name, values in raw.items()
             }
         )
-        table = check_values(table, self.numeric, SOURCE, fix=FIX)
-        if self.encoder is None:
-            X = table_to_tensor(table, self.features)
-            names = self.features
-        else:
-            X = self.encoder.transform(table, SOURCE)
-            names = self.encoder.input_names
+        X = self.predictor.encode(table, SOURCE, FIX)
+        names = self.encoder.input_names if self.encoder is not None else self.features
         finite = torch.isfinite(X)
         if not bool(finite.all()):
             row, column = (int(i) for i in (~finite).nonzero()[0])
@@ -340,7 +307,7 @@ def _read_json(environ: dict[str, Any]) -> Any:
     except ValueError:
         raise RequestError(400, "the Content-Length header is not a number") from None
     if length > MAX_BODY_BYTES:
-        raise RequestError(413, _body_too_large(length))
+        raise RequestError(413, body_too_large(length))
     data = environ["wsgi.input"].read(length) if length > 0 else b""
     if not data.strip():
         raise RequestError(400, 'the request body is empty: send {"rows": [...]}')
@@ -366,7 +333,7 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-def _body_too_large(length: int | None) -> str:
+def body_too_large(length: int | None) -> str:
     """The 413 sentence, from the app or from waitress (which may not know the length)."""
     size = f"{length} bytes, more than" if length else "more than"
     return (
@@ -375,7 +342,7 @@ def _body_too_large(length: int | None) -> str:
     )
 
 
-def _payload(body: dict[str, Any]) -> bytes:
+def json_body(body: dict[str, Any]) -> bytes:
     """A JSON response body, as every answer and every refusal is sent."""
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
 
@@ -389,236 +356,5 @@ def make_app(model_path: str | Path) -> PredictionApp:
     if path.is_dir():
         found = [p.name for p in (path / "model.safetensors", path / "model.pth") if p.is_file()]
         hint = f": give its model file, e.g. {path / found[0]}" if found else ": give a model file"
-        raise TorchworkError(f"--model {path} is a folder{hint}")
+        raise ConfigError(f"--model {path} is a folder{hint}")
     return PredictionApp(Predictor.from_file(path))
-
-
-def _connection_limit() -> int:
-    """CONNECTIONS, or as many as the open-file limit (ulimit -n) allows: each connection may
-    hold its socket and a temporary file (a body past INBUF_BYTES). The soft limit is raised
-    towards the hard one first, as Go's runtime does for every program."""
-    try:
-        import resource
-    except ImportError:  # Windows: no such limit, but select() there watches 512 sockets
-        return min(CONNECTIONS, 500)
-    need = 2 * CONNECTIONS + FILES_KEPT
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        raised = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = raised
-    if soft == resource.RLIM_INFINITY:
-        return CONNECTIONS
-    return max(1, min(CONNECTIONS, (soft - FILES_KEPT) // 2))
-
-
-@functools.cache
-def _channel_class(request_seconds: int) -> type:
-    """waitress' connection, with a deadline on each request and its own refusals in JSON.
-
-    waitress closes a connection only after channel_timeout seconds without a byte, so a
-    client sending one header line a second holds it forever; this one closes a connection
-    whose request has not arrived whole `request_seconds` after its first byte."""
-    from waitress.channel import HTTPChannel
-    from waitress.parser import HTTPRequestParser
-    from waitress.task import ErrorTask
-
-    class TimedParser(HTTPRequestParser):
-        def __init__(self, adj: Any) -> None:
-            super().__init__(adj)
-            self.started = time.monotonic()
-
-    class JSONErrorTask(ErrorTask):
-        """The requests waitress refuses before the app sees them (a body or headers too
-        large, a malformed request), answered as the app answers."""
-
-        def execute(self) -> None:
-            error = self.request.error
-            if error.code == 413:
-                message = _body_too_large(self.request.content_length)
-            elif error.code == 431:
-                message = (
-                    f"the request's headers have more than the {MAX_HEADER_BYTES} bytes "
-                    "allowed: send fewer or shorter headers"
-                )
-            else:
-                what = "the request is not valid HTTP" if error.code == 400 else error.reason
-                detail = " ".join(str(error.body).split())[:200].rstrip(".")
-                message = f"{what}: {detail}"
-            payload = _payload({"error": message})
-            self.status = f"{error.code} {error.reason}"
-            self.response_headers.append(("Content-Type", "application/json"))
-            self.set_close_on_finish()
-            self.content_length = len(payload)
-            self.write(payload)
-
-    class Channel(HTTPChannel):
-        parser_class = TimedParser
-        error_task_class = JSONErrorTask
-
-        def readable(self) -> bool:
-            # The event loop asks every connection at least once a second (its timeout).
-            # A request is only closed while none is being answered on this connection.
-            request = self.request
-            if (
-                request is not None
-                and not self.requests
-                and time.monotonic() - request.started > request_seconds
-            ):
-                self.will_close = True  # writable() now says so; handle_write closes
-            return super().readable()
-
-    return Channel
-
-
-class Server:
-    """The app on waitress, bound to its address: `run()` serves until `stop()`.
-
-    Slow clients hold no worker thread (waitress reads requests in its event loop and hands
-    on only whole ones), but each holds a connection: `connection_limit` of them at most, and
-    none longer than `request_seconds` silent or `request_seconds` sending one request."""
-
-    def __init__(
-        self,
-        app: PredictionApp,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        threads: int = THREADS,
-        request_seconds: int = REQUEST_SECONDS,
-    ) -> None:
-        try:
-            from waitress import wasyncore
-            from waitress.server import BaseWSGIServer, create_server
-            from waitress.trigger import trigger
-        except ImportError:
-            raise TorchworkError(
-                "torchwork serve needs the waitress server: pip install 'torchwork[serve]'"
-            ) from None
-        if not host:
-            raise TorchworkError("--host is empty: give an address such as 127.0.0.1")
-        if not 0 <= port <= 65535:
-            raise TorchworkError(
-                f"--port {port} is not a port number: use 1 to 65535, or 0 for any free port"
-            )
-        self.app = app
-        self.request_seconds = request_seconds
-        self.connection_limit = _connection_limit()
-        self._map: dict[int, Any] = {}
-        self._close_all = lambda: wasyncore.close_all(self._map)
-        try:
-            self._server = create_server(
-                app,
-                map=self._map,
-                host=host,
-                port=port,
-                threads=threads,
-                # waitress refuses larger bodies before reading them (>= this size).
-                max_request_body_size=MAX_BODY_BYTES + 1,
-                max_request_header_size=MAX_HEADER_BYTES + 1,
-                inbuf_overflow=INBUF_BYTES,
-                # waitress counts its own few sockets among these.
-                connection_limit=self.connection_limit,
-                channel_timeout=request_seconds,  # closes a connection silent for this long
-                cleanup_interval=1,  # looks for such connections every second
-                asyncore_use_poll=True,  # select() stops at file number 1023
-                ident="torchwork",
-            )
-        except (OSError, ValueError, OverflowError) as e:
-            reason = (getattr(e, "strerror", None) or str(e)).rstrip(".")
-            raise TorchworkError(
-                f"cannot listen on {host} port {port}: {reason}; choose another --port or --host"
-            ) from None
-        channel = _channel_class(request_seconds)
-        for dispatcher in list(self._map.values()):  # one per address `host` stands for
-            if isinstance(dispatcher, BaseWSGIServer):
-                dispatcher.channel_class = channel
-        self._wake = trigger(self._map)  # runs stop() inside the server's own thread
-        listening = getattr(self._server, "effective_listen", None) or [
-            (self._server.effective_host, self._server.effective_port)
-        ]
-        self.host, self.port = listening[0][0], int(listening[0][1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def run(self) -> None:
-        """Answer requests until `stop()`, Ctrl-C or (in `serve`) SIGTERM."""
-        try:
-            self._server.run()  # waitress returns after Ctrl-C, having stopped its threads
-        finally:
-            self._close_all()
-            self._server.task_dispatcher.shutdown()
-
-    def stop(self) -> None:
-        """Close the server's sockets; safe to call from any thread."""
-        self._wake.pull_trigger(self._close_all)
-
-
-def make_server(
-    model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS
-) -> Server:
-    """The model loaded and the server bound to host:port (0: a free port), not yet running."""
-    return Server(make_app(model_path), host, port, threads)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def serve(
-    model_path: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    log: Callable[[str], None] = print,
-) -> None:
-    """Answer prediction requests with the model in `model_path` until Ctrl-C or SIGTERM.
-
-    The model file is read and checked before the server starts; port 0 picks a free port.
-
-    >>> serve("runs/example/model.safetensors", port=8000)  # doctest: +SKIP
-    """
-    server = make_server(model_path, host, port)
-    app = server.app
-    if not is_loopback(host):
-        limit, seconds = server.connection_limit, server.request_seconds
-        log(
-            f"warning: listening on {host} lets other machines reach this model; the endpoint has "
-            f"no authentication or TLS, and holds at most {limit} connections, closing one silent "
-            f"for {seconds} s or still sending a request {seconds} s after its first byte, so a "
-            f"client opening over {max(1, limit // (2 * seconds))} connections a second still "
-            "locks others out: keep it on a trusted network or behind a proxy that adds "
-            "authentication, TLS and per-client limits"
-        )
-    log(
-        f"Serving {app.predictor.path} ({app.health['task']}; features {', '.join(app.features)}) "
-        f"at {server.url}: POST /predict, GET /health; Ctrl-C to stop"
-    )
-    with _sigterm_stops():
-        server.run()
-    log("Stopped")
-
-
-@contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    """SIGTERM (a service manager's stop) ends serving as cleanly as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,417 @@
+"""The command line's parser: every flag of `run` (RUN_FLAGS) with its config field and
+help, the other commands' flags, and the config a set of flags makes."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from torchwork import __version__, registry
+from torchwork.config import (
+    CATEGORICAL,
+    DEVICES,
+    LOSSES,
+    MLP_PATIENCE,
+    MLP_SPLIT,
+    MODELS,
+    OPTIMIZERS,
+    TABLE_DEFAULTS,
+    TABLE_VAL_PATIENCE,
+    TASKS,
+    RunConfig,
+    read_toml,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line instead of usage text, and takes
+    flags only as spelled (an abbreviation such as --npro would survive into child runs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes such as 64,64, got '{text}'") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected sizes such as 64,64, got '{text}'")
+    return values
+
+
+def _or_auto(kind: type) -> Any:
+    """An argparse type for a number that may also be 'auto'."""
+
+    def parse(text: str) -> Any:
+        if text == "auto":
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what} or auto, got '{text}'") from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _name_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected column names such as a,b,c, got '{text}'")
+    return names
+
+
+# flag, config field ("section.key"), argparse options, help
+def _choices(entries: dict[str, registry.Entry]) -> str:
+    """A registry's names for --help, each with its note: "l1 (the course's), mse, ..."."""
+    return ", ".join(f"{name} ({e.help})" if e.help else name for name, e in entries.items())
+
+
+RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
+    (
+        "--data",
+        "data.path",
+        {"metavar": "FILE"},
+        "learn from a table: .csv .tsv .parquet .xlsx .npy .npz (default: the line)",
+    ),
+    (
+        "--target",
+        "data.target",
+        {"metavar": "COL"},
+        "the table's target column (default: the last)",
+    ),
+    (
+        "--features",
+        "data.features",
+        {"type": _name_list, "metavar": "A,B"},
+        "feature columns (default: all but the target)",
+    ),
+    (
+        "--exclude",
+        "data.exclude",
+        {"type": _name_list, "metavar": "A,B"},
+        "columns to leave out, such as IDs",
+    ),
+    (
+        "--max-categories",
+        "data.max_categories",
+        {"type": int, "metavar": "N"},
+        "keep a text column's N most frequent categories, the rest as one 'other' (0: all)",
+    ),
+    (
+        "--delimiter",
+        "data.delimiter",
+        {"metavar": "CHAR"},
+        "CSV field separator (auto: found from the first lines: , ; tab |)",
+    ),
+    ("--decimal", "data.decimal", {"metavar": "CHAR"}, "CSV decimal mark: . or , (3,14)"),
+    ("--encoding", "data.encoding", {"metavar": "NAME"}, "CSV text encoding, e.g. latin-1"),
+    (
+        "--task",
+        "data.task",
+        {"choices": TASKS},
+        "auto picks regression, binary or multiclass from the target",
+    ),
+    (
+        "--dropna",
+        "data.dropna",
+        {"action": "store_const", "const": True},
+        "drop rows with empty or NaN cells",
+    ),
+    (
+        "--categorical",
+        "data.categorical",
+        {"choices": CATEGORICAL},
+        "one-hot encode text columns (auto) or refuse them (none)",
+    ),
+    (
+        "--no-scale",
+        "data.scale",
+        {"action": "store_const", "const": False},
+        "do not standardize table features",
+    ),
+    (
+        "--no-scale-target",
+        "data.scale_target",
+        {"action": "store_const", "const": False},
+        "do not standardize a regression target",
+    ),
+    ("--weight", "data.weight", {"type": float}, "true weight of the line y = weight * X + bias"),
+    ("--bias", "data.bias", {"type": float}, "true bias of the line"),
+    ("--start", "data.start", {"type": float}, "first X value"),
+    ("--end", "data.end", {"type": float}, "X stops before this value"),
+    ("--step", "data.step", {"type": float}, "distance between X values"),
+    ("--noise", "data.noise", {"type": float}, "std of Gaussian noise added to y"),
+    ("--train", "data.train", {"type": float}, "fraction of rows for training"),
+    ("--val", "data.val", {"type": float}, "fraction of rows for validation (0: none)"),
+    ("--test", "data.test", {"type": float}, "fraction of rows for testing"),
+    (
+        "--shuffle",
+        "data.shuffle",
+        {"action": "store_const", "const": True},
+        "shuffle rows (seeded) before splitting",
+    ),
+    (
+        "--model",
+        "model.kind",
+        {"choices": MODELS},
+        "model: " + _choices(registry.MODELS),
+    ),
+    ("--hidden", "model.hidden", {"type": _int_list, "metavar": "N,N"}, "mlp hidden layer sizes"),
+    (
+        "--loss",
+        "train.loss",
+        {"choices": LOSSES},
+        f"loss function: {_choices(registry.LOSSES)}; auto: by the task",
+    ),
+    (
+        "--optimizer",
+        "train.optimizer",
+        {"choices": OPTIMIZERS},
+        f"optimizer: {_choices(registry.OPTIMIZERS)}; auto (tables): lbfgs for a linear "
+        "model, adam for an mlp",
+    ),
+    ("--lr", "train.lr", {"type": _or_auto(float)}, "learning rate (auto: by the optimizer)"),
+    ("--momentum", "train.momentum", {"type": float}, "SGD momentum"),
+    ("--epochs", "train.epochs", {"type": int}, "number of epochs"),
+    (
+        "--batch-size",
+        "train.batch_size",
+        {"type": _or_auto(int)},
+        "rows per step (0: full batch; auto, for tables: minibatches for an mlp on many rows)",
+    ),
+    (
+        "--patience",
+        "train.patience",
+        {"type": int},
+        "early stopping patience in epochs (0: off; needs --val)",
+    ),
+    (
+        "--tol",
+        "train.tol",
+        {"type": float},
+        "stop as converged when the training loss improves by no more than this for "
+        "--tol-epochs epochs (0: off; tables: 1e-4 unless --epochs is given)",
+    ),
+    (
+        "--tol-epochs",
+        "train.tol_epochs",
+        {"type": int},
+        "epochs in a row without such an improvement before stopping",
+    ),
+    ("--log-every", "train.log_every", {"type": int}, "record and print losses every N epochs"),
+    (
+        "--eval-every",
+        "train.eval_every",
+        {"type": int},
+        "also compute the test loss every N epochs, as the course does (0: when recording)",
+    ),
+    (
+        "--checkpoint-every",
+        "train.checkpoint_every",
+        {"type": int},
+        "write a resume checkpoint every N epochs (0: every 30 seconds, and at the end)",
+    ),
+    ("--seed", "train.seed", {"type": int}, "random seed"),
+    ("--device", "train.device", {"choices": DEVICES}, "where to train"),
+    ("--out", "out", {"metavar": "DIR"}, "run folder (default: a new folder under runs/)"),
+    ("--no-plots", "plots", {"action": "store_const", "const": False}, "skip the PNG pictures"),
+    (
+        "--no-reference",
+        "reference",
+        {"action": "store_const", "const": False},
+        "skip the closed-form (or majority-class) reference",
+    ),
+    (
+        "--tensorboard",
+        "tensorboard",
+        {"action": "store_const", "const": True},
+        "also log the losses for TensorBoard (needs torchwork[tensorboard])",
+    ),
+]
+
+
+def _default(field: str) -> Any:
+    section, _, key = field.rpartition(".")
+    value = getattr(getattr(RunConfig(), section) if section else RunConfig(), key)
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
+def _shown_default(field: str, options: dict[str, Any], text: str) -> str:
+    """' (default: 300; tables: until converged, at most 500)': the default for the line
+    and, where a table run gets another (config.TABLE_DEFAULTS, RunConfig.layered), that
+    one too; nothing where the help text says it already."""
+    if "(default" in text:
+        return ""
+    table = _TABLE_WORDS.get(field)
+    if table is None and field in TABLE_DEFAULTS and TABLE_DEFAULTS[field] != _default(field):
+        table = _plain(TABLE_DEFAULTS[field])
+    if options.get("action"):  # an on/off flag: off unless tables turn it on
+        return " (tables: on)" if TABLE_DEFAULTS.get(field) == options.get("const") else ""
+    line = _default(field)
+    if line == "":
+        return ""
+    if table is None or "tables" in text:
+        return f" (default: {_plain(line)})"
+    return f" (default: {_plain(line)}; tables: {table})"
+
+
+# Table defaults that a plain value would misstate.
+_TABLE_WORDS = {
+    "train.epochs": f"until converged, at most {TABLE_DEFAULTS['train.epochs']}",
+    "train.patience": f"{TABLE_VAL_PATIENCE} with --val, {MLP_PATIENCE} for an mlp",
+    "data.train": f"{MLP_SPLIT[0]:g} for an mlp",
+    "data.val": f"{MLP_SPLIT[1]:g} for an mlp",
+}
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="torchwork",
+        description="The PyTorch workflow in one command: data, model, training and testing "
+        "loops, evaluation with pictures, safe saving and loading.",
+        epilog="Start with: torchwork run --epochs 100 (the course's numbers).",
+    )
+    parser.add_argument("--version", action="version", version=f"torchwork {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="train and evaluate a model; write a run folder",
+        description="Run the six steps: data, model, training, evaluation, saving, the run folder. "
+        "Flags override the --config file, which overrides the defaults.",
+    )
+    run.add_argument("--config", metavar="FILE", help="TOML config file (flags win over it)")
+    run.add_argument(
+        "--print-config", action="store_true", help="print the effective config as TOML and exit"
+    )
+    run.add_argument("--force", action="store_true", help="overwrite a non-empty --out folder")
+    run.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (runs torchrun for you)",
+    )
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (with --epochs N to train longer)",
+    )
+    for flag, field, options, text in RUN_FLAGS:
+        shown = _shown_default(field, options, text)
+        if not options.get("action") and not options.get("choices"):
+            # --epochs EPOCHS, not the config field's name (--epochs TRAIN.EPOCHS)
+            options = {"metavar": flag.lstrip("-").upper().replace("-", "_"), **options}
+        run.add_argument(flag, dest=field, default=argparse.SUPPRESS, help=text + shown, **options)
+
+    predict = commands.add_parser("predict", help="predict with a saved model")
+    # Rows such as --x -1.5,2 are values, not flags (argparse only knows plain negatives).
+    predict._negative_number_matcher = re.compile(r"^-\.?\d")  # type: ignore[attr-defined]
+    predict.add_argument(
+        "--model", required=True, metavar="FILE", help="model file (.safetensors or .pth)"
+    )
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--x",
+        nargs="+",
+        metavar="X",
+        help="input rows: one number per row for one feature, or comma-separated values per row",
+    )
+    source.add_argument(
+        "--data",
+        "--input",
+        dest="data",
+        metavar="FILE",
+        help="rows from a table file (.csv .tsv .parquet .xlsx .npy); columns matched by name",
+    )
+    predict.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the rows with predictions to a .csv or .parquet file (default: print CSV)",
+    )
+    predict.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a saved model on a labelled table")
+    evaluate.add_argument(
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="model file (.safetensors; .pth for the line)",
+    )
+    evaluate.add_argument("--data", required=True, metavar="FILE", help="a labelled table")
+    evaluate.add_argument(
+        "--target",
+        metavar="COL",
+        help="the target column's name in this file (default: the model's)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    export = commands.add_parser(
+        "export", help="export a saved model to ONNX or a torch.export program, checked on the spot"
+    )
+    export.add_argument(
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="model file (.safetensors keeps the preprocessing; .pth is the bare model)",
+    )
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "pt2"),
+        help="onnx (needs torchwork[onnx]) or pt2 (torch.export)",
+    )
+    export.add_argument(
+        "--out", metavar="FILE", help="output file (default: the model file with .onnx or .pt2)"
+    )
+
+    serve = commands.add_parser("serve", help="answer prediction requests over HTTP (JSON)")
+    serve.add_argument(
+        "--model", required=True, metavar="FILE", help="model file (.safetensors or .pth)"
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)"
+    )
+
+    compare = commands.add_parser(
+        "compare", help="compare run folders: config differences, final metrics, loss curves"
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="two or more run folders")
+    compare.add_argument("--out", metavar="FILE", help="draw every run's loss curves in one PNG")
+    compare.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page")
+
+    inspect = commands.add_parser(
+        "inspect", help="show a model file's architecture, parameters and config"
+    )
+    inspect.add_argument("file", metavar="FILE", help="model file (.safetensors or .pth)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The effective config: defaults, then the --config file, then the flags given."""
+    file = read_toml(args.config) if args.config else {}
+    flags = {field: getattr(args, field) for _, field, _, _ in RUN_FLAGS if hasattr(args, field)}
+    return RunConfig.layered(file, flags, source=args.config or "config")

@@ -1,0 +1,75 @@
+"""The choices a run is made of, each in one place: every loss, optimizer and model kind by
+its name, with the class that is built for it.
+
+A new loss, optimizer or model is one line here (and its class where the others are); the
+config's checks, the command line's choices and help, and the code that builds them all
+read these tables. An entry names its class as "module:attribute" and imports it on first
+use: the command line reads the names without importing torch, so `torchwork --help` stays
+fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+Task = Literal["regression", "binary", "multiclass"]  # what a model's outputs mean
+MODEL_TASKS: tuple[Task, ...] = get_args(Task)
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str  # "module:attribute" of the class (or function) built for this name
+    tasks: tuple[Task, ...] = ("regression", "binary", "multiclass")  # what it can be used for
+    help: str = ""
+    options: tuple[str, ...] = ()  # optimizers: the settings its class takes besides lr
+    line: tuple[str, str] | None = None  # models: the state_dict keys of a line's weight, bias
+
+    def load(self) -> Any:
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+LOSSES: dict[str, Entry] = {
+    "l1": Entry("torch.nn:L1Loss", ("regression",), "mean absolute error, the course's"),
+    "mse": Entry("torch.nn:MSELoss", ("regression",), "mean squared error"),
+    "huber": Entry("torch.nn:HuberLoss", ("regression",), "squared near 0, absolute far"),
+    "bce": Entry("torch.nn:BCEWithLogitsLoss", ("binary",), "binary cross-entropy on logits"),
+    "ce": Entry("torch.nn:CrossEntropyLoss", ("multiclass",), "cross-entropy on logits"),
+}
+AUTO_LOSS: dict[Task, str] = {"regression": "mse", "binary": "bce", "multiclass": "ce"}
+
+OPTIMIZERS: dict[str, Entry] = {
+    "sgd": Entry("torch.optim:SGD", options=("momentum", "foreach"), help="the course's"),
+    "adam": Entry("torch.optim:Adam", options=("fused",)),
+    "adamw": Entry("torch.optim:AdamW", options=("fused",), help="Adam, decoupled weight decay"),
+    "lbfgs": Entry("torchwork.optim:LBFGS", help="L-BFGS, strong-Wolfe line search, full batch"),
+}
+
+MODELS: dict[str, Entry] = {
+    "params": Entry(
+        "torchwork.models:build_params",
+        ("regression",),
+        "the course's model_0",
+        line=("weights", "bias"),
+    ),
+    "linear": Entry(
+        "torchwork.models:build_linear",
+        help="nn.Linear over every input",
+        line=("linear_layer.weight", "linear_layer.bias"),
+    ),
+    "mlp": Entry("torchwork.models:build_mlp", help="ReLU hidden layers, --hidden sizes"),
+}
+
+
+def learned_line(learned: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(weight, bias) when `learned` (each parameter's values as a flat list, as in
+    summary.json) is a line: a params or linear model of one input and one output; else None."""
+    for entry in MODELS.values():
+        if entry.line is not None and set(learned) == set(entry.line):
+            weight, bias = (learned[key] for key in entry.line)
+            if all(isinstance(v, list | tuple) and len(v) == 1 for v in (weight, bias)):
+                return float(weight[0]), float(bias[0])
+    return None

@@ -1,0 +1,480 @@
+"""The run folder as one web page, report.html.
+
+The page is a single self-contained file: pictures are base64 data URIs, the CSS
+(style.css) is inline, there is no JavaScript and nothing is fetched, so it opens anywhere,
+offline, and can be mailed or attached as it is. Only the files a run wrote are read;
+torch is not imported.
+
+>>> write_report("runs/line")  # doctest: +SKIP
+PosixPath('runs/line/report.html')
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from torchwork import __version__, registry
+from torchwork.errors import RunFolderError
+from torchwork.fileio import write_text_atomic
+from torchwork.report.format import (
+    HEADINGS,
+    _e,
+    _epochs,
+    _figure,
+    _final_metrics,
+    _finished,
+    _flatten,
+    _num,
+    _page,
+    _scroll,
+    _seconds,
+    _toml,
+)
+from torchwork.runfolder import (
+    CONFIG,
+    PLOTS,
+    PREDICTIONS,
+    REPORT,
+    RunFolder,
+    Summary,
+    _read_bytes,
+    read_run_folder,
+)
+
+PREVIEW_ROWS = 10  # predictions.csv rows shown; the file itself can have millions
+HISTORY_ROWS = 40  # metrics.csv rows shown in full; longer histories show both ends
+# The pictures in the order the course meets them; any others follow by name.
+PICTURES = {
+    "loss_curves": "Training and test loss curves",
+    "predictions_before": "Predictions before training",
+    "predictions_after": "Predictions after training",
+    "predicted_vs_actual": "Predicted vs actual (test data)",
+    "residuals": "Residuals (test data)",
+    "confusion_matrix": "Confusion matrix (test data)",
+}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_report(run_folder: str | Path) -> Path:
+    """Write report.html into a run folder from what the run wrote; return its path.
+
+    The page shows the config, the data split, the metrics beside the reference (closed-form
+    least squares, or the majority class), learned against true parameters for the line,
+    the confusion matrix, every picture in plots/, timings and versions.
+    """
+    run = read_run_folder(run_folder)
+    path = run.path / REPORT
+    write_text_atomic(path, report_html(run))
+    return path
+
+
+def report_html(run: RunFolder) -> str:
+    """The report page of one run as HTML text."""
+    s = run.summary
+    sections = [
+        ("overview", "Overview", _overview(run)),
+        ("data", "Data", _data_section(run)),
+        ("metrics", "Evaluation", _metrics_section(s)),
+    ]
+    parameters = _parameters_section(s)
+    if parameters:
+        sections.append(("parameters", "Learned parameters", parameters))
+    if s.get("confusion_matrix") and s.get("labels"):
+        sections.append(
+            (
+                "confusion",
+                "Confusion matrix",
+                _confusion_section(s["confusion_matrix"], s["labels"]),
+            )
+        )
+    sections.append(("pictures", "Pictures", _pictures_section(run.path / PLOTS)))
+    sections.append(("training", "Training", _training_section(run)))
+    predictions = run.path / PREDICTIONS
+    if predictions.is_file():
+        rows = (s.get("data") or {}).get("table_rows")
+        sections.append(("predictions", "Predictions", _predictions_section(predictions, rows)))
+    sections.append(("config", "Config", _config_section(run)))
+    sections.append(("versions", "Versions", _versions_section(s)))
+
+    nav = " ".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections[1:])
+    body = "\n".join(
+        f'<section id="{key}">\n<h2>{_e(title)}</h2>\n{content}\n</section>'
+        for key, title, content in sections
+    )
+    title = f"torchwork run {run.name}"
+    header = (
+        f"<header>\n<h1>{_e(title)}</h1>\n"
+        f'<p class="muted">{_e(str(run.path))} · {_e(_finished(run.path))}</p>\n'
+        f"<nav>{nav}</nav>\n</header>"
+    )
+    return _page(title, header + "\n" + body)
+
+
+def _overview(run: RunFolder) -> str:
+    s, flat = run.summary, _flatten(run.config)
+    task = s.get("task", "?")
+    model = str(flat.get("model.kind", "?"))
+    if model == "mlp" and flat.get("model.hidden"):
+        model += " " + "×".join(str(h) for h in flat["model.hidden"])
+    facts = [
+        ("Task", task),
+        ("Model", model),
+        ("Loss", flat.get("train.loss", "?")),
+        ("Optimizer", f"{flat.get('train.optimizer', '?')} (lr {_value(flat.get('train.lr'))})"),
+        ("Epochs run", _epochs(s, flat)),
+        ("Training time", _seconds(s.get("seconds"))),
+    ]
+    split, metrics = _final_metrics(s)
+    if metrics:
+        name = next(iter(metrics))
+        reference = ((s.get("reference") or {}).get("metrics") or {}).get(split) or {}
+        shown = _num(metrics[name])
+        if name in reference:
+            shown += f" ({_reference_name(s)} {_num(reference[name])})"
+        headline = f"{split} {HEADINGS.get(name, name)}"
+        return _facts([(headline, shown), *facts], wide=headline)
+    return _facts(facts)
+
+
+def _facts(facts: list[tuple[str, Any]], wide: str = "") -> str:
+    cards = "".join(
+        f'<div class="fact{" wide" if label == wide else ""}"><b>{_e(label)}</b>'
+        f"{_e(str(value))}</div>"
+        for label, value in facts
+    )
+    return f'<div class="facts">{cards}</div>'
+
+
+def _data_section(run: RunFolder) -> str:
+    s, flat = run.summary, _flatten(run.config)
+    data = s.get("data")
+    if isinstance(data, dict):
+        names = [str(f) for f in data.get("features") or []]
+        features = ", ".join(names[:20]) + (
+            f" and {len(names) - 20} more" if len(names) > 20 else ""
+        )
+        source = (
+            f"<p>The table <code>{_e(str(data.get('path', '')))}</code>: target "
+            f"<code>{_e(str(data.get('target', '')))}</code>, features {_e(features)}.</p>"
+        )
+    else:
+        true = s.get("true") or {}
+        weight = true.get("weight", flat.get("data.weight"))
+        bias = true.get("bias", flat.get("data.bias"))
+        noise = flat.get("data.noise")
+        source = (
+            f"<p>The straight line <code>y = {_e(_value(weight))} * X + {_e(_value(bias))}</code>"
+            f" for X from {_e(_value(flat.get('data.start')))} to {_e(_value(flat.get('data.end')))}"
+            f" in steps of {_e(_value(flat.get('data.step')))}"
+            + (f", with noise of std {_e(_value(noise))}" if noise else "")
+            + ".</p>"
+        )
+    rows = {k: v for k, v in (s.get("rows") or {}).items() if isinstance(v, int)}
+    total = sum(rows.values())
+    body = "".join(
+        f'<tr><th>{_e(name)}</th><td class="num">{count}</td>'
+        f'<td class="num">{100 * count / max(total, 1):.0f}%</td></tr>'
+        for name, count in rows.items()
+    )
+    body += (
+        f'<tr class="total"><th>all</th><td class="num">{total}</td><td class="num">100%</td></tr>'
+    )
+    shuffle = "shuffled (seeded) before splitting" if flat.get("data.shuffle") else "split in order"
+    table = _scroll(
+        '<table class="narrow"><thead><tr><th>split</th><th class="num">rows</th>'
+        f'<th class="num">share</th></tr></thead><tbody>{body}</tbody></table>'
+    )
+    return f'{source}\n{table}\n<p class="muted">Rows {_e(shuffle)}.</p>'
+
+
+def _metrics_section(s: Summary) -> str:
+    metrics = {k: v for k, v in s["metrics"].items() if isinstance(v, dict)}
+    if not metrics:
+        return '<p class="muted">The summary has no metrics.</p>'
+    reference = s.get("reference") or {}
+    reference_metrics = reference.get("metrics") or {}
+    reference_name = _reference_name(s)
+    names: list[str] = []
+    for values in metrics.values():
+        names += [n for n in values if n not in names]
+    head = "".join(f'<th class="num">{_e(HEADINGS.get(n, n))}</th>' for n in names)
+    body = []
+    for split, values in metrics.items():
+        cells = "".join(f'<td class="num">{_e(_num(values.get(n)))}</td>' for n in names)
+        ref = reference_metrics.get(split)
+        span = ' rowspan="2"' if isinstance(ref, dict) else ""
+        body.append(f'<tr class="first"><th{span}>{_e(split)}</th><td>learned</td>{cells}</tr>')
+        if isinstance(ref, dict):
+            cells = "".join(f'<td class="num">{_e(_num(ref.get(n)))}</td>' for n in names)
+            body.append(f'<tr class="ref"><td>{_e(reference_name)}</td>{cells}</tr>')
+    table = _scroll(
+        f"<table><thead><tr><th>split</th><th>model</th>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+    method = reference.get("method")
+    note = ""
+    if method:
+        note = f"The reference ({_e(reference_name)}): {_e(str(method))}"
+        if "label" in reference:
+            note += f", always predicting <code>{_e(str(reference['label']))}</code>"
+        note = f'<p class="muted">{note}.</p>'
+    elif reference.get("skipped"):
+        note = f'<p class="muted">No reference: {_e(str(reference["skipped"]))}.</p>'
+    return table + note
+
+
+def _parameters_section(s: Summary) -> str:
+    learned = s.get("learned") or {}
+    parts = []
+    true = s.get("true")
+    if isinstance(true, dict):
+        reference = s.get("reference") or {}
+        line = registry.learned_line(learned) if isinstance(learned, dict) else None
+        body = []
+        for i, name in enumerate(("weight", "bias")):
+            mine = line[i] if line is not None else None
+            exact = (reference.get(name) or [None])[0]
+            truth = true.get(name)
+            gap = abs(mine - truth) if mine is not None and truth is not None else None
+            body.append(
+                f"<tr><th>{name}</th>"
+                f'<td class="num learned">{_e(_num(mine, 4)) if line else "(mlp)"}</td>'
+                f'<td class="num">{_e(_num(exact, 4))}</td>'
+                f'<td class="num">{_e(_num(truth, 4))}</td>'
+                f'<td class="num">{_e(_num(gap, 4))}</td></tr>'
+            )
+        parts.append(
+            "<p>The line the model learned, next to the exact answer (closed-form least "
+            "squares) and the parameters the data was made with.</p>"
+            + _scroll(
+                '<table class="narrow"><thead><tr><th></th><th class="num">learned</th>'
+                '<th class="num">closed-form</th><th class="num">true</th>'
+                '<th class="num">|learned − true|</th></tr></thead>'
+                f"<tbody>{''.join(body)}</tbody></table>"
+            )
+        )
+    if learned:
+        rows = []
+        for name, values in learned.items():
+            values = values if isinstance(values, list) else [values]
+            shown = " ".join(_num(v, 4) for v in values[:8]) + (" …" if len(values) > 8 else "")
+            rows.append(
+                f'<tr><th><code>{_e(str(name))}</code></th><td class="num">{len(values)}</td>'
+                f"<td><code>{_e(shown)}</code></td></tr>"
+            )
+        total = sum(len(v) if isinstance(v, list) else 1 for v in learned.values())
+        table = _scroll(
+            '<table class="narrow"><thead><tr><th>tensor</th><th class="num">numbers</th>'
+            "<th>values</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+        opened = " open" if total <= 16 else ""
+        parts.append(
+            f"<details{opened}><summary>Every learned tensor ({total} numbers)</summary>"
+            f"{table}</details>"
+        )
+    return "\n".join(parts)
+
+
+def _confusion_section(matrices: dict[str, Any], labels: list[Any]) -> str:
+    order = [n for n in ("test", "val", "train") if n in matrices]
+    order += [n for n in matrices if n not in order]
+    parts = ['<p class="muted">Rows: the actual class; columns: the predicted class.</p>']
+    for split in order:
+        matrix = matrices[split]
+        if not isinstance(matrix, list):
+            continue
+        largest = max((max(row) for row in matrix if row), default=0) or 1
+        head = "".join(f'<th class="num">{_e(str(v))}</th>' for v in labels)
+        body = []
+        for i, (label, row) in enumerate(zip(labels, matrix, strict=False)):
+            cells = []
+            for j, count in enumerate(row):
+                share = count / largest
+                style = f"background:rgba(9,105,218,{0.85 * share:.2f})"
+                if share > 0.55:
+                    style += ";color:#fff"
+                kind = "num diag" if i == j else "num"
+                cells.append(f'<td class="{kind}" style="{style}">{count}</td>')
+            body.append(f"<tr><th>{_e(str(label))}</th>{''.join(cells)}</tr>")
+        rows = sum(sum(r) for r in matrix)
+        table = _scroll(
+            f'<table class="narrow confusion"><thead><tr><th>actual \\ predicted</th>{head}</tr>'
+            f"</thead><tbody>{''.join(body)}</tbody></table>"
+        )
+        block = f"<h3>{_e(split)} ({rows} rows)</h3>{table}"
+        if split != order[0]:
+            block = f"<details><summary>{_e(split)} ({rows} rows)</summary>{table}</details>"
+        parts.append(block)
+    return "\n".join(parts)
+
+
+def _pictures_section(folder: Path) -> str:
+    pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not pngs:
+        return '<p class="muted">No pictures: the run was made with --no-plots.</p>'
+    order = list(PICTURES)
+    pngs.sort(key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.name))
+    figures = []
+    for png in pngs:
+        data = _read_bytes(png)
+        if not data.startswith(PNG_SIGNATURE):
+            raise RunFolderError(f"{png} is not a PNG picture: remove it, or draw the plots again")
+        caption = PICTURES.get(png.stem, png.stem.replace("_", " "))
+        figures.append(_figure(data, caption, f"{PLOTS}/{png.name}"))
+    return f'<div class="figures">{"".join(figures)}</div>'
+
+
+def _training_section(run: RunFolder) -> str:
+    s, flat = run.summary, _flatten(run.config)
+    batch = flat.get("train.batch_size")
+    facts = [
+        ("Epochs run", _epochs(s, flat)),
+        ("Stopped early", "yes" if s.get("stopped_early") else "no"),
+        ("Converged", _converged(s, flat)),
+        ("Best epoch", "—" if s.get("best_epoch") is None else str(s.get("best_epoch"))),
+        ("Optimizer", _chosen(s, flat, "optimizer")),
+        ("Learning rate", _chosen(s, flat, "lr")),
+        ("Batch size", _chosen(s, flat, "batch_size", "full batch" if batch == 0 else None)),
+        ("Training time", _seconds(s.get("seconds"))),
+        ("Device", s.get("device", "?")),
+        ("Seed", _value(s.get("seed", flat.get("train.seed")))),
+    ]
+    history = run.history
+    if not history:
+        return _facts(facts) + '<p class="muted">No metrics.csv.</p>'
+    columns: list[str] = []
+    for record in history:
+        columns += [k for k in record if k not in columns]
+    shown: list[dict[str, float] | None] = list(history)
+    if len(history) > HISTORY_ROWS:
+        half = HISTORY_ROWS // 2
+        shown = [*history[:half], None, *history[-half:]]
+    head = "".join(f'<th class="num">{_e(HEADINGS.get(c, c))}</th>' for c in columns)
+    body = []
+    for record in shown:
+        if record is None:
+            body.append(
+                f'<tr><td colspan="{len(columns)}" class="muted">… '
+                f"{len(history) - HISTORY_ROWS} rows left out …</td></tr>"
+            )
+            continue
+        cells = "".join(
+            f'<td class="num">{_e(_epoch(record[c]) if c == "epoch" else _num(record.get(c), 5))}</td>'
+            if c in record
+            else '<td class="num"></td>'
+            for c in columns
+        )
+        body.append(f"<tr>{cells}</tr>")
+    table = _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    return (
+        f"{_facts(facts)}\n"
+        f"<details><summary>The recorded losses (metrics.csv, {len(history)} rows)</summary>"
+        f"{table}</details>"
+    )
+
+
+def _predictions_section(path: Path, rows: int | None = None) -> str:
+    # Only the first rows are read when the summary says how many there are: the file
+    # holds every row of the table, which may be millions.
+    preview: list[list[str]] = []
+    count = 0
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for row in reader:
+                count += 1
+                if len(preview) < PREVIEW_ROWS:
+                    preview.append(row)
+                elif rows is not None:
+                    count = rows
+                    break
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise RunFolderError(
+            f"cannot read {path} ({reason}): check the file, or run the training again"
+        ) from None
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(_short(cell))}</td>" for cell in row) + "</tr>"
+        for row in preview
+    )
+    table = _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return (
+        f"<p>predictions.csv holds every row of the table ({count} rows) with its split, "
+        f"target and prediction; the first {len(preview)} are shown here.</p>{table}"
+    )
+
+
+def _config_section(run: RunFolder) -> str:
+    groups: dict[str, list[str]] = {}
+    for name, value in _flatten(run.config).items():
+        group, _, key = name.rpartition(".")
+        groups.setdefault(group, []).append(
+            f"<tr><th><code>{_e(key)}</code></th><td><code>{_e(_toml(value))}</code></td></tr>"
+        )
+    tables = "".join(
+        _scroll(
+            f'<table><thead><tr><th colspan="2">{_e(f"[{group}]" if group else "top level")}'
+            f"</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+        for group, rows in groups.items()
+    )
+    return (
+        f'<p class="muted">The effective config; <code>torchwork run --config '
+        f"{_e(str(run.path / CONFIG))}</code> repeats the run.</p>"
+        f'<div class="config">{tables}</div>'
+        f"<details><summary>config.toml as written</summary><pre>{_e(run.config_text)}</pre>"
+        "</details>"
+    )
+
+
+def _versions_section(s: Summary) -> str:
+    versions = s.get("versions") or {}
+    rows = "".join(
+        f"<tr><th>{_e(str(k))}</th><td><code>{_e(str(v))}</code></td></tr>"
+        for k, v in versions.items()
+    )
+    table = _scroll(f'<table class="narrow"><tbody>{rows}</tbody></table>') if rows else ""
+    return f'{table}<p class="muted">Page written by torchwork {_e(__version__)}.</p>'
+
+
+# --- Formatting ---------------------------------------------------------------------------
+
+
+def _epoch(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _converged(s: Summary, flat: dict[str, Any]) -> str:
+    tol = flat.get("train.tol")
+    if not tol:
+        return "not checked (tol 0: every epoch runs)"
+    rule = f"the training loss improved by no more than {_value(tol)} for {_value(flat.get('train.tol_epochs'))} epochs"
+    return f"yes: {rule}" if s.get("converged") else f"no (stops when {rule})"
+
+
+def _chosen(s: Summary, flat: dict[str, Any], name: str, shown: str | None = None) -> str:
+    """A training setting, and why it was chosen when it was auto."""
+    value = shown if shown is not None else _value(flat.get(f"train.{name}"))
+    why = ((s.get("training") or {}).get("chosen") or {}).get(name)
+    return f"{value} (auto: {why})" if why else value
+
+
+def _reference_name(s: Summary) -> str:
+    return "closed-form" if s.get("task") == "regression" else "majority class"

@@ -1,0 +1,339 @@
+"""Check a table before training: the columns to use, values that are not numbers, and the
+task its target asks for. Every problem a user can fix is one DataError that names the file,
+the column and, where it helps, the row (data rows count from 1, after the header).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from torchwork.errors import DataError
+from torchwork.registry import Task
+from torchwork.tables import arrow
+
+MAX_CLASSES = 100  # more distinct labels than this is not a classification target
+MAX_AUTO_INTEGER_CLASSES = 10  # integer targets with at most this many values are classes
+
+
+def is_numeric(type_: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(type_)
+        or pa.types.is_floating(type_)
+        or pa.types.is_boolean(type_)
+        or pa.types.is_decimal(type_)
+    )
+
+
+def is_text(type_: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(type_)
+        or pa.types.is_large_string(type_)
+        or pa.types.is_dictionary(type_)
+    )
+
+
+def first_row(mask: np.ndarray) -> tuple[int, int]:
+    """(first 1-based row where mask is true, how many rows in all)."""
+    rows = np.flatnonzero(mask)
+    return int(rows[0]) + 1, len(rows)
+
+
+def more(count: int) -> str:
+    return f" (and {count - 1} more row{'s' if count > 2 else ''})" if count > 1 else ""
+
+
+def list_names(names: Sequence[str], quote: bool = False, shown: int = 20) -> str:
+    """Column names for a message: the first few, then how many more."""
+    listed = [repr(n) if quote else n for n in names[:shown]]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(listed) + more
+
+
+def _looks_numeric(text: str) -> bool:
+    # As Arrow reads numbers: no spaces, digit separators or non-ASCII digits, which Python's
+    # float() accepts and Arrow's cast does not.
+    if not text.isascii() or "_" in text or text != text.strip():
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def select_columns(
+    table: pa.Table,
+    target: str,
+    features: Sequence[str],
+    source: str,
+    exclude: Sequence[str] = (),
+) -> tuple[str, list[str]]:
+    """The target column (default: the last) and feature columns (default: all others, less
+    those in `exclude`)."""
+    names = table.column_names
+    known = list_names(names)
+    target = target or names[-1]
+    if target not in names:
+        raise DataError(f"target column '{target}' is not in {source}; its columns are {known}")
+    for flag, given in (("--features", features), ("--exclude", exclude)):
+        unknown = [f for f in given if f not in names]
+        if unknown:
+            raise DataError(
+                f"{flag}: column{'s' if len(unknown) > 1 else ''} {list_names(unknown, quote=True)} "
+                f"not in {source}; its columns are {known}"
+            )
+        if target in given:
+            raise DataError(f"'{target}' is the target: leave it out of {flag}")
+    if features:
+        features = list(dict.fromkeys(features))
+    else:
+        features = [n for n in names if n != target and n not in exclude]
+    if not features:
+        raise DataError(
+            f"{source} has only the target column '{target}': it needs feature columns too"
+        )
+    return target, list(features)
+
+
+def check_values(
+    table: pa.Table,
+    columns: Sequence[str],
+    source: str,
+    dropna: bool = False,
+    log: Callable[[str], None] | None = None,
+    fix: str = "add --dropna to drop such rows",
+) -> pa.Table:
+    """Refuse (or with dropna, drop) rows with empty or NaN cells; refuse infinite values.
+
+    Text in a column that is otherwise numbers is an error naming the value and row.
+    """
+    missing = np.zeros(table.num_rows, dtype=bool)
+    for name in columns:
+        column = table.column(name)
+        type_ = column.type
+        if pa.types.is_null(type_):
+            raise DataError(
+                f"column '{name}' of {source} is empty in every row: fill it in or leave it out"
+            )
+        if not (is_numeric(type_) or is_text(type_)):
+            raise DataError(
+                f"column '{name}' of {source} holds {type_} values, not numbers or text: "
+                "convert it to numbers, or leave it out with --features"
+            )
+        distinct = arrow.unique(column) if is_text(type_) else []
+        if is_text(type_) and _check_mixed(column, distinct, name, source):
+            # Numbers stored as text (an Excel column formatted as text, say): read as numbers.
+            try:
+                column = arrow.cast(column, pa.float64())
+            except pa.ArrowInvalid as e:
+                raise DataError(
+                    f"column '{name}' of {source} holds text that is not a number: {e}"
+                ) from None
+            table = table.set_column(table.column_names.index(name), name, column)
+            type_ = column.type
+        elif is_text(type_) and log is not None:
+            _point_out_formatted_numbers(distinct, name, source, log)
+        if _all_present_and_finite(column):
+            continue
+        present = [arrow.validity(chunk) for chunk in column.chunks]
+        col_missing = np.concatenate(
+            [
+                np.zeros(len(c), bool) if p is None else ~p
+                for c, p in zip(column.chunks, present, strict=True)
+            ]
+        )
+        if pa.types.is_floating(type_):
+            values = arrow.float_values(column, np.float64)
+            col_missing = col_missing | np.isnan(values)
+            infinite = np.isinf(values)
+            if infinite.any():
+                row, count = first_row(infinite)
+                raise DataError(
+                    f"column '{name}' of {source} has an infinite value in row {row}{more(count)}: "
+                    "replace it with a finite number"
+                )
+            huge = np.abs(values) > np.finfo(np.float32).max
+            if huge.any():
+                row, count = first_row(huge)
+                raise DataError(
+                    f"column '{name}' of {source} has a value too large for 32-bit floats in row "
+                    f"{row}{more(count)}: rescale the column"
+                )
+        if col_missing.any() and not dropna:
+            row, count = first_row(col_missing)
+            raise DataError(
+                f"column '{name}' of {source} has an empty or NaN cell in row {row}{more(count)}: "
+                f"fill it in, or {fix}"
+            )
+        missing |= col_missing
+    if missing.any():
+        dropped = int(missing.sum())
+        table = table.filter(arrow.from_numpy(~missing))
+        if log is not None:
+            log(f"   --dropna: dropped {dropped} of {len(missing)} rows with empty or NaN cells")
+        if table.num_rows == 0:
+            raise DataError(
+                f"every row of {source} has an empty or NaN cell: nothing is left to learn from"
+            )
+    return table
+
+
+def _all_present_and_finite(column: pa.ChunkedArray) -> bool:
+    """True when a column has no empty cell and no NaN, infinite or float32-overflowing
+    value: a pass over the values with nothing allocated, so that the row-by-row look
+    for the first bad cell is only made where there is one."""
+    if column.null_count:
+        return False
+    if not pa.types.is_floating(column.type):
+        return True
+    limit = np.finfo(np.float32).max
+    for chunk in column.chunks:
+        if len(chunk):
+            values = arrow.to_numpy(chunk)
+            low, high = values.min(), values.max()  # NaN if any value is NaN
+            if not (-limit <= low and high <= limit):
+                return False
+    return True
+
+
+def require_numbers(
+    table: pa.Table, columns: Sequence[str], source: str, fix: str = "fix or remove those rows"
+) -> pa.Table:
+    """check_values, then refuse any column that does not hold numbers: for models that take
+    the columns as they are, with no stored encoding."""
+    table = check_values(table, columns, source, fix=fix)
+    for name in columns:
+        type_ = table.column(name).type
+        if not is_numeric(type_):
+            raise DataError(
+                f"column '{name}' of {source} is not numeric ({type_}): give numbers only"
+            )
+    return table
+
+
+# Numbers written for people: digit groups ("1,234,567", "1.234.567,5", "1 234") or a
+# decimal comma ("3,14"), which a CSV reader takes for text.
+_FORMATTED_NUMBER = re.compile(r"[+-]?(\d{1,3}([,. '\u00a0]\d{3})+([.,]\d+)?|\d+,\d+)")
+
+
+def _point_out_formatted_numbers(
+    distinct: list[str], name: str, source: str, log: Callable[[str], None]
+) -> None:
+    """A warning for a text column (of these distinct values) whose values look like numbers
+    with digit separators or a decimal comma: one-hot encoded, one category per value."""
+    formatted = _formatted_numbers(distinct)
+    if formatted:
+        log(
+            f"   Warning: column '{name}' of {source} holds text that looks like numbers "
+            f"({formatted!r}): it is encoded as categories, not as a number; remove the digit "
+            "separators, or for a decimal comma give --decimal , (and --delimiter ;)"
+        )
+
+
+def _formatted_numbers(distinct: list[str]) -> str:
+    """One of a text column's distinct values (the first 1000 are looked at) when most (90%)
+    of them are numbers written for people, or ""."""
+    distinct = distinct[:1000]
+    formatted = [v for v in distinct if _FORMATTED_NUMBER.fullmatch(v.strip())]
+    return formatted[0] if formatted and len(formatted) * 10 >= len(distinct) * 9 else ""
+
+
+def _check_mixed(column: pa.ChunkedArray, distinct: list[str], name: str, source: str) -> bool:
+    """True when a text column (of these distinct values) holds only numbers; an error when
+    it holds mostly numbers."""
+    # A column of numbers with a typo is read as text; say so instead of one-hot encoding it.
+    numeric = [v for v in distinct if _looks_numeric(v)]
+    if numeric and len(numeric) == len(distinct):
+        return True
+    if numeric and len(numeric) * 2 >= len(distinct):
+        bad = next(v for v in distinct if not _looks_numeric(v))
+        import pyarrow.compute as pc  # a mistake to report: the full toolkit is fine
+
+        mask = pc.equal(column, bad).fill_null(False).to_numpy(zero_copy_only=False)
+        row, count = first_row(mask)
+        raise DataError(
+            f"column '{name}' of {source} has a non-numeric value {bad!r} in row {row}{more(count)}: "
+            "it should hold numbers; fix or remove that value"
+        )
+    return False
+
+
+def sorted_labels(values: list[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def plain(value: Any) -> Any:
+    # JSON-friendly labels: 1.0 read from a float column stays 1.0; numpy scalars become Python.
+    return value.item() if hasattr(value, "item") else value
+
+
+def detect_task(
+    column: pa.ChunkedArray, requested: str, name: str, source: str
+) -> tuple[Task, str]:
+    """The task and a sentence saying why: two values are binary, a few integer or text labels
+    multiclass, anything else regression."""
+    # A numeric target often has as many distinct values as rows: where its first rows
+    # already have too many for classes, the rest need not be counted.
+    head = arrow.compute("count_distinct", column.slice(0, 50 * MAX_CLASSES)).as_py()
+    count = head if head > MAX_CLASSES else arrow.compute("count_distinct", column).as_py()
+    many = f"more than {MAX_CLASSES}" if count > MAX_CLASSES else str(count)
+    type_ = column.type
+    # The values themselves only matter for a few of them (classes); a numeric target
+    # often has as many distinct values as rows.
+    distinct = [plain(v) for v in arrow.unique(column)] if count <= MAX_CLASSES else []
+    integral = (
+        count <= MAX_CLASSES
+        and is_numeric(type_)
+        and all(float(v).is_integer() for v in distinct if not isinstance(v, bool))
+    )
+    if requested == "regression":
+        if is_text(type_):
+            raise DataError(
+                f"target '{name}' of {source} holds text, which cannot be regressed: use --task binary or multiclass"
+            )
+        return "regression", "asked for with --task"
+    if requested in ("binary", "multiclass"):
+        if count < 2:
+            raise DataError(
+                f"target '{name}' of {source} has only one value: classification needs two or more"
+            )
+        if requested == "binary" and count != 2:
+            raise DataError(
+                f"target '{name}' of {source} has {many} distinct values, not 2: use --task multiclass"
+            )
+        if count > MAX_CLASSES:
+            raise DataError(
+                f"target '{name}' of {source} has {many} distinct values, too many classes (at most {MAX_CLASSES})"
+            )
+        return requested, "asked for with --task"
+    if count < 2:
+        raise DataError(
+            f"target '{name}' of {source} has the same value in every row: nothing to learn"
+        )
+    if count == 2:
+        return "binary", f"target '{name}' has 2 distinct values"
+    if is_text(type_):
+        if count > MAX_CLASSES:
+            formatted = _formatted_numbers(arrow.unique(column.slice(0, 100_000)))
+            fix = (
+                f"it looks like numbers ({formatted!r}): remove the digit separators, or for a "
+                "decimal comma give --decimal , (and --delimiter ;)"
+                if formatted
+                else "give a numeric target for regression"
+            )
+            raise DataError(
+                f"target '{name}' of {source} holds text with {many} distinct values, too many classes "
+                f"(at most {MAX_CLASSES}); {fix}"
+            )
+        return "multiclass", f"target '{name}' has {count} distinct text labels"
+    if integral and count <= MAX_AUTO_INTEGER_CLASSES:
+        return "multiclass", f"target '{name}' has {count} distinct whole-number labels"
+    return "regression", f"target '{name}' is numeric with {many} distinct values"

@@ -1,0 +1,380 @@
+"""Steps 4 to 6: evaluate (with the closed-form reference and the pictures), save the model
+files and check that they load, and write the run folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from torchwork import __version__, registry
+from torchwork.checkpoint import (
+    load,
+    save,
+)
+from torchwork.config import RunConfig
+from torchwork.data import SPLITS, Prepared
+from torchwork.engine import History
+from torchwork.fileio import write_text_atomic
+from torchwork.metrics import classification_metrics, regression_metrics
+from torchwork.predict import Score, outputs_of, prediction_columns, score, write_table
+from torchwork.report.text import format_metrics_table
+from torchwork.runfolder import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_LAST,
+    CONFIG,
+    METRICS,
+    MODEL_FILES,
+    PLOTS,
+    PREDICTIONS,
+    REPORT,
+    SUMMARY,
+    Summary,
+    write_json,
+)
+from torchwork.solve import least_squares
+
+if TYPE_CHECKING:
+    from torchwork.workflow.session import Session
+
+
+@dataclass
+class Evaluation:
+    """Step 4's results, for steps 5 and 6."""
+
+    used: list[str]  # the splits that have rows
+    outputs: dict[str, torch.Tensor]  # raw model outputs on each split
+    scores: dict[str, Score]
+    reference: dict[str, Any]  # what the reference scored on each split (empty when skipped)
+
+
+def finish(
+    session: Session,
+    history: History,
+    seconds: float,
+    outputs_before: torch.Tensor,
+    log: Callable[[str], None],
+) -> Path:
+    """Steps 4 to 6: evaluate and draw, save and check the model files, write the run folder."""
+    if not session.main:
+        return session.out
+    evaluation = evaluate(session, history, outputs_before, log)
+    saved_config = save_and_verify(session, evaluation, log)
+    write_run_folder(session, history, seconds, evaluation, saved_config, log)
+    return session.out
+
+
+def evaluate(
+    session: Session, history: History, outputs_before: torch.Tensor, log: Callable[[str], None]
+) -> Evaluation:
+    """Step 4: the metrics of every split beside the reference's, and the pictures."""
+    config, data, model, out = session.config, session.data, session.model, session.out
+    used = [name for name in SPLITS if session.sizes[name]]
+    X = session.X
+    outputs = {name: outputs_of(model, X[name]) for name in used}
+    scores = {
+        name: score(data.task, data.encoder, outputs[name], data.y_raw[name]) for name in used
+    }
+    reference, reference_summary = reference_scores(data, used, config.reference)
+    log("4. Predictions and evaluation")
+    if "skipped" in reference_summary:
+        log(f"   No reference: {reference_summary['skipped']}")
+    if data.true is not None:
+        log_parameters(model, reference_summary, data.true, log)
+    log(
+        format_metrics_table(
+            {name: scores[name].metrics for name in used},
+            reference or None,
+            "closed-form" if data.task == "regression" else "majority",
+        )
+    )
+    if config.plots:
+        draw_plots(
+            out / PLOTS, data, history, outputs_before, outputs.get("test"), scores.get("test")
+        )
+    return Evaluation(used, outputs, scores, reference_summary)
+
+
+def save_and_verify(
+    session: Session, evaluation: Evaluation, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Step 5: save each model file, load it into a new model and check that it predicts
+    exactly what the trained one does; returns the config the files hold."""
+    config, data, model, out = session.config, session.data, session.model, session.out
+    saved_config = config.to_dict() | {"out": ""}
+    preprocess = data.encoder.to_dict() if data.encoder is not None else None
+    check_rows = "test" if session.sizes["test"] else "train"
+    expected = evaluation.outputs[check_rows]
+    for name in MODEL_FILES:
+        save(model, out / name, config=saved_config, preprocess=preprocess)
+        loaded = load(out / name).to(session.device)
+        if not torch.equal(outputs_of(loaded, session.X[check_rows]), expected):
+            raise RuntimeError(
+                f"the model loaded from {out / name} predicts differently from the trained one"
+            )
+    log(
+        f"5. Saved model.safetensors and model.pth; loaded each into a new model: predictions on the "
+        f"{session.sizes[check_rows]} {check_rows} rows identical to the trained model's"
+    )
+    return saved_config
+
+
+def write_run_folder(
+    session: Session,
+    history: History,
+    seconds: float,
+    evaluation: Evaluation,
+    saved_config: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """Step 6: metrics.csv, config.toml, predictions.csv, summary.json and report.html."""
+    config, data, out = session.config, session.data, session.out
+    write_text_atomic(out / METRICS, history.to_csv())
+    write_text_atomic(out / CONFIG, RunConfig.from_dict(saved_config).to_toml())
+    written = [CONFIG, METRICS, SUMMARY, *MODEL_FILES, CHECKPOINT_LAST]
+    if (out / CHECKPOINT_BEST).exists():
+        written.append(CHECKPOINT_BEST)
+    if data.encoder is not None:
+        write_predictions(out / PREDICTIONS, data, evaluation.outputs)
+        written.append(PREDICTIONS)
+    write_json(out / SUMMARY, summary_of(session, history, seconds, evaluation))
+    from torchwork.report.html import write_report
+
+    write_report(out)
+    written.append(REPORT)
+    log(f"6. Run folder: {out} ({', '.join(written)}{f', {PLOTS}/' if config.plots else ''})")
+
+
+def summary_of(
+    session: Session, history: History, seconds: float, evaluation: Evaluation
+) -> Summary:
+    """summary.json: what the run did and scored (its keys: runfolder.Summary)."""
+    config, data, model = session.config, session.data, session.model
+    used, scores = evaluation.used, evaluation.scores
+    summary: Summary = {
+        "task": data.task,
+        "loss": type(session.loss_fn).__name__,  # what --loss auto chose, too
+        "metrics": {name: scores[name].metrics for name in used},
+        "reference": evaluation.reference,
+        "learned": {
+            k: v.detach().cpu().reshape(-1).tolist() for k, v in model.state_dict().items()
+        },
+        "rows": {name: session.sizes[name] for name in used},
+        "epochs_run": history.epochs_run,
+        "stopped_early": history.stopped_early,
+        "converged": history.converged,
+        "best_epoch": history.best_epoch,
+        "training": {
+            name: getattr(config.train, name)
+            for name in ("optimizer", "lr", "batch_size", "epochs", "tol", "tol_epochs")
+        }
+        | {"chosen": session.chosen or {}},
+        "seconds": seconds,
+        "device": str(session.device),
+        "seed": config.train.seed,
+        "versions": {"torchwork": __version__, "torch": torch.__version__},
+    }
+    if data.true is not None:
+        summary["true"] = data.true
+    if data.task != "regression":
+        summary["labels"] = data.labels
+        summary["confusion_matrix"] = {name: scores[name].confusion_matrix for name in used}
+    if data.encoder is not None:
+        summary["data"] = {
+            "path": config.data.path,
+            "table_rows": data.source_rows,  # the rows of predictions.csv
+            "target": data.encoder.target,
+            "features": data.encoder.feature_names,
+            # the model's input columns in order, one per category: they name the weights
+            "inputs": data.encoder.input_names,
+        }
+    return summary
+
+
+def file_sha256(path: str | Path) -> str:
+    """The data file's fingerprint, so a resume can tell whether it changed."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+REFERENCE_MAX_INPUTS = 2048  # closed-form reference only up to this many model inputs...
+REFERENCE_MAX_WORK = 2e11  # ...and rows x inputs² (its time; about 10 s on 2 cores here)
+
+
+def reference_scores(
+    data: Prepared, used: list[str], enabled: bool = True
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """The yardstick: closed-form least squares for regression, the majority class otherwise.
+
+    Skipped when not `enabled` (--no-reference), and the closed form when it would cost
+    more than training could (bounded time: rows x inputs²; memory: inputs²).
+    """
+    if not enabled:
+        return {}, {"skipped": "--no-reference"}
+    rows, width = data.X["train"].shape
+    if data.task == "regression" and (
+        width > REFERENCE_MAX_INPUTS or rows * width * width > REFERENCE_MAX_WORK
+    ):
+        return {}, {
+            "skipped": f"closed-form least squares on {rows:,} rows x {width:,} inputs would take "
+            f"too long (at most {REFERENCE_MAX_INPUTS:,} inputs and {REFERENCE_MAX_WORK:.0e} "
+            "rows x inputs²); fewer inputs (--max-categories, --exclude) bring it back"
+        }
+    if data.task == "regression":
+        exact = least_squares(data.X["train"], data.y_raw["train"])
+        metrics = {
+            name: regression_metrics(exact.predict(data.X[name]), data.y_raw[name]) for name in used
+        }
+        return metrics, {
+            "method": "closed-form least squares on the training split (normal equations of "
+            "the centred columns in float64, torch.linalg.lstsq)",
+            "weight": exact.weight.reshape(-1).tolist(),
+            "bias": exact.bias.reshape(-1).tolist(),
+            "metrics": metrics,
+        }
+    classes = len(data.labels)
+    train = data.y_raw["train"]
+    majority = int(torch.bincount(train, minlength=classes).argmax())
+    share = float((train == majority).double().mean())
+    metrics = {}
+    for name in used:
+        truth = data.y_raw[name]
+        guess = torch.full_like(truth, majority)
+        metrics[name] = classification_metrics(
+            guess, truth, classes, torch.full((len(truth),), share) if classes == 2 else None
+        )
+    return metrics, {
+        "method": "majority class of the training split",
+        "label": data.labels[majority],
+        "metrics": metrics,
+    }
+
+
+def log_parameters(
+    model: nn.Module, reference: dict[str, Any], true: dict[str, float], log: Callable[[str], None]
+) -> None:
+    """The learned line next to the exact answer and the truth."""
+    line = learned_line(model)
+    learned = [f"{v:.4f}" for v in line] if line is not None else ["(mlp)", "(mlp)"]
+    log(f"  {'':<8}{'learned':>12}{'closed-form':>14}{'true':>10}")
+    for i, name in enumerate(("weight", "bias")):
+        exact = f"{reference[name][0]:.4f}" if name in reference else "n/a"
+        log(f"  {name:<8}{learned[i]:>12}{exact:>14}{true[name]:>10.4f}")
+
+
+def draw_plots(
+    folder: Path,
+    data: Prepared,
+    history: Any,
+    outputs_before: torch.Tensor,
+    outputs_test: torch.Tensor | None,
+    test_score: Score | None,
+) -> None:
+    # matplotlib costs most of a second to import: only runs that draw pay for it.
+    from torchwork.plots import (
+        plot_confusion_matrix,
+        plot_loss_curves,
+        plot_predicted_vs_actual,
+        plot_predictions,
+        plot_residuals,
+    )
+
+    folder.mkdir(exist_ok=True)
+    plot_loss_curves(
+        history.column("epoch"),
+        history.column("train_loss"),
+        history.column("test_loss"),
+        history.column("val_loss"),
+        path=folder / "loss_curves.png",
+    )
+    if outputs_test is None or test_score is None:
+        return
+    if data.task != "regression":
+        plot_confusion_matrix(
+            test_score.confusion_matrix, data.labels, path=folder / "confusion_matrix.png"
+        )
+        return
+    predictions = test_score.predictions
+    y_test = data.y_raw["test"]
+    if data.x_plot is not None:
+        before = (
+            data.encoder.decode(outputs_before)["prediction"]
+            if data.encoder is not None
+            else outputs_before
+        )
+        x_train, y_train = data.x_plot["train"], data.y_raw["train"]
+        x_test = data.x_plot["test"]
+        plot_predictions(
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            before,
+            path=folder / "predictions_before.png",
+            title="Predictions before training",
+        )
+        plot_predictions(
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            predictions,
+            path=folder / "predictions_after.png",
+            title="Predictions after training",
+        )
+    else:
+        plot_predicted_vs_actual(y_test, predictions, path=folder / "predicted_vs_actual.png")
+        plot_residuals(y_test, predictions, path=folder / "residuals.png")
+
+
+def write_predictions(path: Path, data: Prepared, outputs: dict[str, torch.Tensor]) -> None:
+    """predictions.csv: every row of the table in order, its split, target and prediction
+    (empty for rows left out when the split fractions add up to less than 1)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from torchwork.tables import arrow
+
+    used = [name for name in SPLITS if name in outputs]
+    order = torch.cat([data.rows[name] for name in used]).numpy()
+    where = np.full(data.source_rows, -1, dtype=np.int64)  # table row -> position in order
+    where[order] = np.arange(len(order))
+    split = np.full(data.source_rows, len(SPLITS), dtype=np.int8)
+    for code, name in enumerate(SPLITS):
+        split[data.rows[name].numpy()] = code
+    predicted = prediction_columns(data.encoder, torch.cat([outputs[name] for name in used]))
+    place = arrow.from_numpy(where, mask=where < 0)
+    target = data.encoder.target
+    if target == "split" or target in predicted:
+        target = f"{target} (actual)"  # keep the target beside our own column of that name
+    columns = {
+        "split": arrow.labelled(split, [*SPLITS, "unused"]),
+        target: data.target,
+    }
+    columns |= {name: arrow.compute("take", column, place) for name, column in predicted.items()}
+    write_table(pa.table(columns), path)
+
+
+def learned_line(model: nn.Module) -> tuple[float, float] | None:
+    """(weight, bias) of a one-feature linear model, else None."""
+    state = model.state_dict()
+    if len(state) != 2:  # a line is a weight and a bias
+        return None
+    return registry.learned_line({k: v.reshape(-1).tolist() for k, v in state.items()})
+
+
+def describe_parameters(model: nn.Module) -> str:
+    """Small parameters by value (the course prints its state_dict), large ones by count."""
+    state = model.state_dict()
+    if all(v.numel() <= 4 for v in state.values()):
+        return ", ".join(
+            f"{k} " + " ".join(f"{x:.4f}" for x in v.reshape(-1).tolist()) for k, v in state.items()
+        )
+    total = sum(v.numel() for v in state.values())
+    return f"{total} parameters in {len(state)} tensors"

@@ -1,0 +1,253 @@
+"""The run as a whole: `torchwork run` calls `run(config)`, and `torchwork run --resume` calls
+`resume(folder)`; `setup` does steps 1 and 2."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchwork import __version__, distributed
+from torchwork.checkpoint import (
+    load_checkpoint,
+)
+from torchwork.config import RunConfig, choose_training
+from torchwork.data import SPLITS, prepare_data
+from torchwork.distributed import Group
+from torchwork.engine import TrainState
+from torchwork.errors import (
+    RunFolderError,
+    TorchworkError,
+)
+from torchwork.fileio import in_background
+from torchwork.models import build_model
+from torchwork.optim import make_loss, make_optimizer
+from torchwork.predict import outputs_of
+from torchwork.runfolder import (
+    CHECKPOINT_LAST,
+    PLOTS,
+    create_run_dir,
+    resolve_run_dir,
+)
+from torchwork.workflow.checkpoints import check_resume_fields, restore, tensorboard_writer
+from torchwork.workflow.finish import describe_parameters, file_sha256, finish
+from torchwork.workflow.session import Session, resolve_device
+from torchwork.workflow.train import train
+
+
+def setup(
+    config: RunConfig, out: Path, log: Callable[[str], None] = print, group: Group | None = None
+) -> Session:
+    """Steps 1 and 2: read or make the data, split it, build the model, loss and optimizer.
+
+    The session's config is a copy of `config` with every `auto` training setting chosen.
+    """
+    config = copy.deepcopy(config)
+    d, m, t = config.data, config.model, config.train
+    device = resolve_device(t.device)
+    if group is not None:
+        device = distributed.device_for(group, device)
+    processes = f" | {group.world} processes" if group is not None else ""
+    log(
+        f"torchwork {__version__} | torch {torch.__version__} | device {device}{processes} | seed {t.seed}"
+    )
+
+    # 1. Data
+    notes: list[str] = []  # what reading and encoding found, said after what the data is
+    data = prepare_data(config, notes.append)
+    sizes = {name: len(rows) for name, rows in data.rows.items()}
+    shown = " / ".join(f"{n} {name}" for name, n in sizes.items() if n or name != "val")
+    log(f"1. Data: {data.description}")
+    for note in notes:
+        log(note)
+    log(f"   Split: {shown}{' (shuffled)' if d.shuffle else ''}")
+
+    # 2. Model, loss function, optimizer
+    loss_fn = make_loss(t.loss, data.task)
+    chosen = choose_training(config, sizes["train"])
+    out_features = data.encoder.out_features if data.encoder is not None else 1
+    torch.manual_seed(t.seed)
+    model = build_model(
+        m.kind,
+        in_features=data.in_features,
+        out_features=out_features,
+        hidden=m.hidden,
+        task=data.task,
+    )
+    log(
+        f"2. Model: {type(model).__name__} ({m.kind}); loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
+    )
+    if chosen:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in chosen)
+        log(
+            "   Chosen for this data: "
+            + "; ".join(f"{name} {getattr(t, name)} ({why})" for name, why in chosen.items())
+            + f" ({flags} to change)"
+        )
+    log(f"   Initial parameters: {describe_parameters(model)}")
+    model.to(device)
+    train_model = model
+    if group is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
+    return Session(
+        config,
+        data,
+        device,
+        model,
+        train_model,
+        loss_fn,
+        make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum),
+        {name: data.X[name].to(device) for name in SPLITS},
+        {name: data.y[name].to(device) for name in SPLITS},
+        out,
+        # 0.8 s for an 800 MB CSV here: hashed while the run goes on
+        in_background(file_sha256, d.path) if d.path else None,
+        group,
+        chosen,
+    )
+
+
+def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Run the whole workflow and return the run folder.
+
+    Started by torchrun (several processes), it trains data-parallel: every process reads
+    the data and builds the same model; only the main process prints and writes.
+
+    >>> folder = run(RunConfig(out="runs/demo"))  # doctest: +SKIP
+    """
+    config.validate()
+    if config.tensorboard:
+        tensorboard_writer(None)  # a missing package is a clear error before anything is written
+    with process_group(config) as group:
+        return _run(config, force, log if group is None or group.main else _silent, group)
+
+
+def _run(config: RunConfig, force: bool, log: Callable[[str], None], group: Group | None) -> Path:
+    out = _run_folder(config, force, group)
+    if group is not None and distributed.restarted() and (out / CHECKPOINT_LAST).exists():
+        log(f"torchrun restarted the processes: resuming {out} from its last checkpoint")
+        return _resume(out, {}, log, group)
+    session = setup(config, out, log, group)
+    if group is None or group.main:
+        create_run_dir(out)
+    outputs_before = outputs_of(session.model, session.X["test"])
+    history, seconds = train(session, TrainState(), 0.0, log)
+    return finish(session, history, seconds, outputs_before, log)
+
+
+@contextlib.contextmanager
+def process_group(config: RunConfig) -> Iterator[Group | None]:
+    """Join torchrun's process group for the run when launched by it; else None."""
+    if not distributed.launched():
+        yield None
+        return
+    group = distributed.start(resolve_device(config.train.device))
+    try:
+        yield group
+        # Leave together: a process that tears down its group while the main one is still
+        # writing the run folder can take the whole run down with it.
+        distributed.barrier()
+    finally:
+        # The DDP wrapper holds gloo work; freed after the interpreter starts shutting down,
+        # it can abort the process (pytorch/pytorch#179291). The run's objects are out of
+        # scope by now: collect them while the group still exists.
+        gc.collect()
+        distributed.stop()
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _run_folder(config: RunConfig, force: bool, group: Group | None) -> Path:
+    """The run folder, chosen by the main process and shared with the others."""
+    if group is None:
+        return resolve_run_dir(config.out, force)
+    import torch.distributed as dist
+
+    answer: list[Any] = [None, None]
+    if group.main:
+        try:
+            # After a torchrun restart the folder holds the failed attempt: reuse it.
+            answer[0] = str(resolve_run_dir(config.out, force or distributed.restarted()))
+        except TorchworkError as e:
+            answer[1] = str(e)
+    dist.broadcast_object_list(answer, src=0)
+    if answer[1] is not None:
+        raise RunFolderError(answer[1])
+    return Path(answer[0])
+
+
+def resume(
+    folder: str | Path, overrides: dict[str, Any] | None = None, log: Callable[[str], None] = print
+) -> Path:
+    """Continue the run in `folder` from its last checkpoint, with its stored config.
+
+    Only settings that cannot change the result may be given (`train.epochs`, to train
+    longer, `plots`, `train.checkpoint_every`, `tensorboard`); anything else is refused.
+    Under torchrun every process reads the checkpoint and the main one writes.
+    """
+    if not distributed.launched():
+        return _resume(Path(folder), overrides, log, None)
+    stored = RunConfig()
+    if (Path(folder) / CHECKPOINT_LAST).exists():
+        # The run's own device decides between gloo and NCCL, not this machine's default.
+        stored = RunConfig.from_dict(load_checkpoint(Path(folder) / CHECKPOINT_LAST)["config"])
+    with process_group(stored) as group:
+        return _resume(Path(folder), overrides, log if group.main else _silent, group)
+
+
+def _resume(
+    folder: Path, overrides: dict[str, Any] | None, log: Callable[[str], None], group: Group | None
+) -> Path:
+    if not folder.is_dir():
+        raise RunFolderError(f"--resume {folder}: no such run folder")
+    path = folder / CHECKPOINT_LAST
+    if not path.exists():
+        raise RunFolderError(
+            f"--resume {folder}: it has no {CHECKPOINT_LAST} (the run stopped before its first "
+            "checkpoint): start it again with --force"
+        )
+    contents = load_checkpoint(path)
+    config = RunConfig.from_dict(contents["config"], str(path))  # every auto already chosen
+    check_resume_fields({name: name for name in overrides or {}})
+    for name, value in (overrides or {}).items():
+        config.set(name, value)
+    config.out = str(folder)
+    config.validate(stored=True)  # a run that an earlier version started may go on
+    done = contents["epoch"]
+    if config.train.epochs < done:
+        raise RunFolderError(
+            f"--epochs {config.train.epochs} is less than the {done} epochs already trained: give --epochs {done} or more"
+        )
+    session = setup(config, folder, log, group)
+    if session.data_sha256 != contents.get("data_sha256"):
+        raise RunFolderError(
+            f"the data file {config.data.path} changed since the run started: resuming would not "
+            "give the same result; start a new run"
+        )
+    torch.manual_seed(config.train.seed)
+    initial = build_model(
+        config.model.kind,
+        session.data.in_features,
+        session.model.spec()["out_features"],
+        config.model.hidden,
+        task=session.data.task,
+    )
+    outputs_before = outputs_of(initial.to(session.device), session.X["test"])
+    state = restore(session, contents)
+    session.chosen = dict(contents.get("chosen") or {})
+    if session.main:
+        for stale in [*folder.glob(".*.tmp"), *folder.glob(f"{PLOTS}/.*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a process killed mid-write
+    log(f"Resuming {folder} after epoch {done - 1} of {config.train.epochs}")
+    history, seconds = train(session, state, float(contents.get("seconds", 0.0)), log)
+    return finish(session, history, seconds, outputs_before, log)

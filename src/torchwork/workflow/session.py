@@ -1,0 +1,63 @@
+"""A run's session: steps 1 and 2 done, everything the later steps use (the data on its
+device, the model, loss function and optimizer, the run folder, the process group)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchwork.config import RunConfig
+from torchwork.data import Prepared
+from torchwork.distributed import Group
+from torchwork.errors import (
+    ConfigError,
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto picks CUDA when available, else the CPU; a named device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here: use --device cpu or auto")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(
+            "--device mps: Apple's MPS is not available here: use --device cpu or auto"
+        )
+    return torch.device(name)
+
+
+@dataclass
+class Session:
+    """Steps 1 and 2 done: the data on the device, the model, loss function and optimizer."""
+
+    config: RunConfig
+    data: Prepared
+    device: torch.device
+    model: nn.Module
+    train_model: nn.Module  # what fit trains: the model itself, or its DDP wrapper
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    X: dict[str, torch.Tensor]
+    y: dict[str, torch.Tensor]
+    out: Path
+    fingerprint: Future[str] | None = None  # the data file's sha256, computed on a thread
+    group: Group | None = None  # this process's place in a torchrun group, if any
+    chosen: dict[str, str] | None = None  # the settings that were auto, and why each was chosen
+
+    @property
+    def data_sha256(self) -> str | None:
+        return self.fingerprint.result() if self.fingerprint is not None else None
+
+    @property
+    def main(self) -> bool:
+        """Only the main process prints, writes the run folder, plots and saves."""
+        return self.group is None or self.group.main
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {name: len(rows) for name, rows in self.data.rows.items()}

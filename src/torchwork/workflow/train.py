@@ -1,0 +1,94 @@
+"""Step 3: the training loop with checkpoints; the first Ctrl-C or SIGTERM stops cleanly after
+the epoch, a second at once."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from torchwork.engine import History, TrainState, fit
+from torchwork.errors import (
+    TrainingDiverged,
+    TrainingError,
+)
+from torchwork.fileio import write_text_atomic
+from torchwork.runfolder import CHECKPOINT_LAST, METRICS, TENSORBOARD
+from torchwork.workflow.checkpoints import Checkpointer, TensorBoardLog
+from torchwork.workflow.signals import StopSignals
+
+if TYPE_CHECKING:
+    from torchwork.workflow.session import Session
+
+
+def train(
+    session: Session, state: TrainState, seconds_before: float, log: Callable[[str], None]
+) -> tuple[History, float]:
+    """Step 3: fit, with checkpoints; a divergence or a signal still leaves a resumable run."""
+    t = session.config.train
+    X, y = session.X, session.y
+    batch = "full batch" if t.batch_size == 0 else f"batches of {t.batch_size}"
+    until = (
+        f"up to {t.epochs} epochs ({batch}; converged when the training loss improves by no "
+        f"more than {t.tol:g} for {t.tol_epochs} epochs)"
+        if t.tol > 0
+        else f"{t.epochs} epochs ({batch})"
+    )
+    log(f"3. Training for {until}")
+    with StopSignals(log) as stop:
+        checkpointer = Checkpointer(session, seconds_before, stop, log)
+        tensorboard = None
+        if session.config.tensorboard and session.main:
+            tensorboard = TensorBoardLog(session.out / TENSORBOARD, len(state.history.records))
+
+        def on_epoch_end(state: TrainState) -> None:
+            if tensorboard is not None:
+                tensorboard(state)
+            checkpointer(state)
+
+        try:
+            history = fit(
+                session.train_model,
+                X["train"],
+                y["train"],
+                X["test"],
+                y["test"],
+                session.loss_fn,
+                session.optimizer,
+                t.epochs,
+                X_val=X["val"],
+                y_val=y["val"],
+                batch_size=t.batch_size,
+                patience=t.patience,
+                tol=t.tol,
+                tol_epochs=t.tol_epochs,
+                log_every=t.log_every,
+                eval_every=t.eval_every,
+                seed=t.seed,
+                log=log,
+                progress=sys.stderr.isatty(),
+                state=state,
+                on_epoch_end=on_epoch_end,
+                group=session.group,
+            )
+        except TrainingDiverged as e:
+            if session.main:
+                write_text_atomic(session.out / METRICS, state.history.to_csv())
+            kept = (
+                f"; the last good checkpoint is kept in {session.out / CHECKPOINT_LAST}"
+                if checkpointer.last_epoch or (session.out / CHECKPOINT_LAST).exists()
+                else ""
+            )
+            raise TrainingDiverged(e.epoch, e.loss, kept) from None
+        except RuntimeError as e:
+            if session.group is None:
+                raise
+            # A collective failed: another process of the run died or hung.
+            raise TrainingError(
+                f"a process of this distributed run failed ({str(e).splitlines()[0][:200]}); "
+                f"resume with: torchrun ... -m torchwork run --resume {session.out}"
+            ) from None
+        finally:
+            if tensorboard is not None:
+                tensorboard.close()
+    return history, checkpointer.seconds()
