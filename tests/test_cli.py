@@ -498,3 +498,19 @@ def test_a_classifier_is_shown_as_one(tw, tmp_path):
     assert code == 0, err
     assert "Model: logistic regression (LinearClassifier) on 2 inputs" in out
     assert "LinearClassifier(" in out and "LinearRegressionModelV2" not in out
+
+
+def test_a_closed_pipe_ends_quietly(course_run):
+    # `torchwork inspect ... | head -1`: the reader is gone before the output is written.
+    read, write = os.pipe()
+    os.close(read)
+    result = subprocess.run(
+        [sys.executable, "-m", "torchwork", "inspect", str(course_run[0] / "model.safetensors")],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    os.close(write)
+    assert result.returncode == 141, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr

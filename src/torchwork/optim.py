@@ -107,7 +107,7 @@ def _eager_optimizer_methods() -> None:
     that their first call imports torch._dynamo (about as long as `import torch` itself,
     2 to 3 s here) only to exclude them from compilation. torchwork trains eagerly and
     never compiles, so the methods are marked as their own excluded version: they run
-    unchanged, without that import. (`step` is handled by `_step`.)
+    unchanged, without that import. (`step` is handled by `optimizer_step`.)
     """
     global _EAGER
     if _EAGER:

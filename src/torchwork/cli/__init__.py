@@ -5,6 +5,7 @@ torch is imported only inside the commands that need it, so `torchwork --help` i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -58,6 +59,10 @@ def entry() -> NoReturn:
             code = 1
     except KeyboardInterrupt:  # Ctrl-C before a command started
         code = 130
+    except BrokenPipeError:  # `torchwork ... | head`: the reader left; as killed by SIGPIPE
+        code = 128 + 13
+        with contextlib.suppress(OSError):  # nothing more reaches the closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
