@@ -22,6 +22,7 @@ LAYERS = [
     "models",
     "data",
     "tables",
+    "images",
     "plots",
     "metrics",
     "solve",
