@@ -22,6 +22,7 @@ from torchwork.registry import MODEL_TASKS
 
 MODELS = tuple(registry.MODELS)
 LOSSES = ("auto", *registry.LOSSES)  # auto: by the task (registry.AUTO_LOSS)
+SPLITS = ("train", "val", "test")  # the splits of a run's rows, in the order they are used
 TASKS = ("auto", *MODEL_TASKS)  # --task: auto finds it from the target column
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
 MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files

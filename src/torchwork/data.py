@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
+from torchwork.config import SPLITS
 from torchwork.errors import ConfigError, DataError, TorchworkError
 from torchwork.registry import Task
 
@@ -299,9 +300,6 @@ def _generator(seed: int | None) -> torch.Generator:
     else:
         g.manual_seed(seed)
     return g
-
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass

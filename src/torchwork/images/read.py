@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from torchwork.config import SPLITS  # the split folders, in the order a run uses them
 from torchwork.errors import ConfigError, DataError
 
 # The files read as images, by suffix (any case); others (and hidden files) are ignored.
@@ -51,7 +52,6 @@ IMAGE_SUFFIXES = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 # Naming them keeps Pillow from handing a renamed file to a plugin that runs an outside
 # program (EPS and Ghostscript). JPEG includes MPO, the JPEG that many cameras write.
 FORMATS = ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"]
-SPLITS = ("train", "val", "test")  # the split folders, in the order a run uses them
 ALL = "all"  # the one split of the classes layout, which the run splits itself
 DEFAULT_SIZE = 64  # the course's TinyVGG takes 64 x 64
 MIN_SIZE = 8  # a side smaller than this is not a picture to learn from (load_digits has 8)

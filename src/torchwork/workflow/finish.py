@@ -16,8 +16,8 @@ from torchwork.checkpoint import (
     load,
     save,
 )
-from torchwork.config import RunConfig
-from torchwork.data import SPLITS, Prepared
+from torchwork.config import SPLITS, RunConfig
+from torchwork.data import Prepared
 from torchwork.engine import History
 from torchwork.fileio import write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics

@@ -16,8 +16,8 @@ from torchwork import __version__, distributed
 from torchwork.checkpoint import (
     load_checkpoint,
 )
-from torchwork.config import RunConfig, choose_training
-from torchwork.data import SPLITS, prepare_data
+from torchwork.config import SPLITS, RunConfig, choose_training
+from torchwork.data import prepare_data
 from torchwork.distributed import Group
 from torchwork.engine import TrainState
 from torchwork.errors import (
