@@ -210,3 +210,18 @@ def test_an_out_name_with_a_control_character_is_refused(tmp_path):
     path = save(LinearRegressionModel(), tmp_path / "m.safetensors")
     with pytest.raises(TorchworkError, match="control character"):
         export_model(path, "pt2", tmp_path / "a\nb.pt2", log=lambda *_: None)
+
+
+def test_an_existing_export_is_not_overwritten_without_force(models, tmp_path):
+    model = models / "line" / "model.safetensors"
+    first = export_model(model, "pt2", log=lambda *_: None)
+    before = first.path.read_bytes()
+    with pytest.raises(TorchworkError, match="already exists: give another --out, or add --force"):
+        export_model(model, "pt2", log=lambda *_: None)
+    taken = tmp_path / "taken.pt2"
+    taken.write_bytes(b"someone's file")
+    with pytest.raises(TorchworkError, match=f"--out {taken} already exists"):
+        export_model(model, "pt2", out=taken, log=lambda *_: None)
+    assert taken.read_bytes() == b"someone's file" and first.path.read_bytes() == before
+    again = export_model(model, "pt2", out=taken, log=lambda *_: None, force=True)
+    assert again.path == taken and taken.read_bytes() != b"someone's file"

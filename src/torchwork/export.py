@@ -106,6 +106,7 @@ def export_model(
     fmt: str,
     out: str | Path | None = None,
     log: Callable[[str], None] = print,
+    force: bool = False,
 ) -> ExportResult:
     """Export a saved model (with its preprocessing) to ONNX or .pt2 and check it against PyTorch.
 
@@ -122,7 +123,7 @@ def export_model(
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format '{fmt}': use {' or '.join(FORMATS)}")
     model_path = Path(model_path)
-    out = _output_path(model_path, fmt, out)
+    out = _output_path(model_path, fmt, out, force)
     if fmt == "onnx":
         _require_onnx()
 
@@ -194,7 +195,7 @@ def export_model(
     )
 
 
-def _output_path(model_path: Path, fmt: str, out: str | Path | None) -> Path:
+def _output_path(model_path: Path, fmt: str, out: str | Path | None, force: bool) -> Path:
     from torchwork.predict import check_out_name
 
     path = model_path.with_suffix(f".{fmt}") if out is None else check_out_name(out)
@@ -204,6 +205,11 @@ def _output_path(model_path: Path, fmt: str, out: str | Path | None) -> Path:
         raise ConfigError(f"--out {path} is a folder: give a file name ending in .{fmt}")
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.exists() and not force:  # as run and predict: nothing is overwritten unasked
+        named = "--out " if out is not None else "an earlier export, "
+        raise ConfigError(
+            f"{named}{path} already exists: give another --out, or add --force to overwrite it"
+        )
     return path
 
 

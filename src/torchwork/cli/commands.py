@@ -340,7 +340,7 @@ def _plain_text(text: str, limit: int = 40) -> bool:
 def cmd_export(args: argparse.Namespace) -> int:
     from torchwork.export import export_model
 
-    export_model(args.model, args.format, args.out)
+    export_model(args.model, args.format, args.out, force=args.force)
     return 0
 
 

@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--out", metavar="FILE", help="output file (default: the model file with .onnx or .pt2)"
     )
+    export.add_argument(
+        "--force", action="store_true", help="overwrite the output file if it exists"
+    )
 
     serve = commands.add_parser("serve", help="answer prediction requests over HTTP (JSON)")
     serve.add_argument(
