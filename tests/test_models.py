@@ -8,11 +8,11 @@ from torchwork import (
     TorchworkError,
     build_model,
 )
+from torchwork.errors import few
 from torchwork.models import (
     LinearClassifier,
     build_from_spec,
     describe,
-    few,
     parameter_shapes,
     spec_from_state_dict,
 )

@@ -16,14 +16,12 @@ import torch
 from torch import nn
 
 from torchwork.config import stored_config
-from torchwork.errors import ModelFileError
+from torchwork.errors import ModelFileError, few, one_line
 from torchwork.fileio import atomic_path
 from torchwork.models import (
     build_from_spec,
     check_tensors,
-    few,
     model_spec,
-    one_line,
     spec_from_state_dict,
 )
 

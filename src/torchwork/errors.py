@@ -6,6 +6,8 @@ The command line prints any of them on one line, without a traceback, and exits 
 """
 
 import signal
+from collections.abc import Iterable
+from typing import Any
 
 
 class TorchworkError(Exception):
@@ -58,3 +60,27 @@ class TrainingInterrupted(TrainingError):
             f"{name} received: stopped after epoch {epoch - 1} with a checkpoint; "
             f"resume with: torchwork run --resume {folder}"
         )
+
+
+# Message helpers: what an error says about values it quotes, kept to one short line.
+
+
+def few(names: Iterable[Any], shown: int = 3) -> str:
+    """Names for a one-line message: the first few, then how many more
+    ("'a', 'b', 'c' and 299,998 more"); 'none' for none."""
+    names = list(names)
+    if not names:
+        return "none"
+    text = ", ".join(_short(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown:,} more" if len(names) > shown else "")
+
+
+def one_line(error: Exception | str, limit: int = 300) -> str:
+    """An error's message as one short line: a message about a file can quote the file."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _short(name: Any, limit: int = 40) -> str:
+    text = repr(name)  # quotes and escapes: a name from a file prints as one plain line
+    return text if len(text) <= limit else text[: limit - 4] + "...'"

@@ -257,7 +257,7 @@ def _test_rows(
     from torchwork.checkpoint import read_metadata
     from torchwork.config import stored_config
     from torchwork.data import prepare_data
-    from torchwork.models import few, one_line
+    from torchwork.errors import few, one_line
     from torchwork.tables import arrow
 
     config = read_metadata(model_path)["config"]

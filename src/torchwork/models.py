@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 
 from torchwork import registry
 from torchwork.config import MAX_HIDDEN_LAYERS, MODELS
-from torchwork.errors import ConfigError, ModelFileError, TorchworkError
+from torchwork.errors import ConfigError, ModelFileError, TorchworkError, few
 from torchwork.registry import MODEL_TASKS, Task
 
 MAX_PARAMETERS = (
@@ -327,27 +326,6 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
         return f"{name} on {inputs}"
     layers = ", ".join(map(str, s["hidden"]))
     return f"MLP (hidden layers {layers}) for {purpose} on {inputs}"
-
-
-def few(names: Iterable[Any], shown: int = 3) -> str:
-    """Names for a one-line message: the first few, then how many more
-    ("'a', 'b', 'c' and 299,998 more"); 'none' for none."""
-    names = list(names)
-    if not names:
-        return "none"
-    text = ", ".join(_short(n) for n in names[:shown])
-    return text + (f" and {len(names) - shown:,} more" if len(names) > shown else "")
-
-
-def one_line(error: Exception | str, limit: int = 300) -> str:
-    """An error's message as one short line: a message about a file can quote the file."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _short(name: Any, limit: int = 40) -> str:
-    text = repr(name)  # quotes and escapes: a name from a file prints as one plain line
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from torchwork.checkpoint import load, read_metadata
-from torchwork.errors import ConfigError, DataError, ModelFileError, TorchworkError
+from torchwork.errors import ConfigError, DataError, ModelFileError, TorchworkError, one_line
 from torchwork.fileio import atomic_path
 from torchwork.metrics import classification_metrics, confusion_matrix, regression_metrics
-from torchwork.models import one_line
 from torchwork.registry import Task
 
 if TYPE_CHECKING:

@@ -132,7 +132,7 @@ def _check_row_width(rows: list[list[float]], width: int, encoder: TableEncoder 
     given = len(rows[0])
     if given == width:
         return
-    from torchwork.models import few
+    from torchwork.errors import few
 
     names = f" ({few(encoder.feature_names, 6)})" if encoder is not None else ""
     values = [f"{v:g}" for row in rows for v in row]
@@ -304,7 +304,7 @@ def _inspect_checkpoint(path: Any, contents: dict[str, Any]) -> int:
 
 
 def _config_summary(config: RunConfig) -> str:
-    from torchwork.models import few
+    from torchwork.errors import few
 
     d, m, t = config.data, config.model, config.train
     data = (
