@@ -16,6 +16,7 @@ import torch
 
 from torchwork.errors import ConfigError, TorchworkError
 from torchwork.predict import Predictor
+from torchwork.runfolder import MODEL_FILES
 
 MAX_BODY_BYTES = 1 << 20  # a larger request body gets 413
 MAX_HEADER_BYTES = 16 << 10  # larger request headers get 431
@@ -354,7 +355,7 @@ def make_app(model_path: str | Path) -> PredictionApp:
     """
     path = Path(model_path)
     if path.is_dir():
-        found = [p.name for p in (path / "model.safetensors", path / "model.pth") if p.is_file()]
+        found = [name for name in MODEL_FILES if (path / name).is_file()]
         hint = f": give its model file, e.g. {path / found[0]}" if found else ": give a model file"
         raise ConfigError(f"--model {path} is a folder{hint}")
     return PredictionApp(Predictor.from_file(path))
