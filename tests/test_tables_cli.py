@@ -150,6 +150,18 @@ def test_evaluate_prints_metrics_and_json(species, capsys, monkeypatch):
     assert "accuracy" in out and "Confusion matrix" in out and "versicolor" in out
 
 
+def test_evaluate_checks_the_features_before_the_target(species, tw, tmp_path):
+    # One pass over the columns in the model's order, the target last, as a run checks them.
+    folder, _ = species
+    (tmp_path / "holes.csv").write_text("p,q,colour,species\n1.0,2.0,red,\n1.5,,blue,setosa\n")
+    model = str(folder / "run" / "model.safetensors")
+    assert_one_line_error(
+        tw("evaluate", "--model", model, "--data", str(tmp_path / "holes.csv")),
+        "column 'q' of",
+        "row 2",
+    )
+
+
 def test_predict_column_errors(species, tw, tmp_path):
     folder, _ = species
     write_csv(tmp_path / "renamed.csv", {"p": [1.0], "Q": [2.0], "colour": ["red"]})

@@ -7,6 +7,7 @@ run itself scores and writes predictions with the same functions, so the numbers
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,19 +135,24 @@ class Predictor:
         return input_names(self.model.spec()["in_features"])
 
     def encode(
-        self, table: Any, source: str, fix: str = "fix or remove those rows"
-    ) -> torch.Tensor:
-        """The one path from rows to model inputs, for files, --x, serve and export checks:
-        the feature columns checked (missing values, text in number columns), then encoded
-        as the model was trained (scaling, one-hot) into its input tensor."""
+        self,
+        table: Any,
+        source: str,
+        fix: str = "fix or remove those rows",
+        also: Sequence[str] = (),
+    ) -> tuple[Any, torch.Tensor]:
+        """The one path from rows to model inputs, for files, --x and serve: the feature
+        columns (and the columns `also` names, such as the target) checked in one pass
+        (missing values, text in number columns), then the features encoded as the model
+        was trained (scaling, one-hot). Returns (the checked table, the input tensor)."""
         from torchwork.tables.check import check_values
         from torchwork.tables.convert import table_to_tensor
 
         names = self.feature_names
-        table = check_values(table, names, source, fix=fix)
+        table = check_values(table, [*names, *also], source, fix=fix)
         if self.encoder is None:
-            return table_to_tensor(table, names)
-        return self.encoder.transform(table, source)
+            return table, table_to_tensor(table, names)
+        return table, self.encoder.transform(table, source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
@@ -192,7 +198,7 @@ class Predictor:
         self, data: str | Path, target: str = "", need_target: bool = False
     ) -> tuple[Any, torch.Tensor]:
         """Read a table for this model: (table, encoded inputs), with every column checked."""
-        from torchwork.tables.check import check_values, require_numbers
+        from torchwork.tables.check import require_numbers
         from torchwork.tables.convert import table_to_tensor
         from torchwork.tables.read import CsvFormat, read_table
 
@@ -244,11 +250,7 @@ class Predictor:
             raise DataError(
                 f"{source} has no target column '{self.encoder.target}': name it with --target"
             )
-        if need_target:
-            table = check_values(
-                table, [self.encoder.target], source, fix="fix or remove those rows"
-            )
-        return table, self.encode(table, source)
+        return self.encode(table, source, also=[self.encoder.target] if need_target else [])
 
     def outputs(self, X: torch.Tensor) -> torch.Tensor:
         in_features = self.model.spec()["in_features"]

@@ -186,7 +186,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _check_row_width(rows, predictor.model.spec()["in_features"], encoder)
     names = predictor.feature_names
     table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(names)})
-    outputs = predictor.outputs(predictor.encode(table, "--x", fix="give finite numbers"))
+    _, X = predictor.encode(table, "--x", fix="give finite numbers")
+    outputs = predictor.outputs(X)
     write_table(with_predictions(table, encoder, outputs), args.out)
     return 0
 

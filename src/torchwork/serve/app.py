@@ -155,7 +155,7 @@ class PredictionApp:
                 for name, values in raw.items()
             }
         )
-        X = self.predictor.encode(table, SOURCE, FIX)
+        _, X = self.predictor.encode(table, SOURCE, FIX)
         names = self.encoder.input_names if self.encoder is not None else self.features
         finite = torch.isfinite(X)
         if not bool(finite.all()):
