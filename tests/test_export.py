@@ -216,7 +216,9 @@ def test_an_existing_export_is_not_overwritten_without_force(models, tmp_path):
     model = models / "line" / "model.safetensors"
     first = export_model(model, "pt2", log=lambda *_: None)
     before = first.path.read_bytes()
-    with pytest.raises(TorchworkError, match="already exists: give another --out, or add --force"):
+    with pytest.raises(
+        TorchworkError, match="already exists: choose another --out, or add --force"
+    ):
         export_model(model, "pt2", log=lambda *_: None)
     taken = tmp_path / "taken.pt2"
     taken.write_bytes(b"someone's file")

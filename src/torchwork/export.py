@@ -196,7 +196,7 @@ def export_model(
 
 
 def _output_path(model_path: Path, fmt: str, out: str | Path | None, force: bool) -> Path:
-    from torchwork.predict import check_out_name
+    from torchwork.predict import check_out_name, refuse_overwrite
 
     path = model_path.with_suffix(f".{fmt}") if out is None else check_out_name(out)
     if path.suffix.lower() != f".{fmt}":
@@ -205,11 +205,7 @@ def _output_path(model_path: Path, fmt: str, out: str | Path | None, force: bool
         raise ConfigError(f"--out {path} is a folder: give a file name ending in .{fmt}")
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
-    if path.exists() and not force:  # as run and predict: nothing is overwritten unasked
-        named = "--out " if out is not None else "an earlier export, "
-        raise ConfigError(
-            f"{named}{path} already exists: give another --out, or add --force to overwrite it"
-        )
+    refuse_overwrite(path, force, "--out " if out is not None else "an earlier export, ")
     return path
 
 

@@ -337,6 +337,14 @@ def check_out_name(path: str | Path, flag: str = "--out") -> Path:
     return Path(text)
 
 
+def refuse_overwrite(path: Path, force: bool, named: str = "--out ") -> None:
+    """An output file that exists is replaced only with --force, as `run` treats its folder."""
+    if path.exists() and not force:
+        raise ConfigError(
+            f"{named}{path} already exists: choose another --out, or add --force to overwrite it"
+        )
+
+
 def input_names(count: int) -> list[str]:
     """Column names for the inputs of a model without stored column names (the line)."""
     return ["x"] if count == 1 else [f"x{i}" for i in range(count)]

@@ -159,6 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         Predictor,
         check_out_name,
         predict_file,
+        refuse_overwrite,
         with_predictions,
         write_table,
     )
@@ -167,10 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out = check_out_name(args.out)
         if out.is_dir():
             raise ConfigError(f"--out {out} is a folder: give a .csv or .parquet file name")
-        if out.exists() and not args.force:
-            raise ConfigError(
-                f"--out {out} already exists: choose another --out, or add --force to overwrite it"
-            )
+        refuse_overwrite(out, args.force)
     if args.data:
         predict_file(args.model, args.data, args.out)
         if args.out:
