@@ -293,14 +293,14 @@ def _is_file(path: str) -> bool:
         return False
 
 
-def raw_inputs(encoder: TableEncoder | None, table: Any, source: str = "the input") -> torch.Tensor:
+def raw_inputs(encoder: TableEncoder, table: Any, source: str = "the input") -> torch.Tensor:
     """A table's feature columns in the export's input layout: numeric columns as they are
     (the graph scales them), text columns one-hot encoded (which the graph cannot do)."""
     return encoder.transform(table, source, scaled=False)
 
 
 def sidecar_contents(
-    encoder: TableEncoder | None, export_name: str, pipeline: ExportPipeline, notes: list[str]
+    encoder: TableEncoder, export_name: str, pipeline: ExportPipeline, notes: list[str]
 ) -> dict[str, Any]:
     """The preprocessing the graph cannot hold, as plain JSON."""
     return {
@@ -319,7 +319,7 @@ def sidecar_contents(
     }
 
 
-def _outside_graph_notes(encoder: TableEncoder | None, export_name: str) -> list[str]:
+def _outside_graph_notes(encoder: TableEncoder, export_name: str) -> list[str]:
     text = [f for f in encoder.features if f.kind == "categorical"]
     numeric = [f for f in encoder.features if f.kind == "numeric"]
     notes = [

@@ -71,7 +71,7 @@ def score(
     return Score(metrics, confusion_matrix=confusion_matrix(decoded["index"], y_raw, classes))
 
 
-def prediction_columns(encoder: TableEncoder | None, outputs: torch.Tensor) -> dict[str, Any]:
+def prediction_columns(encoder: TableEncoder, outputs: torch.Tensor) -> dict[str, Any]:
     """Predictions in the data's own terms, as named columns (plus class probabilities)."""
     from torchwork.tables import arrow
 
