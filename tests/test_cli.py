@@ -514,3 +514,12 @@ def test_a_closed_pipe_ends_quietly(course_run):
     os.close(write)
     assert result.returncode == 141, result.stderr
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr
+
+
+def test_a_run_without_test_rows_completes(tmp_path, monkeypatch):
+    # --test 0 leaves the test split empty (found by test_random_flag_values).
+    from torchwork.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--test", "0", "--epochs", "5", "--no-plots", "--out", "r"]) == 0
+    assert (tmp_path / "r" / "model.safetensors").is_file()

@@ -38,9 +38,10 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.inference_mode():
         chunks = [model(X[i : i + EVAL_ROWS]).cpu() for i in range(0, len(X), EVAL_ROWS)]
-        result = torch.cat(chunks) if len(chunks) != 1 else chunks[0]
-        if not chunks:
+        if not chunks:  # no rows (--test 0): the model's own empty output
             result = model(X).cpu()
+        else:
+            result = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     model.train(was_training)
     return result
 
