@@ -43,7 +43,7 @@ def test_bad_toml_is_one_clear_error(text, message):
         ("train", "epochs", 0, "--epochs"),
         ("train", "lr", -1.0, "--lr"),
         ("train", "loss", "hinge", "unknown loss"),
-        ("model", "kind", "cnn", "unknown model"),
+        ("model", "kind", "resnet", "unknown model"),
         ("train", "patience", 3, "needs a validation split"),
     ],
 )

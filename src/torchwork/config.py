@@ -41,6 +41,24 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "train.epochs": 500,  # the upper bound: the run stops when the training loss converges
     "train.tol": 1e-4,  # off when --epochs is given: then every epoch runs
 }
+# ...and when it reads a folder of images: a small CNN, minibatches, augmentation, a
+# validation split to stop early on, and a learning rate that decays to 0 over the epochs.
+IMAGE_DEFAULTS: dict[str, Any] = {
+    "data.shuffle": True,  # the split is stratified by class, and seeded
+    "data.train": 0.7,
+    "data.val": 0.1,  # of the images that are not test images: early stopping
+    "data.test": 0.2,
+    "model.kind": "cnn",
+    "train.loss": "auto",  # BCEWithLogits for two classes, CrossEntropy for more
+    "train.optimizer": "adamw",
+    "train.lr": 0.003,
+    "train.batch_size": 64,
+    "train.epochs": 30,
+    "train.patience": 8,
+    "train.schedule": "cosine",
+}
+AUGMENTS = ("flip", "shift", "none")  # flips, shifts and small turns; shifts and turns; none
+SCHEDULES = ("none", "cosine")  # the learning rate: constant, or cosine decay over the epochs
 TABLE_VAL_PATIENCE = 20  # early stopping when a table run asks for a validation split
 MLP_SPLIT = (0.7, 0.1)  # an mlp on a table: training and validation fractions (test stays)
 # ...and on a table of fewer rows than this, twice the validation rows: on scikit-learn's
@@ -92,12 +110,18 @@ class DataConfig:
     decimal: str = "."  # CSV decimal mark: . or , (as in 3,14)
     encoding: str = "utf-8"  # CSV text encoding, for example latin-1 or cp1252
     split_by_rows: bool = False  # an mlp's default split: more validation rows on small tables
+    image_size: int = (
+        0  # images are resized to this many pixels a side; 0: auto (64, or less for small images)
+    )
+    channels: int = 3  # images: 3 (RGB) or 1 (grey)
+    augment: str = "flip"  # images: flip (flips, shifts, small turns), shift (no flips), none
+    skip_bad: bool = False  # images: drop files that cannot be read (else they are an error)
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "params"  # params (the course's model_0), linear (nn.Linear) or mlp
-    hidden: list[int] = field(default_factory=lambda: [64, 64])  # mlp hidden layer sizes
+    kind: str = "params"  # params (the course's model_0), linear, mlp; tinyvgg, cnn for images
+    hidden: list[int] = field(default_factory=lambda: [64, 64])  # mlp layer sizes, cnn widths
 
 
 @dataclass
@@ -109,6 +133,7 @@ class TrainConfig:
     epochs: int = 300  # passes over the training data (the course exercise uses 300)
     batch_size: int | str = 0  # rows per step; 0 = the whole training split (full batch); auto
     patience: int = 0  # early stopping after this many epochs without a better validation loss
+    schedule: str = "none"  # learning rate: none (constant) or cosine (decays to 0 over --epochs)
     tol: float = 0.0  # converged when the training loss improves by no more than this...
     tol_epochs: int = 10  # ...for this many epochs in a row; tol 0 = run every epoch
     log_every: int = 10  # record and print the losses every this many epochs
@@ -169,6 +194,33 @@ class RunConfig:
             f"--hidden must be a list of positive layer sizes such as 64,64 (got {_shown(m.hidden)})",
         )
         _check(d.task in TASKS, f"unknown task '{d.task}': use --task {' or '.join(TASKS)}")
+        _check(
+            d.image_size == 0 or MIN_IMAGE_SIZE <= d.image_size <= MAX_IMAGE_SIZE,
+            f"--image-size must be 0 (auto) or {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels (got {d.image_size})",
+        )
+        _check(d.channels in (1, 3), f"--channels must be 1 (grey) or 3 (RGB), not {d.channels}")
+        _check(
+            d.augment in AUGMENTS,
+            f"unknown --augment {_shown(d.augment)}: use {' or '.join(AUGMENTS)}",
+        )
+        _check(
+            t.schedule in SCHEDULES,
+            f"unknown --schedule {_shown(t.schedule)}: use {' or '.join(SCHEDULES)}",
+        )
+        if not stored and m.kind in MODELS:
+            images = bool(d.path) and is_image_folder(d.path)
+            learns = registry.MODELS[m.kind].data
+            fits = [
+                k for k, e in registry.MODELS.items() if e.data == ("images" if images else "rows")
+            ]
+            source = (
+                f"{d.path} is a folder of images" if images else f"{d.path or 'the line'} is rows"
+            )
+            _check(
+                (learns == "images") == images,
+                f"--model {m.kind} learns from {'images' if learns == 'images' else 'rows'}, and "
+                f"{source}: use --model {' or '.join(fits)}",
+            )
         _check(
             d.categorical in CATEGORICAL,
             f"unknown --categorical '{d.categorical}': use {' or '.join(CATEGORICAL)}",
@@ -286,13 +338,18 @@ class RunConfig:
         data = file.get("data")
         path = overrides.get("data.path", data.get("path", "") if isinstance(data, dict) else "")
         config = cls()
-        table = bool(path)
-        if table:
-            for name, value in TABLE_DEFAULTS.items():
-                config.set(name, value)
+        images = bool(path) and is_image_folder(path)
+        table = bool(path) and not images
+        for name, value in (IMAGE_DEFAULTS if images else TABLE_DEFAULTS if table else {}).items():
+            config.set(name, value)
         config = cls.from_dict(file, source, base=config)
         for name, value in overrides.items():
             config.set(name, coerce(value, field_hint(*_split_name(name)), name))
+        kind = registry.MODELS.get(config.model.kind)
+        if "model.hidden" not in given and kind is not None:
+            config.model.hidden = list(kind.hidden)  # tinyvgg's 10 channels, cnn's widths
+        if images:
+            return config
         if table and config.model.kind == "mlp" and not given & {"data.train", "data.val"}:
             # An MLP can fit a table's noise: hold out validation rows and stop early on
             # them, as scikit-learn's MLP does with early_stopping=True.
@@ -328,6 +385,15 @@ class RunConfig:
         from torchwork.fileio import write_text_atomic
 
         write_text_atomic(path, self.to_toml())
+
+
+MIN_IMAGE_SIZE = 8  # pixels a side: smaller is no picture to learn from
+MAX_IMAGE_SIZE = 1024
+
+
+def is_image_folder(path: str | Path) -> bool:
+    """Whether a run's --data names images (a folder of class folders) rather than a table."""
+    return Path(path).is_dir()
 
 
 def choose_split(config: RunConfig, rows: int) -> str:

@@ -15,6 +15,7 @@ from torchwork.registry import Task
 
 if TYPE_CHECKING:
     from torchwork.config import RunConfig
+    from torchwork.images.encode import ImageEncoder
     from torchwork.tables.encode import TableEncoder
 
 
@@ -312,12 +313,19 @@ class Prepared:
     rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
     task: Task
     description: str
-    encoder: TableEncoder | None = None  # None for the line
+    encoder: TableEncoder | ImageEncoder | None = None  # None for the line
     target: Any = None  # tables: the target column as read, for predictions.csv
     x_plot: dict[str, torch.Tensor] | None = None  # the one raw feature for the course's picture
     true: dict[str, float] | None = None  # the line's known parameters
     source_rows: int = 0  # rows in the source, every split and any unused ones
     table: Any = None  # the table itself, when prepare_data was asked to keep it
+    files: list[str] | None = None  # images: each row's file, relative to the folder
+    pixel_stats: tuple[list[float], list[float]] | None = None  # images: training mean, std
+    image_size: int = 0  # images: the side every image was resized to
+
+    @property
+    def images(self) -> bool:
+        return self.files is not None
 
     @property
     def labels(self) -> list[Any]:
@@ -331,7 +339,8 @@ class Prepared:
 def prepare_data(
     config: RunConfig, log: Callable[[str], None] = print, keep_table: bool = False
 ) -> Prepared:
-    """Step 1: the line with known parameters, or the user's table, split and encoded.
+    """Step 1: the line with known parameters, the user's table, split and encoded, or a
+    folder of images (prepare_images).
 
     The table itself is let go once encoded (a run needs only its target column after
     that), unless `keep_table`.
@@ -356,7 +365,10 @@ def prepare_data(
             source_rows=len(X),
         )
 
-    from torchwork.config import choose_split
+    from torchwork.config import choose_split, is_image_folder
+
+    if is_image_folder(d.path):
+        return prepare_images(config, log)
     from torchwork.tables.check import check_values, detect_task, select_columns
     from torchwork.tables.encode import TableEncoder
     from torchwork.tables.read import CsvFormat, give_back_memory, read_table
@@ -445,3 +457,135 @@ def _slices(tensor: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, to
     """The splits of a tensor whose rows are in split order."""
     sizes = [len(rows[name]) for name in SPLITS]
     return dict(zip(SPLITS, torch.split(tensor, sizes), strict=True))
+
+
+def stratified_indices(
+    labels: torch.Tensor,
+    train: float = 0.8,
+    val: float = 0.0,
+    test: float = 0.2,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """split_indices class by class: each class's rows split in the same fractions (in a
+    seeded random order), so that every split has the classes in the proportions of the
+    whole. Each split's rows are in order."""
+    g = _generator(seed)
+    parts: list[list[torch.Tensor]] = [[], [], []]
+    for k in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == k).reshape(-1)
+        members = members[torch.randperm(len(members), generator=g)]
+        n_train, n_val, n_test = _class_sizes(len(members), train, val, test)
+        a, b = n_train, n_train + n_val
+        for part, rows in zip(
+            parts, (members[:a], members[a:b], members[len(members) - n_test :]), strict=True
+        ):
+            part.append(rows)
+    return tuple(torch.sort(torch.cat(p)).values for p in parts)  # type: ignore[return-value]
+
+
+def _class_sizes(rows: int, train: float, val: float, test: float) -> tuple[int, int, int]:
+    """A class's share of each split: rounded, so that a class of 7 images still gives one
+    to the test split at 0.2; the training split keeps at least one."""
+    n_test = min(rows - 1, round(test * rows)) if test > 0 else 0
+    n_val = min(rows - 1 - n_test, round(val * rows)) if val > 0 else 0
+    n_train = rows - n_test - n_val if train + val + test > 1 - 1e-9 else round(train * rows)
+    return max(1, min(n_train, rows - n_test - n_val)), n_val, n_test
+
+
+def prepare_images(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
+    """Step 1 for a folder of images: found, decoded once into one uint8 tensor (in split
+    order, each split a slice of it), split by class unless the folder has its own train/
+    and test/, and labelled by folder name."""
+    import pyarrow as pa
+
+    from torchwork.images.encode import ImageEncoder, pixel_statistics
+    from torchwork.images.read import choose_size, decode, find_images, summary
+
+    d, seed = config.data, config.train.seed
+    folder = find_images(d.path)
+    first = folder.splits[0]
+    size, why_size = (
+        (d.image_size, "--image-size") if d.image_size else choose_size(folder.files[first])
+    )
+    paths = [p for split in folder.splits for p in folder.files[split]]
+    decoded = decode(paths, size, d.channels, skip_bad=d.skip_bad)
+    if decoded.bad:
+        folder = folder.without(b.path for b in decoded.bad)
+        for bad in decoded.bad[:3]:
+            log(f"   Dropped {bad.path}: it {bad.reason}")
+        if len(decoded.bad) > 3:
+            log(f"   ... and {len(decoded.bad) - 3:,} more files that could not be used")
+    images = decoded.images
+    labels = torch.tensor(
+        [y for split in folder.splits for y in folder.labels[split]], dtype=torch.long
+    )
+    classes = list(folder.classes)
+    if len(classes) < 2:
+        raise DataError(
+            f"{folder.root} has one class ({classes[0]}): a classifier needs two or more class folders"
+        )
+    task: Task = "binary" if len(classes) == 2 else "multiclass"
+    if d.task not in ("auto", task):
+        raise ConfigError(
+            f"--task {d.task}: {len(classes)} classes of images make a {task} task: drop --task"
+        )
+    notes = []
+    if folder.layout == "classes":
+        try:
+            parts = stratified_indices(labels, d.train, d.val, d.test, seed)
+        except TorchworkError as e:
+            raise DataError(f"{folder.root} has too few images for the split: {e}") from None
+        rows = dict(zip(SPLITS, parts, strict=True))
+        how = "stratified by class"
+    else:
+        sizes = {split: len(folder.files[split]) for split in folder.splits}
+        starts = {}
+        at = 0
+        for split in folder.splits:
+            starts[split] = torch.arange(at, at + sizes[split])
+            at += sizes[split]
+        rows = {split: starts.get(split, torch.zeros(0, dtype=torch.long)) for split in SPLITS}
+        how = "as the folder gives it"
+        if "val" not in folder.files and d.val > 0:
+            # Early stopping needs images the model does not train on: a share of train/.
+            share = d.val / (d.train + d.val)
+            train_rows = rows["train"]
+            keep, _, held = stratified_indices(labels[train_rows], 1 - share, 0.0, share, seed)
+            rows["train"], rows["val"] = train_rows[keep], train_rows[held]
+            notes.append(
+                f"   Validation: {len(rows['val']):,} images of {folder.folders['train']} "
+                f"({share:.0%}, by class) held out to stop early on (--val 0 to train on all)"
+            )
+    if len(torch.unique(labels[rows["train"]])) < 2:
+        raise DataError(f"the training images of {folder.root} hold only one class: add images")
+    order = torch.cat([rows[name] for name in SPLITS])
+    if not torch.equal(order, torch.arange(len(images))):
+        images = images[order]  # in split order: each split a slice of one tensor
+    y_raw = labels
+    y = y_raw.to(torch.float32).unsqueeze(1) if task == "binary" else y_raw
+    root = folder.root
+    files = [str(Path(p).relative_to(root)) for split in folder.splits for p in folder.files[split]]
+    X = _slices(images, rows)
+    stats = pixel_statistics(X["train"])
+    channels = "RGB" if d.channels == 3 else "grey"
+    description = (
+        f"{summary(folder, len(decoded.bad))}\n"
+        f"   Task: {task} ({len(classes)} classes, the folder names); images {size}x{size} "
+        f"{channels} ({why_size}; --image-size, --channels to change); split {how}"
+    )
+    for note in notes:
+        description += "\n" + note
+    return Prepared(
+        X,
+        _parts(y, rows),
+        _parts(y_raw, rows),
+        rows,
+        task,
+        description,
+        encoder=ImageEncoder(classes, task, size, d.channels),
+        target=pa.array([classes[k] for k in labels.tolist()]),
+        source_rows=len(labels),
+        files=files,
+        pixel_stats=stats,
+        image_size=size,
+    )

@@ -232,6 +232,8 @@ def fit(
     state: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
     group: Group | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    schedule: Callable[[int], float] | None = None,
 ) -> History:
     """Train for `epochs` epochs; record and log the losses every `log_every` epochs.
 
@@ -251,6 +253,9 @@ def fit(
     the result is the same as evaluating every epoch. `eval_every` N > 0 also evaluates
     every N epochs (the course's loop evaluates every epoch), with the same output. A NaN or infinite training loss at a
     logged epoch raises TrainingDiverged.
+    `augment(X, generator)` changes each training batch (images: flips, shifts), drawing
+    from a generator seeded by the seed, the epoch and the process, so a resumed run draws
+    the same; `schedule(epoch)` sets the learning rate at each epoch's start.
 
     >>> X, y = make_line(); s = split(X, y); torch.manual_seed(42)
     >>> model = LinearRegressionModel(); loss_fn = make_loss("l1")
@@ -327,6 +332,11 @@ def fit(
             epoch_batches = sharded_batches(X_train, y_train, batch_size, state.generator, group)
         else:
             epoch_batches = batches(X_train, y_train, batch_size, state.generator)
+        if augment is not None:
+            epoch_batches = _augmented(epoch_batches, augment, seed, epoch, group)
+        if schedule is not None:
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = schedule(epoch)
         if step_threads == threads:
             train_loss = train_step(model, epoch_batches, loss_fn, optimizer)
         else:
@@ -402,6 +412,21 @@ def fit(
     if bar is not None:
         bar.close()
     return history
+
+
+def _augmented(
+    epoch_batches: Batches,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+    seed: int,
+    epoch: int,
+    group: Group | None,
+) -> Iterable[tuple[torch.Tensor, ...]]:
+    """The batches with their inputs augmented; the draws depend on the seed, the epoch and
+    the process alone (not on a generator carried across epochs)."""
+    rank = group.rank if group is not None else 0
+    generator = torch.Generator().manual_seed(hash((seed, epoch, rank)) & (2**63 - 1))
+    for batch in epoch_batches:
+        yield (augment(batch[0], generator), *batch[1:])
 
 
 def _converged(state: TrainState, loss: float, tol: float, tol_epochs: int, epoch: int) -> bool:

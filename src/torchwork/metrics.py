@@ -112,3 +112,14 @@ def classification_metrics(
     if classes == 2 and scores is not None:
         result["roc_auc"] = roc_auc(scores, y_true)
     return result
+
+
+def decode_classes(outputs: torch.Tensor, task: str) -> dict[str, torch.Tensor]:
+    """A classifier's logits as {"index": the predicted class [rows], "probabilities":
+    [rows, classes]}: one logit through a sigmoid for two classes (the positive class at
+    probability 0.5 or more), a softmax over one logit per class for more."""
+    outputs = outputs.detach().cpu()
+    if task == "binary":
+        p = torch.sigmoid(outputs.reshape(-1))
+        return {"index": (p >= 0.5).long(), "probabilities": torch.stack([1 - p, p], dim=1)}
+    return {"index": outputs.argmax(dim=1), "probabilities": torch.softmax(outputs, dim=1)}

@@ -1,5 +1,5 @@
 """Step 2, building a model: the course's two linear models, a linear classifier and a
-small MLP."""
+small MLP for rows; the course's TinyVGG and a small CNN for images."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from torchwork import registry
-from torchwork.config import MAX_HIDDEN_LAYERS, MODELS
+from torchwork.config import MAX_HIDDEN_LAYERS, MAX_IMAGE_SIZE, MODELS
 from torchwork.errors import ConfigError, ModelFileError, TorchworkError, few
 from torchwork.registry import MODEL_TASKS, Task
 
@@ -123,44 +123,198 @@ class MLP(nn.Module):
         }
 
 
+class Normalize(nn.Module):
+    """An image model's first layer: pixels (uint8, or float 0..255 once augmented) to
+    float32, standardised per channel with the training images' mean and standard deviation
+    (in pixel units). The statistics are buffers, so they are saved with the weights and go
+    into every exported graph: a model file alone turns pixels into predictions."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def set(self, mean: list[float], std: list[float]) -> None:
+        with torch.no_grad():
+            self.mean.copy_(torch.tensor(mean).reshape(self.mean.shape))
+            self.std.copy_(torch.tensor(std).reshape(self.std.shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(torch.float32) - self.mean) / self.std
+
+
+class _ImageModel(nn.Module):
+    """What the image models share: pixels in (NCHW, image_size a side), logits out."""
+
+    kind = ""
+
+    def __init__(
+        self, channels: int, out_features: int, hidden: list[int], task: Task, image_size: int
+    ) -> None:
+        super().__init__()
+        self.normalize = Normalize(channels)
+        self.channels, self.out_features, self.hidden = channels, out_features, list(hidden)
+        self.task, self.image_size = task, image_size
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "in_features": self.channels,
+            "out_features": self.out_features,
+            "hidden": list(self.hidden),
+            "task": self.task,
+            "image_size": self.image_size,
+        }
+
+    def extra_repr(self) -> str:
+        return f"task={self.task}, image_size={self.image_size}"
+
+
+class TinyVGG(_ImageModel):
+    """The course's TinyVGG (its computer-vision chapter, after the CNN Explainer): two blocks
+    of conv-ReLU-conv-ReLU-maxpool with `hidden` channels, then one linear layer."""
+
+    kind = "tinyvgg"
+
+    def __init__(
+        self, channels: int, out_features: int, hidden: list[int], task: Task, image_size: int
+    ) -> None:
+        super().__init__(channels, out_features, hidden, task, image_size)
+        units = hidden[0]
+
+        def block(width: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(width, units, kernel_size=3, stride=1, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(units, units, kernel_size=3, stride=1, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2, stride=2),
+            )
+
+        self.conv_block_1 = block(channels)
+        self.conv_block_2 = block(units)
+        side = image_size // 4
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(units * side * side, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.conv_block_2(self.conv_block_1(self.normalize(x))))
+
+
+class CNN(_ImageModel):
+    """A small CNN that learns well from a few hundred pictures without downloaded weights:
+    a block of conv-batchnorm-ReLU twice per `hidden` width, each block but the last halving
+    the picture with max pooling, then global average pooling and one linear layer (so any
+    image size gives the same parameters, and few of them)."""
+
+    kind = "cnn"
+
+    def __init__(
+        self, channels: int, out_features: int, hidden: list[int], task: Task, image_size: int
+    ) -> None:
+        super().__init__(channels, out_features, hidden, task, image_size)
+        layers: list[nn.Module] = []
+        width = channels
+        for i, units in enumerate(hidden):
+            for _ in range(2):
+                layers += [
+                    nn.Conv2d(width, units, kernel_size=3, padding=1, bias=False),
+                    nn.BatchNorm2d(units),
+                    nn.ReLU(),
+                ]
+                width = units
+            if i < len(hidden) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, out_features)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.normalize(x)))
+
+
 def build_model(
     kind: str = "params",
     in_features: int = 1,
     out_features: int = 1,
     hidden: list[int] | None = None,
     task: Task = "regression",
+    image_size: int = 0,
 ) -> nn.Module:
-    """Make a fresh model by name: params, linear or mlp; a linear model for a binary or
-    multiclass `task` is a LinearClassifier (logistic regression).
+    """Make a fresh model by name: params, linear or mlp for rows (a linear model for a
+    binary or multiclass `task` is a LinearClassifier, logistic regression); tinyvgg or cnn
+    for images of `in_features` channels, `image_size` pixels a side.
 
     >>> build_model("linear", in_features=3)
     LinearRegressionModelV2(
       (linear_layer): Linear(in_features=3, out_features=1, bias=True)
     )
     """
-    hidden = [64, 64] if hidden is None else list(hidden)
-    if kind == "mlp" and len(hidden) > MAX_HIDDEN_LAYERS:
+    entry = registry.MODELS.get(kind)
+    if entry is None:
+        raise ConfigError(f"unknown model {kind!r:.40}: use {', '.join(registry.MODELS)}")
+    if task not in MODEL_TASKS:
+        raise ConfigError(f"unknown task {task!r:.40}: use {', '.join(MODEL_TASKS)}")
+    hidden = list(entry.hidden) if hidden is None else list(hidden)
+    if len(hidden) > MAX_HIDDEN_LAYERS:
         raise ConfigError(
-            f"the mlp model would have {len(hidden):,} hidden layers, more than "
+            f"the {kind} model would have {len(hidden):,} hidden layers, more than "
             f"{MAX_HIDDEN_LAYERS}: give fewer --hidden sizes"
         )
-    sizes = [in_features, *hidden, out_features] if kind == "mlp" else [in_features, out_features]
-    parameters = sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    if entry.data == "images":
+        _check_image_model(kind, in_features, hidden, task, image_size)
+    parameters = _parameter_count(kind, in_features, out_features, hidden, task, image_size)
     if parameters > MAX_PARAMETERS:
         raise ConfigError(
             f"the {kind} model would have {parameters:,} parameters, more than {MAX_PARAMETERS:,}: "
             "use smaller --hidden sizes"
         )
-    if task not in MODEL_TASKS:
-        raise ConfigError(f"unknown task {task!r:.40}: use {', '.join(MODEL_TASKS)}")
-    entry = registry.MODELS.get(kind)
-    if entry is None:
-        raise ConfigError(f"unknown model {kind!r:.40}: use {', '.join(registry.MODELS)}")
-    return entry.load()(in_features, out_features, hidden, task)
+    return entry.load()(in_features, out_features, hidden, task, image_size)
 
 
-# The builders registry.MODELS names: (in_features, out_features, hidden, task) -> a model.
-def build_params(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+def _check_image_model(
+    kind: str, channels: int, hidden: list[int], task: Task, image_size: int
+) -> None:
+    if task == "regression":
+        raise ConfigError(f"--model {kind} classifies images: it has no regression task")
+    if channels not in (1, 3):
+        raise ConfigError(f"--model {kind} takes 1 (grey) or 3 (RGB) channels, not {channels}")
+    if kind == "tinyvgg" and len(hidden) != 1:
+        raise ConfigError(
+            f"--model tinyvgg has one --hidden size, its channels (the course's 10), not {len(hidden)}"
+        )
+    if kind == "cnn" and len(hidden) > MAX_CNN_BLOCKS:
+        raise ConfigError(
+            f"--model cnn takes at most {MAX_CNN_BLOCKS} --hidden widths, one per block (got {len(hidden)})"
+        )
+    smallest = 4 if kind == "tinyvgg" else 2 ** (len(hidden) - 1)
+    if image_size < smallest:
+        raise ConfigError(
+            f"--model {kind} with these --hidden sizes needs images of at least {smallest} "
+            f"pixels a side (got --image-size {image_size}): raise --image-size"
+        )
+
+
+MAX_CNN_BLOCKS = 6  # each block but the last halves the picture
+
+
+def _parameter_count(
+    kind: str, n_in: int, n_out: int, hidden: list[int], task: Task, image_size: int
+) -> int:
+    """How many numbers a model would hold, found without allocating them."""
+    if registry.MODELS[kind].data == "images":
+        with torch.device("meta"):
+            model = registry.MODELS[kind].load()(n_in, n_out, hidden, task, image_size)
+        return sum(t.numel() for t in model.state_dict().values())
+    sizes = [n_in, *hidden, n_out] if kind == "mlp" else [n_in, n_out]
+    return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+
+
+# The builders registry.MODELS names:
+# (in_features, out_features, hidden, task, image_size) -> a model.
+def build_params(
+    in_features: int, out_features: int, hidden: list[int], task: Task, image_size: int = 0
+) -> nn.Module:
     if in_features != 1 or out_features != 1:
         raise ConfigError(
             f"--model params learns one weight and one bias: one input and one output; this "
@@ -169,14 +323,30 @@ def build_params(in_features: int, out_features: int, hidden: list[int], task: T
     return LinearRegressionModel()
 
 
-def build_linear(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+def build_linear(
+    in_features: int, out_features: int, hidden: list[int], task: Task, image_size: int = 0
+) -> nn.Module:
     if task != "regression":
         return LinearClassifier(in_features, out_features, task)
     return LinearRegressionModelV2(in_features, out_features)
 
 
-def build_mlp(in_features: int, out_features: int, hidden: list[int], task: Task) -> nn.Module:
+def build_mlp(
+    in_features: int, out_features: int, hidden: list[int], task: Task, image_size: int = 0
+) -> nn.Module:
     return MLP(in_features, hidden, out_features)
+
+
+def build_tinyvgg(
+    in_features: int, out_features: int, hidden: list[int], task: Task, image_size: int
+) -> nn.Module:
+    return TinyVGG(in_features, out_features, hidden, task, image_size)
+
+
+def build_cnn(
+    in_features: int, out_features: int, hidden: list[int], task: Task, image_size: int
+) -> nn.Module:
+    return CNN(in_features, out_features, hidden, task, image_size)
 
 
 def parse_spec(spec: Any, source: str = "the model description") -> dict[str, Any]:
@@ -198,7 +368,8 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
         sizes[key] = value
     if kind == "params" and (sizes["in_features"], sizes["out_features"]) != (1, 1):
         raise ModelFileError(f"{source} gives a params model more than one input or output")
-    hidden: Any = spec.get("hidden", [64, 64]) if kind == "mlp" else []
+    entry = registry.MODELS[kind]
+    hidden: Any = spec.get("hidden", list(entry.hidden)) if kind in HIDDEN_KINDS else []
     if not isinstance(hidden, list):
         raise ModelFileError(f"{source} has no valid hidden layer sizes (got {hidden!r:.40})")
     if len(hidden) > MAX_HIDDEN_LAYERS:
@@ -210,12 +381,27 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
     task = spec.get("task", "regression")
     if not isinstance(task, str) or task not in MODEL_TASKS:
         raise ModelFileError(f"{source} names no known task (got {task!r:.40})")
-    parameters = sum(math.prod(shape) for shape in _shapes(kind, sizes, hidden).values())
+    parsed = {"kind": kind, **sizes, "hidden": hidden, "task": task}
+    if entry.data == "images":
+        size = spec.get("image_size")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
+            raise ModelFileError(f"{source} has no valid 'image_size' (got {size!r:.40})")
+        parsed["image_size"] = size
+        try:
+            _check_image_model(kind, sizes["in_features"], hidden, task, size)
+        except ConfigError as e:
+            raise ModelFileError(
+                f"{source} describes a model torchwork would not build: {e}"
+            ) from None
+    parameters = sum(math.prod(shape) for shape in _shapes(parsed).values())
     if parameters > MAX_PARAMETERS:
         raise ModelFileError(
             f"{source} says {parameters:,} parameters, more than {MAX_PARAMETERS:,}"
         )
-    return {"kind": kind, **sizes, "hidden": hidden, "task": task}
+    return parsed
+
+
+HIDDEN_KINDS = ("mlp", "tinyvgg", "cnn")  # the kinds whose --hidden sizes shape them
 
 
 def parameter_shapes(
@@ -223,13 +409,19 @@ def parameter_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """The names and shapes of the parameters of the model a description describes, in
     state_dict order, found without building it."""
-    s = parse_spec(spec, source)
-    return _shapes(s["kind"], s, s["hidden"])
+    return _shapes(parse_spec(spec, source))
 
 
-def _shapes(kind: str, sizes: dict[str, int], hidden: list[int]) -> dict[str, tuple[int, ...]]:
+def _shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     # The state_dict layout of each class above; tests check it against the classes.
-    n_in, n_out = sizes["in_features"], sizes["out_features"]
+    kind, hidden = spec["kind"], spec["hidden"]
+    n_in, n_out = spec["in_features"], spec["out_features"]
+    if registry.MODELS[kind].data == "images":
+        with torch.device("meta"):  # built without memory for its numbers
+            model = registry.MODELS[kind].load()(
+                n_in, n_out, hidden, spec["task"], spec["image_size"]
+            )
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if kind == "params":
         return {"weights": (1,), "bias": (1,)}
     if kind == "linear":
@@ -266,13 +458,25 @@ def check_tensors(
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Rebuild a model from the dict its `spec()` returned (as stored in a model file)."""
     s = parse_spec(spec, "the stored model description")
-    return build_model(s["kind"], s["in_features"], s["out_features"], s["hidden"], s["task"])
+    return build_model(
+        s["kind"],
+        s["in_features"],
+        s["out_features"],
+        s["hidden"],
+        s["task"],
+        s.get("image_size", 0),
+    )
 
 
 def spec_from_state_dict(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Recognise which torchwork model a bare state_dict (a .pth file) belongs to."""
     keys = set(state)
     spec = None
+    if "normalize.mean" in keys:
+        raise ModelFileError(
+            "this .pth file holds an image model's weights alone, without its image size and "
+            "class names: use the run's model.safetensors"
+        )
     if keys == {"weights", "bias"}:
         spec = {"kind": "params", "in_features": 1, "out_features": 1}
     elif keys == {"linear_layer.weight", "linear_layer.bias"}:
@@ -325,6 +529,12 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
         }[task]
         return f"{name} on {inputs}"
     layers = ", ".join(map(str, s["hidden"]))
+    if s["kind"] in ("tinyvgg", "cnn"):
+        side = s["image_size"]
+        pictures = f"{'grey' if n == 1 else 'RGB'} images of {side}x{side}"
+        if s["kind"] == "tinyvgg":
+            return f"TinyVGG ({layers} channels) for {purpose} of {pictures}"
+        return f"CNN (blocks of {layers} channels) for {purpose} of {pictures}"
     return f"MLP (hidden layers {layers}) for {purpose} on {inputs}"
 
 

@@ -3,6 +3,7 @@ the training loop takes without torch's per-step wrapper."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -156,3 +157,14 @@ def _inner_step(kind: type) -> Callable[..., Any] | None:
 
 
 _INNER_STEPS: dict[type, Callable[..., Any] | None] = {}
+
+
+def learning_rate_schedule(name: str, lr: float, epochs: int) -> Callable[[int], float] | None:
+    """The learning rate of each epoch: None for a constant one ("none"); "cosine" decays
+    it from `lr` to near 0 over `epochs` along half a cosine (SGDR without restarts). A
+    function of the epoch alone, so a resumed run sets the same rates without state."""
+    if name == "none":
+        return None
+    if name == "cosine":
+        return lambda epoch: lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    raise ConfigError(f"unknown learning-rate schedule {name!r:.40}: use none or cosine")

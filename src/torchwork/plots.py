@@ -167,3 +167,60 @@ def save_figure(fig: Figure, path: str | Path) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
+
+
+GRID = 16  # test images in the picture of predictions: a 4 x 4 grid
+
+
+def plot_image_predictions(
+    images: Any,
+    truth: Any,
+    predicted: Any,
+    probabilities: Any,
+    labels: Sequence[Any],
+    path: str | Path | None = None,
+    seed: int = 0,
+) -> Figure:
+    """The course's picture of predictions on images: a grid of test images (a fixed random
+    sample, up to half of it mistakes when there are any), each titled with its predicted label, its probability and the true label;
+    right in green, mistakes in red with a red frame."""
+    images = np.asarray(_values(images))
+    truth, predicted = np.asarray(_values(truth)), np.asarray(_values(predicted))
+    probabilities = np.asarray(_values(probabilities))
+    n = min(GRID, len(images))
+    rng = np.random.default_rng(seed)
+    wrong = np.flatnonzero(predicted != truth)
+    shown_wrong = rng.permutation(wrong)[: GRID // 2]  # up to half the grid: some mistakes
+    rest = np.setdiff1d(np.arange(len(images)), shown_wrong)
+    chosen = np.sort(
+        np.concatenate([shown_wrong, rng.choice(rest, n - len(shown_wrong), replace=False)])
+    )
+    columns = 4 if n > 4 else max(n, 1)
+    rows = -(-n // columns)
+    fig = Figure(figsize=(2.6 * columns, 2.9 * rows))
+    FigureCanvasAgg(fig)
+    for place, i in enumerate(chosen):
+        ax = fig.add_subplot(rows, columns, place + 1)
+        picture = images[i].transpose(1, 2, 0)
+        grey = picture.shape[2] == 1
+        ax.imshow(
+            picture[:, :, 0] if grey else picture, cmap="gray" if grey else None, vmin=0, vmax=255
+        )
+        right = predicted[i] == truth[i]
+        colour = "g" if right else "r"
+        p = probabilities[i, predicted[i]]
+        ax.set_title(
+            f"Pred: {labels[predicted[i]]} ({p:.2f})\nTruth: {labels[truth[i]]}",
+            fontsize=9,
+            c=colour,
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(not right)
+            spine.set_color("r")
+            spine.set_linewidth(3)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

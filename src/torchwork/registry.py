@@ -26,6 +26,8 @@ class Entry:
     help: str = ""
     options: tuple[str, ...] = ()  # optimizers: the settings its class takes besides lr
     line: tuple[str, str] | None = None  # models: the state_dict keys of a line's weight, bias
+    data: Literal["rows", "images"] = "rows"  # models: what they learn from
+    hidden: tuple[int, ...] = (64, 64)  # models: the --hidden sizes when none are given
 
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
@@ -61,6 +63,20 @@ MODELS: dict[str, Entry] = {
         line=("linear_layer.weight", "linear_layer.bias"),
     ),
     "mlp": Entry("torchwork.models:build_mlp", help="ReLU hidden layers, --hidden sizes"),
+    "tinyvgg": Entry(
+        "torchwork.models:build_tinyvgg",
+        ("binary", "multiclass"),
+        "images: the course's TinyVGG, --hidden channels",
+        data="images",
+        hidden=(10,),
+    ),
+    "cnn": Entry(
+        "torchwork.models:build_cnn",
+        ("binary", "multiclass"),
+        "images: conv-batchnorm blocks of --hidden widths, global pooling",
+        data="images",
+        hidden=(16, 32, 64),
+    ),
 }
 
 

@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from torchwork import __version__, registry
 from torchwork.config import (
+    AUGMENTS,
     CATEGORICAL,
     DEVICES,
+    IMAGE_DEFAULTS,
     LOSSES,
     MLP_PATIENCE,
     MLP_SPLIT,
     MODELS,
     OPTIMIZERS,
+    SCHEDULES,
     TABLE_DEFAULTS,
     TABLE_VAL_PATIENCE,
     TASKS,
@@ -85,8 +88,33 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     (
         "--data",
         "data.path",
-        {"metavar": "FILE"},
-        "learn from a table: .csv .tsv .parquet .xlsx .npy .npz (default: the line)",
+        {"metavar": "PATH"},
+        "learn from a table (.csv .tsv .parquet .xlsx .npy .npz) or a folder of images, one "
+        "sub-folder per class (or train/ and test/ of them) (default: the line)",
+    ),
+    (
+        "--image-size",
+        "data.image_size",
+        {"type": int, "metavar": "N"},
+        "images: resize each to N x N pixels (0: auto, 64 or less for small pictures)",
+    ),
+    (
+        "--channels",
+        "data.channels",
+        {"type": int, "choices": (1, 3)},
+        "images: 3 (RGB) or 1 (grey)",
+    ),
+    (
+        "--augment",
+        "data.augment",
+        {"choices": AUGMENTS},
+        "images: flip (random flips, shifts, small turns), shift (no flips: digits, text), none",
+    ),
+    (
+        "--skip-bad",
+        "data.skip_bad",
+        {"action": "store_const", "const": True},
+        "images: drop files that cannot be read, and say how many (else they are an error)",
     ),
     (
         "--target",
@@ -171,7 +199,12 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         {"choices": MODELS},
         "model: " + _choices(registry.MODELS),
     ),
-    ("--hidden", "model.hidden", {"type": _int_list, "metavar": "N,N"}, "mlp hidden layer sizes"),
+    (
+        "--hidden",
+        "model.hidden",
+        {"type": _int_list, "metavar": "N,N"},
+        "mlp hidden layer sizes; cnn block widths; tinyvgg channels",
+    ),
     (
         "--loss",
         "train.loss",
@@ -193,6 +226,12 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "train.batch_size",
         {"type": _or_auto(int)},
         "rows per step (0: full batch; auto, for tables: minibatches for an mlp on many rows)",
+    ),
+    (
+        "--schedule",
+        "train.schedule",
+        {"choices": SCHEDULES},
+        "learning rate: none (constant) or cosine (decays to 0 over --epochs)",
     ),
     (
         "--patience",
@@ -252,22 +291,26 @@ def _default(field: str) -> Any:
 
 
 def _shown_default(field: str, options: dict[str, Any], text: str) -> str:
-    """' (default: 300; tables: until converged, at most 500)': the default for the line
-    and, where a table run gets another (config.TABLE_DEFAULTS, RunConfig.layered), that
-    one too; nothing where the help text says it already."""
+    """' (default: 300; tables: until converged, at most 500; images: 30)': the default for
+    the line and, where a table or image run gets another (config.TABLE_DEFAULTS,
+    IMAGE_DEFAULTS, RunConfig.layered), those too; nothing where the help text says it."""
     if "(default" in text:
         return ""
-    table = _TABLE_WORDS.get(field)
-    if table is None and field in TABLE_DEFAULTS and TABLE_DEFAULTS[field] != _default(field):
-        table = _plain(TABLE_DEFAULTS[field])
-    if options.get("action"):  # an on/off flag: off unless tables turn it on
-        return " (tables: on)" if TABLE_DEFAULTS.get(field) == options.get("const") else ""
+    others = []
+    for kind, defaults in (("tables", TABLE_DEFAULTS), ("images", IMAGE_DEFAULTS)):
+        other = _TABLE_WORDS.get(field) if kind == "tables" else None
+        if other is None and field in defaults and defaults[field] != _default(field):
+            other = _plain(defaults[field])
+        if options.get("action"):  # an on/off flag: off unless tables or images turn it on
+            other = "on" if defaults.get(field) == options.get("const") else None
+        if other is not None and (kind != "tables" or "tables" not in text):
+            others.append(f"{kind}: {other}")
+    if options.get("action"):
+        return f" ({'; '.join(others)})" if others else ""
     line = _default(field)
     if line == "":
         return ""
-    if table is None or "tables" in text:
-        return f" (default: {_plain(line)})"
-    return f" (default: {_plain(line)}; tables: {table})"
+    return f" (default: {'; '.join([_plain(line), *others])})"
 
 
 # Table defaults that a plain value would misstate.

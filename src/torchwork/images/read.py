@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from torchwork.config import SPLITS  # the split folders, in the order a run uses them
+from torchwork.config import MIN_IMAGE_SIZE, SPLITS  # SPLITS: the split folders, in order
 from torchwork.errors import ConfigError, DataError
 
 # The files read as images, by suffix (any case); others (and hidden files) are ignored.
@@ -54,7 +54,6 @@ IMAGE_SUFFIXES = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 FORMATS = ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"]
 ALL = "all"  # the one split of the classes layout, which the run splits itself
 DEFAULT_SIZE = 64  # the course's TinyVGG takes 64 x 64
-MIN_SIZE = 8  # a side smaller than this is not a picture to learn from (load_digits has 8)
 _IGNORED_FOLDERS = {"__MACOSX"}  # what macOS adds to a zip file, not a class
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -206,6 +205,30 @@ def summary(folder: ImageFolder, dropped: int = 0) -> str:
     return line
 
 
+AUTO_SIZE_FROM = 64  # image files whose sizes choose_size looks at, spread over the set
+SMALL_SIDE = 16  # small pictures are enlarged to at least this: room for a CNN's pooling
+
+
+def choose_size(paths: Sequence[str | Path]) -> tuple[int, str]:
+    """--image-size auto: the course's 64, or for smaller pictures their typical short side
+    rounded up to a multiple of 8, at least SMALL_SIDE (scikit-learn's 8x8 digits: 16), so
+    that small pictures are not blown up into slow, empty detail. Reads the headers of up to
+    AUTO_SIZE_FROM files, evenly spread over `paths` (always the same ones); returns the
+    size and why it was chosen."""
+    step = max(1, len(paths) // AUTO_SIZE_FROM)
+    sides = []
+    for path in list(paths)[::step][:AUTO_SIZE_FROM]:
+        with contextlib.suppress(Exception), Image.open(path, formats=FORMATS) as img:
+            sides.append(min(img.size))  # a bad file is named when it is decoded
+    if not sides:
+        return DEFAULT_SIZE, "the course's"
+    typical = int(np.median(sides))
+    if typical >= DEFAULT_SIZE:
+        return DEFAULT_SIZE, "the course's"
+    size = max(SMALL_SIDE, -(-typical // 8) * 8)
+    return size, f"the pictures are about {typical} pixels a side"
+
+
 class BadImage(NamedTuple):
     """A file that could not be used, and why (the words that follow its name)."""
 
@@ -227,7 +250,7 @@ def decode(
     channels: int = 3,
     skip_bad: bool = False,
     workers: int | None = None,
-    min_size: int = MIN_SIZE,
+    min_size: int = MIN_IMAGE_SIZE,
     max_pixels: int | None = None,
 ) -> Decoded:
     """Decode `paths` into one uint8 tensor [N, channels, size, size], in parallel.

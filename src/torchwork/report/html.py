@@ -53,6 +53,7 @@ PICTURES = {
     "predicted_vs_actual": "Predicted vs actual (test data)",
     "residuals": "Residuals (test data)",
     "confusion_matrix": "Confusion matrix (test data)",
+    "test_predictions": "Test images: predicted and true labels (mistakes in red)",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 import torch
 
 from torchwork.errors import DataError
+from torchwork.metrics import decode_classes
 from torchwork.registry import Task
 from torchwork.tables import arrow
 from torchwork.tables.check import (
@@ -274,14 +275,7 @@ class TableEncoder:
             if self.scale_target:
                 values = values * self.target_std + self.target_mean
             return {"prediction": values}
-        if self.task == "binary":
-            p = torch.sigmoid(outputs.reshape(-1))
-            probabilities = torch.stack([1 - p, p], dim=1)
-            index = (p >= 0.5).long()
-        else:
-            probabilities = torch.softmax(outputs, dim=1)
-            index = outputs.argmax(dim=1)
-        return {"index": index, "probabilities": probabilities}
+        return decode_classes(outputs, self.task)
 
     def labels_of(self, index: torch.Tensor) -> list[Any]:
         """Class indices as the labels they stand for."""

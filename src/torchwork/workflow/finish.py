@@ -21,6 +21,7 @@ from torchwork.data import Prepared
 from torchwork.engine import History
 from torchwork.fileio import write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics
+from torchwork.models import build_from_spec
 from torchwork.predict import Score, outputs_of, prediction_columns, score, write_table
 from torchwork.report.text import format_metrics_table
 from torchwork.runfolder import (
@@ -29,6 +30,7 @@ from torchwork.runfolder import (
     CONFIG,
     METRICS,
     MODEL_FILES,
+    MODEL_PTH,
     PLOTS,
     PREDICTIONS,
     REPORT,
@@ -111,7 +113,10 @@ def save_and_verify(
     expected = evaluation.outputs[check_rows]
     for name in MODEL_FILES:
         save(model, out / name, config=saved_config, preprocess=preprocess)
-        loaded = load(out / name).to(session.device)
+        # A .pth holds the weights alone: an image model's is loaded into one built from
+        # its description, as the course loads a state_dict into a new model.
+        template = build_from_spec(model.spec()) if data.images and name == MODEL_PTH else None
+        loaded = load(out / name, template).to(session.device)
         if not torch.equal(outputs_of(loaded, session.X[check_rows]), expected):
             raise RuntimeError(
                 f"the model loaded from {out / name} predicts differently from the trained one"
@@ -183,7 +188,16 @@ def summary_of(
     if data.task != "regression":
         summary["labels"] = data.labels
         summary["confusion_matrix"] = {name: scores[name].confusion_matrix for name in used}
-    if data.encoder is not None:
+    if data.images:
+        summary["data"] = {
+            "path": config.data.path,
+            "table_rows": data.source_rows,  # the rows of predictions.csv: one per image
+            "target": "label",
+            "images": data.source_rows,
+            "image_size": data.image_size,
+            "channels": config.data.channels,
+        }
+    elif data.encoder is not None:
         summary["data"] = {
             "path": config.data.path,
             "table_rows": data.source_rows,  # the rows of predictions.csv
@@ -203,6 +217,19 @@ def file_sha256(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def images_sha256(data: Prepared) -> str:
+    """A folder of images' fingerprint: its files' names, labels and decoded pixels (what
+    the run learns from), split by split."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        digest.update(data.X[name].contiguous().numpy().tobytes())
+        digest.update(data.y_raw[name].numpy().tobytes())
+        digest.update("\n".join(data.files[i] for i in data.rows[name].tolist()).encode())
+    return digest.hexdigest()
+
+
 REFERENCE_MAX_INPUTS = 2048  # closed-form reference only up to this many model inputs...
 REFERENCE_MAX_WORK = 2e11  # ...and rows x inputs² (its time; about 10 s on 2 cores here)
 
@@ -217,7 +244,7 @@ def reference_scores(
     """
     if not enabled:
         return {}, {"skipped": "--no-reference"}
-    rows, width = data.X["train"].shape
+    rows, width = data.X["train"].shape[0], data.X["train"][0].numel()
     if data.task == "regression" and (
         width > REFERENCE_MAX_INPUTS or rows * width * width > REFERENCE_MAX_WORK
     ):
@@ -279,6 +306,7 @@ def draw_plots(
     # matplotlib costs most of a second to import: only runs that draw pay for it.
     from torchwork.plots import (
         plot_confusion_matrix,
+        plot_image_predictions,
         plot_loss_curves,
         plot_predicted_vs_actual,
         plot_predictions,
@@ -299,6 +327,16 @@ def draw_plots(
         plot_confusion_matrix(
             test_score.confusion_matrix, data.labels, path=folder / "confusion_matrix.png"
         )
+        if data.images:
+            decoded = data.encoder.decode(outputs_test)
+            plot_image_predictions(
+                data.X["test"],
+                data.y_raw["test"],
+                decoded["index"],
+                decoded["probabilities"],
+                data.labels,
+                path=folder / "test_predictions.png",
+            )
         return
     predictions = test_score.predictions
     y_test = data.y_raw["test"]
@@ -353,7 +391,8 @@ def write_predictions(path: Path, data: Prepared, outputs: dict[str, torch.Tenso
     target = data.encoder.target
     if target == "split" or target in predicted:
         target = f"{target} (actual)"  # keep the target beside our own column of that name
-    columns = {
+    columns = {"file": pa.array(data.files)} if data.files is not None else {}
+    columns |= {
         "split": arrow.labelled(split, [*SPLITS, "unused"]),
         target: data.target,
     }

@@ -17,7 +17,7 @@ from torchwork.checkpoint import (
     load_checkpoint,
 )
 from torchwork.config import SPLITS, RunConfig, choose_training
-from torchwork.data import prepare_data
+from torchwork.data import Prepared, prepare_data
 from torchwork.distributed import Group
 from torchwork.engine import TrainState
 from torchwork.errors import (
@@ -35,7 +35,7 @@ from torchwork.runfolder import (
     resolve_run_dir,
 )
 from torchwork.workflow.checkpoints import check_resume_fields, restore, tensorboard_writer
-from torchwork.workflow.finish import describe_parameters, file_sha256, finish
+from torchwork.workflow.finish import describe_parameters, file_sha256, finish, images_sha256
 from torchwork.workflow.session import Session, resolve_device
 from torchwork.workflow.train import train
 
@@ -70,15 +70,7 @@ def setup(
     # 2. Model, loss function, optimizer
     loss_fn = make_loss(t.loss, data.task)
     chosen = choose_training(config, sizes["train"])
-    out_features = data.encoder.out_features if data.encoder is not None else 1
-    torch.manual_seed(t.seed)
-    model = build_model(
-        m.kind,
-        in_features=data.in_features,
-        out_features=out_features,
-        hidden=m.hidden,
-        task=data.task,
-    )
+    model = fresh_model(config, data)
     log(
         f"2. Model: {type(model).__name__} ({m.kind}); loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
     )
@@ -109,10 +101,32 @@ def setup(
         {name: data.y[name].to(device) for name in SPLITS},
         out,
         # 0.8 s for an 800 MB CSV here: hashed while the run goes on
-        in_background(file_sha256, d.path) if d.path else None,
+        in_background(
+            images_sha256 if data.images else file_sha256, data if data.images else d.path
+        )
+        if d.path
+        else None,
         group,
         chosen,
     )
+
+
+def fresh_model(config: RunConfig, data: Prepared) -> torch.nn.Module:
+    """The model of step 2 before training, the same every time for a config and data:
+    initialised from the seed; an image model's first layer set to the training images'
+    mean and standard deviation."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(
+        config.model.kind,
+        in_features=data.in_features,
+        out_features=data.encoder.out_features if data.encoder is not None else 1,
+        hidden=config.model.hidden,
+        task=data.task,
+        image_size=data.image_size,
+    )
+    if data.pixel_stats is not None:
+        model.normalize.set(*data.pixel_stats)
+    return model
 
 
 def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -234,14 +248,7 @@ def _resume(
             f"the data file {config.data.path} changed since the run started: resuming would not "
             "give the same result; start a new run"
         )
-    torch.manual_seed(config.train.seed)
-    initial = build_model(
-        config.model.kind,
-        session.data.in_features,
-        session.model.spec()["out_features"],
-        config.model.hidden,
-        task=session.data.task,
-    )
+    initial = fresh_model(config, session.data)
     outputs_before = outputs_of(initial.to(session.device), session.X["test"])
     state = restore(session, contents)
     session.chosen = dict(contents.get("chosen") or {})

@@ -7,18 +7,31 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import torch
+
 from torchwork.engine import History, TrainState, fit
 from torchwork.errors import (
     TrainingDiverged,
     TrainingError,
 )
 from torchwork.fileio import write_text_atomic
+from torchwork.optim import learning_rate_schedule
 from torchwork.runfolder import CHECKPOINT_LAST, METRICS, TENSORBOARD
 from torchwork.workflow.checkpoints import Checkpointer, TensorBoardLog
 from torchwork.workflow.signals import StopSignals
 
 if TYPE_CHECKING:
     from torchwork.workflow.session import Session
+
+
+def augmenter(session: Session) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    """How training batches of images are augmented (--augment), or None (rows, none)."""
+    kind = session.config.data.augment
+    if not session.data.images or kind == "none":
+        return None
+    from torchwork.images.augment import augment
+
+    return lambda images, generator: augment(images, kind, generator)
 
 
 def train(
@@ -34,7 +47,12 @@ def train(
         if t.tol > 0
         else f"{t.epochs} epochs ({batch})"
     )
-    log(f"3. Training for {until}")
+    extras = []
+    if session.data.images:
+        extras.append(f"augmentation {session.config.data.augment}")
+    if t.schedule != "none":
+        extras.append(f"{t.schedule} learning-rate schedule")
+    log(f"3. Training for {until}" + (f"; {', '.join(extras)}" if extras else ""))
     with StopSignals(log) as stop:
         checkpointer = Checkpointer(session, seconds_before, stop, log)
         tensorboard = None
@@ -70,6 +88,8 @@ def train(
                 state=state,
                 on_epoch_end=on_epoch_end,
                 group=session.group,
+                augment=augmenter(session),
+                schedule=learning_rate_schedule(t.schedule, t.lr, t.epochs),
             )
         except TrainingDiverged as e:
             if session.main:
