@@ -191,3 +191,35 @@ def small_models(tmp_path_factory):
         **{name: folder / name / "model.safetensors" for name in ("line", *tables)},
         "tables": {name: pa.table(columns) for name, columns in tables.items()},
     }
+
+
+def write_digits(root: Path, per_class: int | None = None) -> Path:
+    """scikit-learn's bundled digits (1,797 8x8 grey images of 0 to 9, values 0..16) as PNG
+    class folders root/<digit>/<index>.png, grey scaled to 0..255; `per_class` keeps only
+    the first that many of each digit."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    seen: dict[int, int] = {}
+    for i, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        seen[label] = seen.get(label, 0) + 1
+        if per_class is not None and seen[label] > per_class:
+            continue
+        path = root / str(label) / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 255 / 16).round().astype(np.uint8), "L").save(path)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """The digits as class folders, and a run on them with every default setting (the
+    quality bar), in a fresh process with its pictures: (the folder holding `digits/` and
+    the run folder `run`, what the run printed)."""
+    folder = tmp_path_factory.mktemp("digits")
+    write_digits(folder / "digits")
+    result = run_cli("run", "--data", "digits", "--out", "run", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout

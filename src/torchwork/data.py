@@ -218,11 +218,20 @@ PREFETCH_ROWS = 65536  # rows gathered per background task: measured best of 16k
 EVAL_ROWS = 65536  # rows evaluated at a time: 16 MB of activations per 64-wide layer
 
 
+EVAL_IMAGES = 256  # images evaluated at a time: 64 MB a layer of 16 channels at 64 x 64
+
+
+def eval_chunk(X: torch.Tensor) -> int:
+    """How many rows (EVAL_ROWS) or images (EVAL_IMAGES) of X are evaluated at a time."""
+    return EVAL_IMAGES if X.dim() == 4 else EVAL_ROWS
+
+
 def evaluation_batches(X: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A split in chunks of EVAL_ROWS for test_step: an MLP's activations for 400,000 rows
+    """A split in chunks (eval_chunk) for test_step: an MLP's activations for 400,000 rows
     at once took 400 MB; in chunks, 16 MB a layer. Up to EVAL_ROWS rows are one chunk, as
     the course evaluates its 10 test rows at once."""
-    return [(X[i : i + EVAL_ROWS], y[i : i + EVAL_ROWS]) for i in range(0, len(X), EVAL_ROWS)]
+    step = eval_chunk(X)
+    return [(X[i : i + step], y[i : i + step]) for i in range(0, len(X), step)]
 
 
 def _prefetched(

@@ -22,28 +22,39 @@ from torchwork.metrics import classification_metrics, confusion_matrix, regressi
 from torchwork.registry import Task
 
 if TYPE_CHECKING:
+    from torchwork.images.encode import ImageEncoder
     from torchwork.tables.encode import TableEncoder
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     """The model's raw outputs in evaluation mode, as a CPU tensor.
 
-    Rows go through in chunks of EVAL_ROWS, so that an MLP's hidden activations for a large
-    table never exist for every row at once; the chunks are always the same, and so are
-    the outputs.
+    Rows go through in chunks (data.eval_chunk), so that an MLP's or CNN's activations for
+    a large set never exist for every row at once; the chunks are always the same, and so
+    are the outputs.
     """
-    from torchwork.data import EVAL_ROWS
+    from torchwork.data import eval_chunk
 
     was_training = model.training
     model.eval()
+    step = eval_chunk(X)
     with torch.inference_mode():
-        chunks = [model(X[i : i + EVAL_ROWS]).cpu() for i in range(0, len(X), EVAL_ROWS)]
+        chunks = [_forward(model, X[i : i + step]).cpu() for i in range(0, len(X), step)]
         if not chunks:  # no rows (--test 0): the model's own empty output
             result = model(X).cpu()
         else:
             result = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     model.train(was_training)
     return result
+
+
+def _forward(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    if X.dim() == 4 and len(X) == 1:
+        # A convolution of one image takes another path than of several, which differed in
+        # the last bits (1e-6): one image goes through as a batch of two, so that `serve`
+        # and `predict` of one picture give the numbers a folder's prediction gives.
+        return model(X.expand(2, *X.shape[1:]))[:1]
+    return model(X)
 
 
 @dataclass
@@ -124,9 +135,55 @@ class Predictor:
     """A saved model with the preprocessing it was trained with."""
 
     model: nn.Module
-    encoder: TableEncoder | None  # None for models of the line or bare .pth files
+    encoder: TableEncoder | ImageEncoder | None  # None: models of the line, bare .pth files
     path: Path
     csv: Any = None  # read.CsvFormat: how the training table was written (--decimal, ...)
+
+    @property
+    def images(self) -> bool:
+        """Whether this model learned from images (its inputs are pictures, not rows)."""
+        from torchwork.images.encode import ImageEncoder
+
+        return isinstance(self.encoder, ImageEncoder)
+
+    def read_images(
+        self, files: Sequence[str | Path], skip_bad: bool = False
+    ) -> tuple[list[int], torch.Tensor]:
+        """Image files decoded as this model was trained (size, channels): (the index in
+        `files` of each image kept, the uint8 pixels). A file that cannot be used is an
+        error that names it, or with `skip_bad` left out."""
+        from torchwork.images.read import decode
+
+        encoder = self.image_encoder()
+        decoded = decode(files, encoder.image_size, encoder.channels, skip_bad=skip_bad)
+        for bad in decoded.bad:
+            print(f"Skipped {bad.path}: it {bad.reason}", file=sys.stderr)
+        return decoded.kept, decoded.images
+
+    def image_encoder(self) -> ImageEncoder:
+        from torchwork.images.encode import ImageEncoder
+
+        if not isinstance(self.encoder, ImageEncoder):
+            raise DataError(
+                f"{self.path} learned from rows of a table, not from images: give it a table"
+            )
+        return self.encoder
+
+    def refuse_images(self, data: str | Path) -> None:
+        """A table model given a folder or picture, or an image model given a table: one
+        line that says which kind of data this model takes."""
+        from torchwork.images.read import IMAGE_SUFFIXES
+
+        picture = Path(data).is_dir() or Path(data).suffix.lower() in IMAGE_SUFFIXES
+        if self.images and not picture:
+            raise DataError(
+                f"{self.path} learned from images: give an image file or a folder of them, not {data}"
+            )
+        if not self.images and picture:
+            raise DataError(
+                f"{self.path} learned from rows of a table, and {data} is "
+                f"{'a folder' if Path(data).is_dir() else 'an image'}: give a table file"
+            )
 
     @property
     def feature_names(self) -> list[str]:
@@ -158,6 +215,8 @@ class Predictor:
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
         from torchwork.config import stored_config
+        from torchwork.images.encode import KIND as IMAGES
+        from torchwork.images.encode import ImageEncoder
         from torchwork.tables.encode import TableEncoder
         from torchwork.tables.read import CsvFormat
 
@@ -182,7 +241,10 @@ class Predictor:
                 # New rows are written as the training table was (--decimal , and so on).
                 csv = CsvFormat.of(stored_config(metadata["config"], str(path)).data)
             try:
-                encoder = TableEncoder.from_dict(preprocess) if preprocess else None
+                if preprocess and preprocess.get("kind") == IMAGES:
+                    encoder = ImageEncoder.from_dict(preprocess)
+                else:
+                    encoder = TableEncoder.from_dict(preprocess) if preprocess else None
             except TorchworkError as e:
                 raise DataError(f"{path}: {one_line(e)}") from None
             spec = model.spec()
@@ -267,10 +329,31 @@ def predict_file(model_path: str | Path, data: str | Path, out: str | Path | Non
     probabilities). Written to `out` (.csv or .parquet), else printed as CSV."""
 
     predictor = Predictor.from_file(model_path)
-    table, X = predictor.read(data)
-    result = with_predictions(table, predictor.encoder, predictor.outputs(X))
+    predictor.refuse_images(data)
+    if predictor.images:
+        result = predict_images(predictor, data)
+    else:
+        table, X = predictor.read(data)
+        result = with_predictions(table, predictor.encoder, predictor.outputs(X))
     write_table(result, out)
     return result
+
+
+def predict_images(predictor: Predictor, data: str | Path, skip_bad: bool = False) -> Any:
+    """An image file, or every image in a folder: a table of `file` (relative to the folder),
+    `prediction` (the class name) and the probability of each class."""
+    import pyarrow as pa
+
+    from torchwork.images.read import list_images
+
+    root, files = list_images(data)
+    kept, images = predictor.read_images(files, skip_bad)
+    names = [str(files[i].relative_to(root)) for i in kept]
+    return with_predictions(
+        pa.table({"file": pa.array(names, pa.string())}),
+        predictor.encoder,
+        predictor.outputs(images),
+    )
 
 
 def with_predictions(table: Any, encoder: TableEncoder | None, outputs: torch.Tensor) -> Any:
@@ -295,6 +378,9 @@ def with_predictions(table: Any, encoder: TableEncoder | None, outputs: torch.Te
 def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") -> dict[str, Any]:
     """The metrics of a saved model on a labelled table: {"task", "rows", "metrics", ...}."""
     predictor = Predictor.from_file(model_path)
+    predictor.refuse_images(data)
+    if predictor.images:
+        return evaluate_images(predictor, data)
     encoder = predictor.encoder
     if encoder is None:
         from torchwork.tables.convert import table_to_tensor
@@ -325,6 +411,36 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         result["labels"] = encoder.labels
         result["confusion_matrix"] = scored.confusion_matrix
     return result
+
+
+def evaluate_images(predictor: Predictor, data: str | Path) -> dict[str, Any]:
+    """The metrics of an image model on a labelled folder: class folders, or the test/ of a
+    train/ and test/ folder. Its classes are matched to the model's by name."""
+    from torchwork.images.read import ALL, find_images
+
+    encoder = predictor.image_encoder()
+    folder = find_images(data)
+    split = ALL if folder.layout == "classes" else "test"
+    unknown = [name for name in folder.classes if name not in encoder.labels]
+    if unknown:
+        raise DataError(
+            f"class {unknown[0]} of {folder.folders[split]} is not one this model knows "
+            f"({', '.join(encoder.labels[:10])}{', ...' if len(encoder.labels) > 10 else ''}): "
+            "remove its folder or rename it"
+        )
+    files = folder.files[split]
+    kept, images = predictor.read_images(files)
+    position = [encoder.labels.index(name) for name in folder.classes]
+    truth = torch.tensor([position[folder.labels[split][i]] for i in kept], dtype=torch.long)
+    scored = score(encoder.task, encoder, predictor.outputs(images), truth)
+    return {
+        "task": encoder.task,
+        "rows": len(kept),
+        "target": encoder.target,
+        "metrics": scored.metrics,
+        "labels": list(encoder.labels),
+        "confusion_matrix": scored.confusion_matrix,
+    }
 
 
 def check_out_name(path: str | Path, flag: str = "--out") -> Path:

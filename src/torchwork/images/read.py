@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import IO, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -316,10 +316,45 @@ def decode(
     return Decoded(images[: len(kept)], kept, bad)
 
 
+def list_images(path: str | Path) -> tuple[Path, list[Path]]:
+    """The images to predict: (the folder they are named relative to, the files): one image
+    file as given, or every image in a folder and its sub-folders, sorted by path."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist: give an image file or a folder of images")
+    if path.is_file():
+        return path.parent, [path]
+    files = _images_in(path)
+    if not files:
+        raise DataError(
+            f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}): give an image file or a "
+            "folder of images"
+        )
+    return path, files
+
+
+def decode_bytes(
+    data: bytes, size: int, channels: int = 3, max_pixels: int | None = None
+) -> torch.Tensor:
+    """One image file's bytes (an upload) as uint8 [1, channels, size, size], read exactly as
+    `decode` reads files; a DataError says what is wrong with it."""
+    import io
+
+    into = np.empty((channels, size, size), dtype=np.uint8)
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        reason = _decode_one(io.BytesIO(data), into, size, MIN_IMAGE_SIZE, limit)
+    if reason is not None:
+        raise DataError(f"the image {reason}")
+    return torch.from_numpy(into).unsqueeze(0)
+
+
 def _decode_one(
-    path: Path, into: np.ndarray, size: int, min_size: int, limit: int | None
+    path: Path | IO[bytes], into: np.ndarray, size: int, min_size: int, limit: int | None
 ) -> str | None:
-    """Decode one file into `into` [channels, size, size]; what is wrong with it, or None."""
+    """Decode one file (or open file) into `into` [channels, size, size]; what is wrong with
+    it, or None."""
     try:
         with Image.open(path, formats=FORMATS) as img:  # reads the header only
             width, height = img.size
