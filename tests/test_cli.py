@@ -182,7 +182,7 @@ BAD_INPUTS = [
     (("--lr", "0"), "--lr must be greater than 0"),
     (("--lr", "-0.1"), "--lr must be greater than 0"),
     (("--loss", "hinge"), "invalid choice: 'hinge'"),
-    (("--model", "cnn"), "invalid choice: 'cnn'"),
+    (("--model", "resnet"), "invalid choice: 'resnet'"),
     (("--train", "0.9", "--test", "0.2"), "add up to 1.1, more than 1"),
     (("--val", "0.1"), "add up to 1.1, more than 1"),
     (("--epochs", "ten"), "invalid int value: 'ten'"),

@@ -349,6 +349,8 @@ class RunConfig:
         if "model.hidden" not in given and kind is not None:
             config.model.hidden = list(kind.hidden)  # tinyvgg's 10 channels, cnn's widths
         if images:
+            if not config.data.val and "train.patience" not in given:
+                config.train.patience = 0  # --val 0: nothing to stop early on
             return config
         if table and config.model.kind == "mlp" and not given & {"data.train", "data.val"}:
             # An MLP can fit a table's noise: hold out validation rows and stop early on

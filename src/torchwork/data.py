@@ -513,9 +513,11 @@ def prepare_images(config: RunConfig, log: Callable[[str], None] = print) -> Pre
     d, seed = config.data, config.train.seed
     folder = find_images(d.path)
     first = folder.splits[0]
-    size, why_size = (
-        (d.image_size, "--image-size") if d.image_size else choose_size(folder.files[first])
-    )
+    if d.image_size:
+        size, why_size = d.image_size, "--image-size"
+    else:
+        size, why = choose_size(folder.files[first])
+        why_size = f"auto: {why}; --image-size to change"
     paths = [p for split in folder.splits for p in folder.files[split]]
     decoded = decode(paths, size, d.channels, skip_bad=d.skip_bad)
     if decoded.bad:
@@ -567,6 +569,12 @@ def prepare_images(config: RunConfig, log: Callable[[str], None] = print) -> Pre
             )
     if len(torch.unique(labels[rows["train"]])) < 2:
         raise DataError(f"the training images of {folder.root} hold only one class: add images")
+    for name, fraction in (("val", d.val), ("test", d.test)):
+        if fraction > 0 and not len(rows[name]):
+            raise DataError(
+                f"{folder.root} has too few images of each class for a {name} split "
+                f"(--{name} {fraction:g}): add images, or raise --{name}"
+            )
     order = torch.cat([rows[name] for name in SPLITS])
     if not torch.equal(order, torch.arange(len(images))):
         images = images[order]  # in split order: each split a slice of one tensor
@@ -580,7 +588,7 @@ def prepare_images(config: RunConfig, log: Callable[[str], None] = print) -> Pre
     description = (
         f"{summary(folder, len(decoded.bad))}\n"
         f"   Task: {task} ({len(classes)} classes, the folder names); images {size}x{size} "
-        f"{channels} ({why_size}; --image-size, --channels to change); split {how}"
+        f"{channels} ({why_size}); split {how}"
     )
     for note in notes:
         description += "\n" + note

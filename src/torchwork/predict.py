@@ -324,14 +324,17 @@ class Predictor:
         return outputs_of(self.model, X)
 
 
-def predict_file(model_path: str | Path, data: str | Path, out: str | Path | None = None) -> Any:
+def predict_file(
+    model_path: str | Path, data: str | Path, out: str | Path | None = None, skip_bad: bool = False
+) -> Any:
     """Predict every row of a table file: its columns in order plus `prediction` (and class
-    probabilities). Written to `out` (.csv or .parquet), else printed as CSV."""
+    probabilities). Written to `out` (.csv or .parquet), else printed as CSV. For an image
+    model `data` is an image file or a folder (predict_images)."""
 
     predictor = Predictor.from_file(model_path)
     predictor.refuse_images(data)
     if predictor.images:
-        result = predict_images(predictor, data)
+        result = predict_images(predictor, data, skip_bad)
     else:
         table, X = predictor.read(data)
         result = with_predictions(table, predictor.encoder, predictor.outputs(X))
@@ -434,6 +437,7 @@ def evaluate_images(predictor: Predictor, data: str | Path) -> dict[str, Any]:
     truth = torch.tensor([position[folder.labels[split][i]] for i in kept], dtype=torch.long)
     scored = score(encoder.task, encoder, predictor.outputs(images), truth)
     return {
+        "data": "images",
         "task": encoder.task,
         "rows": len(kept),
         "target": encoder.target,

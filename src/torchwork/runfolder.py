@@ -98,6 +98,17 @@ class TableData(TypedDict, total=False):
     inputs: list[str]  # the model's input columns in order, one per category
 
 
+class ImageData(TypedDict, total=False):
+    """The folder of images a run trained on."""
+
+    path: str
+    table_rows: int  # the rows of predictions.csv: one per image
+    target: str  # "label"
+    images: int
+    image_size: int  # every image resized to image_size x image_size
+    channels: int  # 3 (RGB) or 1 (grey)
+
+
 class Summary(TypedDict, total=False):
     """summary.json as `workflow.finish.summary_of` writes it.
 
@@ -110,7 +121,7 @@ class Summary(TypedDict, total=False):
     loss: str  # the loss class, for example "MSELoss"
     metrics: SplitMetrics
     reference: Reference
-    learned: dict[str, list[float]]  # state_dict name -> its values, flattened
+    learned: dict[str, list[float]]  # state_dict name -> its values, flattened; {} when large
     rows: dict[str, int]  # split -> rows
     epochs_run: int
     stopped_early: bool
@@ -124,7 +135,7 @@ class Summary(TypedDict, total=False):
     true: dict[str, float]  # the straight line: the "weight" and "bias" the data was made with
     labels: list[Any]  # classification: the classes in output order
     confusion_matrix: dict[str, list[list[int]]]  # classification: split -> [actual][predicted]
-    data: TableData
+    data: TableData | ImageData
 
 
 # --- Writing ------------------------------------------------------------------------------

@@ -170,13 +170,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise ConfigError(f"--out {out} is a folder: give a .csv or .parquet file name")
         refuse_overwrite(out, args.force)
     if args.data:
-        predict_file(args.model, args.data, args.out)
+        predict_file(args.model, args.data, args.out, skip_bad=args.skip_bad)
         if args.out:
             print(f"Wrote predictions for {args.data} to {args.out}", file=sys.stderr)
         return 0
     import pyarrow as pa
 
     predictor = Predictor.from_file(args.model)
+    if predictor.images:
+        raise DataError(
+            f"{args.model} learned from images: give an image file or a folder with --input"
+        )
     rows = _parse_rows(args.x)
     encoder = predictor.encoder
     if encoder is not None and any(f.kind != "numeric" for f in encoder.features):
@@ -202,7 +206,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         print(json.dumps(_finite(result), indent=2))
         return 0
-    print(f"{result['task']} on {result['rows']} rows of {args.data} (target '{result['target']}')")
+    if result.get("data") == "images":
+        print(f"{result['task']} on {result['rows']} images of {args.data}")
+    else:
+        print(
+            f"{result['task']} on {result['rows']} rows of {args.data} (target '{result['target']}')"
+        )
     print(format_metrics_table({"data": result["metrics"]}))
     if "confusion_matrix" in result:
         labels = [str(v) for v in result["labels"]]

@@ -382,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         "--input",
         dest="data",
-        metavar="FILE",
-        help="rows from a table file (.csv .tsv .parquet .xlsx .npy); columns matched by name",
+        metavar="PATH",
+        help="rows from a table file (.csv .tsv .parquet .xlsx .npy), columns matched by name; "
+        "for an image model, an image file or a folder of them",
     )
     predict.add_argument(
         "--out",
@@ -391,15 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the rows with predictions to a .csv or .parquet file (default: print CSV)",
     )
     predict.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    predict.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="images: leave out files that cannot be read, and name them (else they are an error)",
+    )
 
-    evaluate = commands.add_parser("evaluate", help="metrics of a saved model on a labelled table")
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics of a saved model on a labelled table or folder of images"
+    )
     evaluate.add_argument(
         "--model",
         required=True,
         metavar="FILE",
         help="model file (.safetensors; .pth for the line)",
     )
-    evaluate.add_argument("--data", required=True, metavar="FILE", help="a labelled table")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        metavar="PATH",
+        help="a labelled table; for an image model, class folders (or a train/ and test/ folder: its test/)",
+    )
     evaluate.add_argument(
         "--target",
         metavar="COL",

@@ -165,9 +165,7 @@ def summary_of(
         "loss": type(session.loss_fn).__name__,  # what --loss auto chose, too
         "metrics": {name: scores[name].metrics for name in used},
         "reference": evaluation.reference,
-        "learned": {
-            k: v.detach().cpu().reshape(-1).tolist() for k, v in model.state_dict().items()
-        },
+        "learned": learned_values(model),
         "rows": {name: session.sizes[name] for name in used},
         "epochs_run": history.epochs_run,
         "stopped_early": history.stopped_early,
@@ -207,6 +205,19 @@ def summary_of(
             "inputs": data.encoder.input_names,
         }
     return summary
+
+
+LEARNED_MAX = 20_000  # numbers summary.json lists one by one; a CNN's are in its model file
+
+
+def learned_values(model: nn.Module) -> dict[str, list[float]]:
+    """Every tensor's values, flattened, for a model of up to LEARNED_MAX numbers; nothing
+    for a larger one (an image model's tens of thousands: 2 MB of JSON that no reader
+    needs, since the model file holds them)."""
+    state = model.state_dict()
+    if sum(v.numel() for v in state.values()) > LEARNED_MAX:
+        return {}
+    return {k: v.detach().cpu().reshape(-1).tolist() for k, v in state.items()}
 
 
 def file_sha256(path: str | Path) -> str:
