@@ -405,7 +405,7 @@ def test_resume_of_a_folder_no_run_wrote_says_so(tw, tmp_path):
     assert_one_line_error(tw("run", "--resume", "notes/todo.txt"), "is a file")
 
 
-def test_run_help_says_the_line_and_table_defaults(capsys, monkeypatch):
+def test_run_help_says_the_line_table_and_image_defaults(capsys, monkeypatch):
     from torchwork.cli import main
 
     with pytest.raises(SystemExit):
@@ -413,7 +413,9 @@ def test_run_help_says_the_line_and_table_defaults(capsys, monkeypatch):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: )" not in text and "(default: the line) (default" not in text
     assert "--epochs EPOCHS number of epochs (default: 300; tables: until converged" in text
-    assert "(default: params; tables: linear)" in text and "(default: l1; tables: auto)" in text
+    assert "(default: params; tables: linear; images: cnn)" in text
+    assert "(default: l1; tables: auto; images: auto)" in text
+    assert "images: 30)" in text and "(default: none; images: cosine)" in text
     assert "TRAIN.LR" not in text
 
 
