@@ -1,9 +1,10 @@
 """Export a saved model to ONNX or torch.export's .pt2, each verified against PyTorch on the spot.
 
 The exported graph holds the model and every step of the stored preprocessing that is plain
-arithmetic: numeric scaling, the regression target's scaling back, class probabilities.
-What is not arithmetic (one-hot encoding text columns, naming the classes) is written to a
-JSON file beside the export, so another program can prepare its rows the same way.
+arithmetic: numeric scaling, the regression target's scaling back, class probabilities, an
+image model's normalisation (its first layer). What is not arithmetic (one-hot encoding text
+columns, decoding and resizing pictures, naming the classes) is written to a JSON file beside
+the export, so another program can prepare its rows or pictures the same way.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from torchwork.errors import ConfigError, ModelFileError, TorchworkError
 from torchwork.fileio import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
+    from torchwork.images.encode import ImageEncoder
     from torchwork.tables.encode import TableEncoder
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-5  # largest difference allowed between the export and PyTorch, per unit of output
 MAX_CHECK_ROWS = 1000  # enough rows to catch a wrong graph; more only makes export slower
+MAX_CHECK_IMAGES = 100  # pictures, spread over the training folder: every class, a few seconds
 RANDOM_CHECK_ROWS = 64
 INPUT_NAME = "X"
+IMAGE_INPUT_NAME = "pixels"  # an image model's graph input: uint8 [N, channels, size, size]
 SIDECAR_SUFFIX = ".preprocess.json"
 SIDECAR_FORMAT = "torchwork-export-preprocess"
 SIDECAR_VERSION = 1
@@ -45,11 +49,11 @@ class ExportResult:
     fmt: str  # onnx or pt2
     max_abs_diff: float  # largest difference between the export's and PyTorch's outputs
     rows_checked: int
-    checked_on: str  # "test rows" of the training data, or "random rows"
+    checked_on: str  # "test rows" of the training data, "images of its training folder", or random
     tolerance: float
-    input_names: list[str]  # the graph's input columns, in order
+    input_names: list[str]  # the graph's input columns, in order (images: its channels, R G B or L)
     output_name: str  # prediction (regression) or probabilities (classification)
-    sidecar: Path | None = None  # the JSON preprocessing file, for table models
+    sidecar: Path | None = None  # the JSON preprocessing file, for table and image models
     notes: list[str] = field(default_factory=list)
 
 
@@ -57,16 +61,28 @@ class ExportPipeline(nn.Module):
     """The model with its stored scaling and output transform, as one graph.
 
     Input: rows with numeric columns in their own units and text columns already one-hot
-    encoded. Output: predictions in the target's own units [rows, 1] (regression), or class
-    probabilities [rows, classes] (binary: [1 - p, p]).
+    encoded; for an image model, uint8 pixels [N, channels, size, size], which the model
+    normalises itself. Output: predictions in the target's own units [rows, 1] (regression),
+    or class probabilities [rows, classes] (binary: [1 - p, p]).
     """
 
-    def __init__(self, model: nn.Module, encoder: TableEncoder | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, encoder: TableEncoder | ImageEncoder | None = None
+    ) -> None:
+        from torchwork.images.encode import ImageEncoder
+
         super().__init__()
         self.model = model
-        self.task = encoder.task if encoder is not None else "regression"
+        self.picture = picture_shape(model)
+        # An image model's preprocessing (decoding, resizing) is outside any graph; its
+        # normalisation is the model's first layer, so nothing is scaled here.
+        table = None if isinstance(encoder, ImageEncoder) else encoder
+        if encoder is not None:
+            self.task = encoder.task
+        else:  # a bare .pth: an image model knows its task, a table model is the line
+            self.task = model.spec()["task"] if self.picture is not None else "regression"
         means, stds = [], []
-        for f in encoder.features if encoder is not None else []:
+        for f in table.features if table is not None else []:
             if f.kind == "numeric":
                 means.append(f.mean)
                 stds.append(f.std)
@@ -77,9 +93,9 @@ class ExportPipeline(nn.Module):
         self.scale_inputs = any(m != 0.0 for m in means) or any(s != 1.0 for s in stds)
         self.register_buffer("mean", torch.tensor(means, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(stds, dtype=torch.float32))
-        self.scale_target = encoder is not None and encoder.scale_target
-        self.target_mean = float(encoder.target_mean) if encoder is not None else 0.0
-        self.target_std = float(encoder.target_std) if encoder is not None else 1.0
+        self.scale_target = table is not None and table.scale_target
+        self.target_mean = float(table.target_mean) if table is not None else 0.0
+        self.target_std = float(table.target_std) if table is not None else 1.0
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         # The same float32 operations, in the same order, as TableEncoder.transform and
@@ -97,8 +113,26 @@ class ExportPipeline(nn.Module):
         return outputs
 
     @property
+    def input_name(self) -> str:
+        return INPUT_NAME if self.picture is None else IMAGE_INPUT_NAME
+
+    @property
     def output_name(self) -> str:
         return "prediction" if self.task == "regression" else "probabilities"
+
+    def example(self) -> torch.Tensor:
+        """An input to trace the graph with: two rows (or pictures), as a batch of one would
+        let torch.export specialize the batch size to 1."""
+        if self.picture is not None:
+            return torch.zeros(2, *self.picture, dtype=torch.uint8)
+        return torch.zeros(2, int(self.model.spec()["in_features"]))
+
+
+def picture_shape(model: nn.Module) -> tuple[int, int, int] | None:
+    """An image model's input picture (channels, height, width); None for a table model."""
+    spec = model.spec()
+    size = spec.get("image_size")
+    return (int(spec["in_features"]), int(size), int(size)) if size else None
 
 
 def export_model(
@@ -111,10 +145,13 @@ def export_model(
     """Export a saved model (with its preprocessing) to ONNX or .pt2 and check it against PyTorch.
 
     The export is run on the model's test rows (rebuilt from its stored config when the data
-    is still there, else on random rows) and must match PyTorch's outputs to within 1e-5
-    (relative beyond outputs of size 1), or nothing is written. For table models a JSON file
+    is still there, else on random rows; an image model on pictures of its training folder,
+    else on random pixels) and must match PyTorch's outputs to within 1e-5 (relative beyond
+    outputs of size 1), or nothing is written. For table models a JSON file
     `OUT.preprocess.json` beside the export lists the input columns in order, the categories
-    of each text column (to one-hot encode before calling the graph) and the class labels.
+    of each text column (to one-hot encode before calling the graph) and the class labels;
+    for image models, how to decode and resize a picture into the graph's uint8 input
+    [N, channels, size, size] and the class labels.
 
     >>> export_model("runs/demo/model.safetensors", "onnx").path  # doctest: +SKIP
     PosixPath('runs/demo/model.onnx')
@@ -127,22 +164,28 @@ def export_model(
     if fmt == "onnx":
         _require_onnx()
 
+    from torchwork.images.encode import ImageEncoder
     from torchwork.predict import Predictor
 
     predictor = Predictor.from_file(model_path)
     encoder = predictor.encoder
+    table = None if isinstance(encoder, ImageEncoder) else encoder
     pipeline = ExportPipeline(predictor.model, encoder).eval()
-    in_features = int(predictor.model.spec()["in_features"])
-    X_check, checked_on, why_random = check_rows(model_path, encoder, in_features)
+    picture = pipeline.picture
+    if picture is None:
+        in_features = int(predictor.model.spec()["in_features"])
+        X_check, checked_on, why_random = check_rows(model_path, table, in_features)
+    else:
+        X_check, checked_on, why_random = check_images(model_path, picture)
     with torch.inference_mode():
         expected = pipeline(X_check)
     tolerance = TOLERANCE * max(1.0, float(expected.abs().max()))
 
     with atomic_path(out) as tmp:
         if fmt == "onnx":
-            actual = _export_onnx(pipeline, in_features, tmp, X_check)
+            actual = _export_onnx(pipeline, pipeline.example(), tmp, X_check)
         else:
-            actual = _export_pt2(pipeline, in_features, tmp, X_check)
+            actual = _export_pt2(pipeline, pipeline.example(), tmp, X_check)
         # Checked before the file takes its name, so a wrong export never replaces a good one.
         diff = float((actual - expected).abs().max()) if len(expected) else 0.0
         if not diff <= tolerance:
@@ -154,20 +197,27 @@ def export_model(
 
     notes: list[str] = []
     sidecar = None
-    input_names = predictor.feature_names if encoder is None else encoder.input_names
+    if picture is not None:
+        input_names = ["R", "G", "B"] if picture[0] == 3 else ["L"]
+    else:
+        input_names = predictor.feature_names if table is None else table.input_names
     if encoder is not None:
         sidecar = Path(f"{out}{SIDECAR_SUFFIX}")
-        notes = _outside_graph_notes(encoder, out.name)
-        write_text_atomic(
-            sidecar, json.dumps(sidecar_contents(encoder, out.name, pipeline, notes), indent=2)
-        )
+        if isinstance(encoder, ImageEncoder):
+            notes = _image_notes(encoder, out.name)
+            contents = image_sidecar_contents(encoder, out.name, pipeline, notes)
+        else:
+            notes = _outside_graph_notes(encoder, out.name)
+            contents = sidecar_contents(encoder, out.name, pipeline, notes)
+        write_text_atomic(sidecar, json.dumps(contents, indent=2))
     if encoder is None and model_path.suffix.lower() != ".safetensors":
+        keeps = "a table's scaling" if picture is None else "the labels and how to read a picture"
         notes.append(
             f"{model_path.name} keeps no preprocessing: {out.name} takes inputs as the model saw "
-            "them; export the .safetensors file to include a table's scaling."
+            f"them; export the .safetensors file to include {keeps}."
         )
     if why_random:
-        notes.insert(0, f"Checked on random rows: {why_random}.")
+        notes.insert(0, f"Checked on {checked_on}: {why_random}.")
     allowed = (
         f"{tolerance:.0e}"
         if tolerance == TOLERANCE
@@ -180,7 +230,12 @@ def export_model(
     for note in notes:
         log(f"   {note}")
     if sidecar is not None:
-        log(f"   Wrote {sidecar}: the input columns in order, categories and labels")
+        holds = (
+            "the input columns in order, categories and labels"
+            if picture is None
+            else "how to decode and resize a picture, and the labels"
+        )
+        log(f"   Wrote {sidecar}: {holds}")
     return ExportResult(
         out,
         fmt,
@@ -245,28 +300,77 @@ def check_rows(
     return torch.cat(parts, dim=1), "random rows", why
 
 
-def _test_rows(
-    model_path: Path, encoder: TableEncoder | None, in_features: int
+def check_images(
+    model_path: Path, picture: tuple[int, int, int]
+) -> tuple[torch.Tensor, str, str | None]:
+    """Pictures to compare an image model's export with PyTorch on, as uint8 [N, channels,
+    size, size]: up to MAX_CHECK_IMAGES of its training folder, spread over every class,
+    decoded as `torchwork predict` decodes them, when that folder is here; else random
+    pixels. Returns (images, which images, why random or None)."""
+    images, why = _folder_images(model_path, picture)
+    if images is not None:
+        return images, "images of its training folder", None
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randint(0, 256, (RANDOM_CHECK_ROWS, *picture), generator=generator, dtype=torch.uint8)
+    return X, "random images", why
+
+
+def _folder_images(
+    model_path: Path, picture: tuple[int, int, int]
 ) -> tuple[torch.Tensor | None, str]:
+    from torchwork.errors import one_line
+    from torchwork.images.read import decode, find_images
+
+    run_config, why = _stored_run_config(model_path)
+    if run_config is None:
+        return None, why
+    source = run_config.data.path
+    if not source or not _is_dir(source):
+        return None, f"its training images {_shown(source)} are not here"
+    channels, size, _ = picture
+    try:
+        folder = find_images(source)
+        paths = [p for split in folder.splits for p in folder.files[split]]
+        n = min(len(paths), MAX_CHECK_IMAGES)
+        spread = [paths[i * len(paths) // n] for i in range(n)]
+        # The model's own size and channels: the folder may have changed since training.
+        decoded = decode(spread, size, channels, skip_bad=True)
+    except TorchworkError as e:
+        return None, f"its training images cannot be used ({one_line(e)})"
+    if not len(decoded.images):
+        return None, f"no picture of its training folder {_shown(source)} can be read"
+    return decoded.images, ""
+
+
+def _stored_run_config(model_path: Path) -> tuple[Any, str]:
+    """The run config stored in a model file, to rebuild its data from; or (None, why not)."""
     if model_path.suffix.lower() != ".safetensors":
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
     from torchwork.checkpoint import read_metadata
     from torchwork.config import stored_config
-    from torchwork.data import prepare_data
-    from torchwork.errors import few, one_line
-    from torchwork.tables import arrow
 
     config = read_metadata(model_path)["config"]
     if not config:
         return None, f"{model_path.name} keeps no config to rebuild the training data from"
     # Held to run's limits (read_metadata already refused a file that breaks them): the
     # data is rebuilt from it.
-    run_config = stored_config(config, str(model_path))
+    return stored_config(config, str(model_path)), ""
+
+
+def _test_rows(
+    model_path: Path, encoder: TableEncoder | None, in_features: int
+) -> tuple[torch.Tensor | None, str]:
+    from torchwork.data import prepare_data
+    from torchwork.errors import one_line
+    from torchwork.tables import arrow
+
+    run_config, why = _stored_run_config(model_path)
+    if run_config is None:
+        return None, why
     try:
         source = run_config.data.path
         if source and not _is_file(source):
-            shown = source if len(source) <= 200 and source.isprintable() else few([source])
-            return None, f"its training data {shown} is not here"
+            return None, f"its training data {_shown(source)} is not here"
         data = prepare_data(run_config, log=lambda *_: None, keep_table=True)
         split = next((s for s in ("test", "val", "train") if len(data.rows[s])), None)
         if split is None:
@@ -293,6 +397,20 @@ def _is_file(path: str) -> bool:
         return False
 
 
+def _is_dir(path: str) -> bool:
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
+def _shown(source: str) -> str:
+    """A data path from a file's stored config, fit for a one-line message."""
+    from torchwork.errors import few
+
+    return source if len(source) <= 200 and source.isprintable() else few([source])
+
+
 def raw_inputs(encoder: TableEncoder, table: Any, source: str = "the input") -> torch.Tensor:
     """A table's feature columns in the export's input layout: numeric columns as they are
     (the graph scales them), text columns one-hot encoded (which the graph cannot do)."""
@@ -317,6 +435,48 @@ def sidecar_contents(
         "labels": encoder.labels,
         "note": " ".join(notes),
     }
+
+
+def image_sidecar_contents(
+    encoder: ImageEncoder, export_name: str, pipeline: ExportPipeline, notes: list[str]
+) -> dict[str, Any]:
+    """What an image model's graph cannot hold, as plain JSON: how a picture becomes its
+    uint8 input (`preprocess`: the model file's own record), and what its output columns are."""
+    channels, height, width = pipeline.picture or (encoder.channels, 0, 0)
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": SIDECAR_VERSION,
+        "export": export_name,
+        "task": encoder.task,
+        "input": pipeline.input_name,
+        "input_shape": ["batch", channels, height, width],
+        "input_dtype": "uint8",
+        "preprocess": encoder.to_dict(),
+        "output": pipeline.output_name,
+        "output_shape": ["batch", len(encoder.labels)],
+        # In the graph already: the probabilities come out of it.
+        "activation": "sigmoid" if encoder.task == "binary" else "softmax",
+        "labels": encoder.labels,
+        "note": " ".join(notes),
+    }
+
+
+def _image_notes(encoder: ImageEncoder, export_name: str) -> list[str]:
+    size, mode = encoder.image_size, "RGB" if encoder.channels == 3 else "L"
+    if encoder.task == "binary":
+        how = f"a sigmoid of its one logit p, as [1 - p, p], for '{encoder.labels[1]}'"
+    else:
+        how = "a softmax of its logits"
+    return [
+        f"{export_name} takes uint8 pixels [N, {encoder.channels}, {size}, {size}] (NCHW, "
+        f"named '{IMAGE_INPUT_NAME}'): each picture upright by its EXIF orientation, "
+        f"transparency laid on white, converted to {mode}, and resized whole to {size}x{size} "
+        "(squeezed, not cropped) with Pillow's bilinear filter, as 'preprocess' of "
+        f"{export_name}{SIDECAR_SUFFIX} lists.",
+        "The pixels go in as they are, 0 to 255: the graph normalises them itself.",
+        f"It outputs class probabilities [N, {len(encoder.labels)}] ({how}, in the graph); the "
+        "class names are not in the graph: column j is 'labels'[j].",
+    ]
 
 
 def _outside_graph_notes(encoder: TableEncoder, export_name: str) -> list[str]:
@@ -375,22 +535,17 @@ def _batch_dim() -> dict[int, Any]:
     return {0: torch.export.Dim("batch")}
 
 
-def _example(in_features: int) -> torch.Tensor:
-    # Two rows: a batch of one would let torch.export specialize the batch size to 1.
-    return torch.zeros(2, in_features)
-
-
 def _export_onnx(
-    pipeline: ExportPipeline, in_features: int, path: Path, X_check: torch.Tensor
+    pipeline: ExportPipeline, example: torch.Tensor, path: Path, X_check: torch.Tensor
 ) -> torch.Tensor:
     import onnxruntime
 
     with _quiet_exporter():
         program = torch.onnx.export(
             pipeline,
-            (_example(in_features),),
+            (example,),
             dynamo=True,  # the TorchScript exporter is deprecated
-            input_names=[INPUT_NAME],
+            input_names=[pipeline.input_name],
             output_names=[pipeline.output_name],
             dynamic_shapes=(_batch_dim(),),
             verbose=False,
@@ -398,17 +553,15 @@ def _export_onnx(
         # One self-contained file: torchwork models are far below ONNX's 2 GB limit.
         program.save(str(path), external_data=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (outputs,) = session.run(None, {INPUT_NAME: X_check.numpy()})
+    (outputs,) = session.run(None, {pipeline.input_name: X_check.numpy()})
     return torch.from_numpy(outputs)
 
 
 def _export_pt2(
-    pipeline: ExportPipeline, in_features: int, path: Path, X_check: torch.Tensor
+    pipeline: ExportPipeline, example: torch.Tensor, path: Path, X_check: torch.Tensor
 ) -> torch.Tensor:
     with _quiet_exporter():
-        program = torch.export.export(
-            pipeline, (_example(in_features),), dynamic_shapes=(_batch_dim(),)
-        )
+        program = torch.export.export(pipeline, (example,), dynamic_shapes=(_batch_dim(),))
         torch.export.save(program, path)
         loaded = torch.export.load(path).module()
     with torch.inference_mode():

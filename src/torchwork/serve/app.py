@@ -1,5 +1,7 @@
 """The WSGI app of `torchwork serve`: a request's JSON rows checked and encoded as
-`torchwork predict` does a file's (Predictor.encode), and the model's answer as JSON."""
+`torchwork predict` does a file's (Predictor.encode), or for an image model one picture's
+bytes decoded as `torchwork predict` decodes a file (decode_bytes), and the model's answer
+as JSON."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from torchwork.errors import ConfigError, TorchworkError
 from torchwork.predict import Predictor
 from torchwork.runfolder import MODEL_FILES
 
-MAX_BODY_BYTES = 1 << 20  # a larger request body gets 413
+MAX_BODY_BYTES = 1 << 20  # a larger request body of rows gets 413
+MAX_IMAGE_BYTES = 16 << 20  # ...and of a picture: a phone's photo is 3 to 8 MB
 MAX_HEADER_BYTES = 16 << 10  # larger request headers get 431
 MAX_ROWS = 10_000  # more rows in one request get 413
 MAX_DIGITS = 400  # a longer integer gets 400 as it is parsed (float32 stops at 39 digits)
@@ -26,6 +29,20 @@ SOURCE = "the request"  # how error messages name the data, as they name a file
 FIX = "fix or remove those rows"
 FLOAT32_MAX = 3.4028234663852886e38
 ROUTES = {"/health": ("GET", "HEAD"), "/predict": ("POST",)}
+# An upload decodes to a few bytes a pixel; Pillow's own limit (89 million pixels) would let
+# each of the server's threads hold a gigabyte. 25 million is a 24-megapixel camera's photo.
+MAX_IMAGE_PIXELS = 25_000_000
+# The bodies an image model takes: the formats images.read decodes, by their media types
+# (the bytes decide the format, as a file's do, whatever its name says).
+IMAGE_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/bmp",
+    "image/gif",
+    "image/webp",
+    "image/tiff",
+    "application/octet-stream",
+)
 
 logger = logging.getLogger("torchwork.serve")
 
@@ -53,7 +70,31 @@ class PredictionApp:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.encoder = predictor.encoder
+        self.images = predictor.images
+        # Predictor.outputs sets the model's eval flag on every call: one forward at a time
+        # keeps that shared state out of any race; the model is tiny next to JSON and checks.
+        self.lock = threading.Lock()
+        self.features: list[str] = []
+        if self.images:
+            image = predictor.image_encoder()
+            mode = "RGB" if image.channels == 3 else "grey"
+            self.takes = (
+                f"one picture a request, image/jpeg or image/png, read as "
+                f"{image.image_size}x{image.image_size} {mode}"
+            )
+            self.health: dict[str, Any] = {
+                "status": "ok",
+                "model": predictor.path.name,
+                "task": image.task,
+                "input": "image",
+                "image_size": image.image_size,
+                "channels": image.channels,
+                "content_types": list(IMAGE_TYPES),
+                "labels": image.labels,
+            }
+            return
         self.features = predictor.feature_names
+        self.takes = f"features {', '.join(self.features)}"
         if self.encoder is None:
             self.numeric = list(self.features)
         else:
@@ -63,7 +104,7 @@ class PredictionApp:
             if self.encoder is not None
             else {}
         )
-        self.health: dict[str, Any] = {
+        self.health = {
             "status": "ok",
             "model": predictor.path.name,
             "task": self.encoder.task if self.encoder is not None else "regression",
@@ -73,9 +114,6 @@ class PredictionApp:
             self.health["target"] = self.encoder.target
             if self.encoder.task != "regression":
                 self.health["labels"] = self.encoder.labels
-        # Predictor.outputs sets the model's eval flag on every call: one forward at a time
-        # keeps that shared state out of any race; the model is tiny next to JSON and checks.
-        self.lock = threading.Lock()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -114,12 +152,27 @@ class PredictionApp:
             )
         if path == "/health":
             return self.health
+        if self.images:
+            return self.predict_image(_read_image(environ))
         return self.predict(_read_json(environ))
 
     def predict(self, body: Any) -> dict[str, Any]:
         """The answer to one request body (already decoded from JSON)."""
         rows = _rows_of(body)
-        X = self.inputs(rows)
+        return self.answer(self.inputs(rows))
+
+    def predict_image(self, data: bytes) -> dict[str, Any]:
+        """The answer to one picture's bytes, as a classification of one row."""
+        from torchwork.images.read import decode_bytes
+
+        image = self.predictor.image_encoder()
+        # A DataError (not an image, corrupt, too small, a decompression bomb) is a 400.
+        pixels = decode_bytes(data, image.image_size, image.channels, MAX_IMAGE_PIXELS)
+        return self.answer(pixels)
+
+    def answer(self, X: torch.Tensor) -> dict[str, Any]:
+        """The model's outputs for the inputs X, as JSON: the predictions (and for a
+        classifier, each row's class probabilities)."""
         with self.lock:
             outputs = self.predictor.outputs(X)
         if not bool(torch.isfinite(outputs).all()):
@@ -295,21 +348,58 @@ def _floats(values: torch.Tensor) -> list[Any]:
     return [float(str(v)) for v in array.reshape(-1)]
 
 
-def _read_json(environ: dict[str, Any]) -> Any:
-    """The request body, decoded from JSON, after checking its type and size."""
-    kind = environ.get("CONTENT_TYPE", "")
-    if kind.split(";")[0].strip().lower() != "application/json":
-        raise RequestError(
-            415,
-            f"send the rows as JSON with Content-Type: application/json (got {kind[:60] or 'none'})",
-        )
+def _media_type(environ: dict[str, Any]) -> str:
+    """The request's Content-Type without its parameters, in lower case."""
+    return str(environ.get("CONTENT_TYPE", "")).split(";")[0].strip().lower()
+
+
+def _read_body(environ: dict[str, Any], images: bool = False) -> bytes:
+    """The request body's bytes, within the size limit (checked before any is read)."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise RequestError(400, "the Content-Length header is not a number") from None
-    if length > MAX_BODY_BYTES:
-        raise RequestError(413, body_too_large(length))
-    data = environ["wsgi.input"].read(length) if length > 0 else b""
+    if length > body_limit(images):
+        raise RequestError(413, body_too_large(length, images))
+    return environ["wsgi.input"].read(length) if length > 0 else b""
+
+
+def _read_image(environ: dict[str, Any]) -> bytes:
+    """An image model's request body: one picture's bytes, after checking its type and size."""
+    kind = _media_type(environ)
+    if kind not in IMAGE_TYPES:
+        got = str(environ.get("CONTENT_TYPE", ""))[:60]
+        if kind == "application/json":
+            sent = "JSON rows"
+        else:
+            sent = f"a body of type {got}" if got else "a body without a Content-Type"
+        raise RequestError(
+            415,
+            f"this model learned from images and takes a picture, not {sent}: POST one "
+            "picture's bytes as the body with Content-Type: image/jpeg or image/png, e.g. "
+            "curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'",
+        )
+    data = _read_body(environ, images=True)
+    if not data:
+        raise RequestError(400, "the request body is empty: send one picture's bytes")
+    return data
+
+
+def _read_json(environ: dict[str, Any]) -> Any:
+    """The request body, decoded from JSON, after checking its type and size."""
+    kind = environ.get("CONTENT_TYPE", "")
+    if _media_type(environ).startswith("image/"):
+        raise RequestError(
+            415,
+            f"this model learned from rows of a table, not images: send the rows as JSON "
+            f'{{"rows": [...]}} with Content-Type: application/json (got {kind[:60]})',
+        )
+    if _media_type(environ) != "application/json":
+        raise RequestError(
+            415,
+            f"send the rows as JSON with Content-Type: application/json (got {kind[:60] or 'none'})",
+        )
+    data = _read_body(environ)
     if not data.strip():
         raise RequestError(400, 'the request body is empty: send {"rows": [...]}')
     try:
@@ -334,13 +424,20 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-def body_too_large(length: int | None) -> str:
+def body_limit(images: bool) -> int:
+    """The largest request body a model's server reads: rows, or one picture."""
+    return MAX_IMAGE_BYTES if images else MAX_BODY_BYTES
+
+
+def body_too_large(length: int | None, images: bool = False) -> str:
     """The 413 sentence, from the app or from waitress (which may not know the length)."""
     size = f"{length} bytes, more than" if length else "more than"
-    return (
-        f"the request body has {size} the {MAX_BODY_BYTES} bytes allowed: "
-        "send fewer rows per request"
+    fix = (
+        "send the picture smaller (resized, or as a JPEG)"
+        if images
+        else "send fewer rows per request"
     )
+    return f"the request body has {size} the {body_limit(images)} bytes allowed: {fix}"
 
 
 def json_body(body: dict[str, Any]) -> bytes:

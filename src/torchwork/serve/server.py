@@ -16,9 +16,9 @@ from typing import Any
 
 from torchwork.errors import ConfigError
 from torchwork.serve.app import (
-    MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     PredictionApp,
+    body_limit,
     body_too_large,
     json_body,
     make_app,
@@ -52,7 +52,7 @@ def _connection_limit() -> int:
 
 
 @functools.cache
-def _channel_class(request_seconds: int) -> type:
+def _channel_class(request_seconds: int, images: bool = False) -> type:
     """waitress' connection, with a deadline on each request and its own refusals in JSON.
 
     waitress closes a connection only after channel_timeout seconds without a byte, so a
@@ -74,7 +74,7 @@ def _channel_class(request_seconds: int) -> type:
         def execute(self) -> None:
             error = self.request.error
             if error.code == 413:
-                message = body_too_large(self.request.content_length)
+                message = body_too_large(self.request.content_length, images)
             elif error.code == 431:
                 message = (
                     f"the request's headers have more than the {MAX_HEADER_BYTES} bytes "
@@ -152,7 +152,7 @@ class Server:
                 port=port,
                 threads=threads,
                 # waitress refuses larger bodies before reading them (>= this size).
-                max_request_body_size=MAX_BODY_BYTES + 1,
+                max_request_body_size=body_limit(app.images) + 1,
                 max_request_header_size=MAX_HEADER_BYTES + 1,
                 inbuf_overflow=INBUF_BYTES,
                 # waitress counts its own few sockets among these.
@@ -167,7 +167,7 @@ class Server:
             raise ConfigError(
                 f"cannot listen on {host} port {port}: {reason}; choose another --port or --host"
             ) from None
-        channel = _channel_class(request_seconds)
+        channel = _channel_class(request_seconds, app.images)
         for dispatcher in list(self._map.values()):  # one per address `host` stands for
             if isinstance(dispatcher, BaseWSGIServer):
                 dispatcher.channel_class = channel
@@ -237,7 +237,7 @@ def serve(
             "authentication, TLS and per-client limits"
         )
     log(
-        f"Serving {app.predictor.path} ({app.health['task']}; features {', '.join(app.features)}) "
+        f"Serving {app.predictor.path} ({app.health['task']}; {app.takes}) "
         f"at {server.url}: POST /predict, GET /health; Ctrl-C to stop"
     )
     with _sigterm_stops():
