@@ -220,6 +220,7 @@ def digits(tmp_path_factory):
     the run folder `run`, what the run printed)."""
     folder = tmp_path_factory.mktemp("digits")
     write_digits(folder / "digits")
-    result = run_cli("run", "--data", "digits", "--out", "run", cwd=folder)
+    # About 30 s on an idle 2-core machine; a loaded one took six minutes.
+    result = run_cli("run", "--data", "digits", "--out", "run", cwd=folder, timeout=900)
     assert result.returncode == 0, result.stderr
     return folder, result.stdout

@@ -238,6 +238,13 @@ def _resume(
     config.out = str(folder)
     config.validate(stored=True)  # a run that an earlier version started may go on
     done = contents["epoch"]
+    planned = RunConfig.from_dict(contents["config"]).train.epochs
+    if config.train.schedule != "none" and config.train.epochs != planned:
+        log(
+            f"Note: the {config.train.schedule} learning-rate schedule now runs over "
+            f"{config.train.epochs} epochs instead of {planned}: the next epochs' learning "
+            "rates differ from those the first run would have used"
+        )
     if config.train.epochs < done:
         raise RunFolderError(
             f"--epochs {config.train.epochs} is less than the {done} epochs already trained: give --epochs {done} or more"
