@@ -21,6 +21,15 @@ def run_cli(
     )
 
 
+@pytest.fixture(params=["pt2", "onnx"])
+def fmt(request):
+    """Each export format; ONNX skipped where its extra (onnxruntime, onnxscript) is missing."""
+    if request.param == "onnx":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    return request.param
+
+
 @pytest.fixture
 def cli(tmp_path):
     def call(*args: str, **kwargs):

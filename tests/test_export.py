@@ -76,14 +76,6 @@ def run_fresh(artifact, X: np.ndarray, tmp_path) -> tuple[np.ndarray, np.ndarray
     return np.load(tmp_path / "outputs.npy"), np.load(tmp_path / "outputs-one.npy")
 
 
-@pytest.fixture(params=["pt2", "onnx"])
-def fmt(request):
-    if request.param == "onnx":
-        pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnxscript")
-    return request.param
-
-
 @pytest.mark.parametrize("name", ["line", "regression", "binary", "multiclass"])
 def test_export_predicts_what_torchwork_predicts(models, name, fmt, tmp_path, monkeypatch):
     monkeypatch.chdir(models)  # where the runs' data files are, to check on their test rows

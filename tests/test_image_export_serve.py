@@ -61,14 +61,6 @@ def trained(tmp_path_factory):
     }
 
 
-@pytest.fixture(params=["pt2", "onnx"])
-def fmt(request):
-    if request.param == "onnx":
-        pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnxscript")
-    return request.param
-
-
 def pixels_from_sidecar(sidecar: dict, paths) -> np.ndarray:
     """The export's input built with Pillow from the JSON file alone, as another program would."""
     preprocess = sidecar["preprocess"]

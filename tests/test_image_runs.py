@@ -6,8 +6,6 @@ import base64
 import csv
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -466,13 +464,7 @@ def test_the_same_seed_gives_the_same_model_and_augmentation_matters(tw, tmp_pat
 
 def test_nproc_2_trains_an_image_model(tmp_path, subset):
     args = ("--nproc", "2", "--data", str(subset), *FAST, "--out", "r")
-    result = subprocess.run(
-        [sys.executable, "-m", "torchwork", "run", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_cli("run", *args, cwd=tmp_path, timeout=240)
     assert result.returncode == 0, result.stderr
     assert "2 processes" in result.stdout and result.stdout.count("1. Data") == 1
     assert spec(tmp_path / "r")["kind"] == "cnn"
