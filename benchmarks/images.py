@@ -2,7 +2,8 @@
 against scikit-learn's SVC on the digits, side by side in one run.
 
     python benchmarks/images.py [--sets digits,photos] [--epochs 3] [--size 64]
-                                [--classes 10] [--per-class 150] [--hidden 16,32,64]
+                                [--classes 10] [--per-class 150] [--model cnn|tinyvgg]
+                                [--hidden 16,32,64] [--photo-side 256]
                                 [--repeats 3] [--no-accuracy] [--cache DIR] [--runs DIR]
                                 [--out FILE]
 
@@ -356,9 +357,11 @@ def child_torchwork(folder: str, out: str, overrides: str) -> dict:
     }
 
 
-def child_by_hand(folder: str, split_file: str, epochs: str, size: str, hidden: str) -> dict:
-    """The script a practitioner writes with torchvision, around torchwork's model (of the
-    `hidden` widths, a JSON list)."""
+def child_by_hand(
+    folder: str, split_file: str, epochs: str, size: str, hidden: str, kind: str = "cnn"
+) -> dict:
+    """The script a practitioner writes with torchvision, around torchwork's model (`kind`,
+    of the `hidden` widths, a JSON list)."""
     import torch
 
     started = time.perf_counter()
@@ -398,7 +401,7 @@ def child_by_hand(folder: str, split_file: str, epochs: str, size: str, hidden: 
     test_loader = DataLoader(test_data, batch_size=BATCH, num_workers=WORKERS)
     torch.manual_seed(42)
     model = build_model(
-        "cnn",
+        kind,
         in_features=3,
         out_features=len(train_data.classes),
         hidden=json.loads(hidden),
@@ -495,15 +498,21 @@ def split_of(run_dir: Path, file: Path) -> Path:
 
 
 def bench_training(
-    name: str, root: Path, size: int, epochs: int, hidden: list[int] | None, runs: Path
+    name: str,
+    root: Path,
+    size: int,
+    epochs: int,
+    hidden: list[int] | None,
+    runs: Path,
+    kind: str = "cnn",
 ) -> tuple[list[list[str]], dict]:
-    given = {"train.epochs": epochs, "data.image_size": size}
+    given = {"train.epochs": epochs, "data.image_size": size, "model.kind": kind}
     overrides = json.dumps(given if hidden is None else {**given, "model.hidden": hidden})
     ours, our_peak = child("torchwork", str(root), str(runs / f"{name}-speed"), overrides, cwd=runs)
     split = split_of(Path(ours["run_dir"]), runs / f"{name}-split.json")
     widths = json.dumps(ours["hidden"])  # the model torchwork trained, built the same by hand
     theirs, their_peak = child(
-        "by_hand", str(root), str(split), str(epochs), str(size), widths, cwd=runs
+        "by_hand", str(root), str(split), str(epochs), str(size), widths, kind, cwd=runs
     )
     if theirs["train_images"] != ours["train_images"]:
         raise SystemExit(
@@ -597,6 +606,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10, help="classes of photos")
     parser.add_argument("--per-class", type=int, default=150, help="photos of each class")
     parser.add_argument(
+        "--model",
+        default="cnn",
+        choices=("cnn", "tinyvgg"),
+        help="the model both sides train in the speed runs (cnn: torchwork's default)",
+    )
+    parser.add_argument(
         "--hidden",
         help="the CNN's widths for the speed runs, e.g. 32,64,128 (default: torchwork's)",
     )
@@ -639,7 +654,7 @@ def main() -> None:
             print(markdown_table(DECODE_HEADER, decoding[-2:]), "\n", flush=True)
         for name in sets:
             root, size = folders[name]
-            rows, ratio = bench_training(name, root, size, args.epochs, hidden, runs)
+            rows, ratio = bench_training(name, root, size, args.epochs, hidden, runs, args.model)
             training += rows
             ratios.append(ratio)
             print(markdown_table(TRAIN_HEADER, rows), "\n", flush=True)
@@ -663,7 +678,8 @@ def main() -> None:
         "",
         f"2. Training for {args.epochs} epoch{'s' if args.epochs != 1 else ''} (--epochs; "
         f"batches of {BATCH}, AdamW lr {LR}, "
-        f"CNN of widths {ratios[0]['hidden'] if ratios else hidden} ({widths_from}), images "
+        f"{'CNN of widths' if args.model == 'cnn' else 'TinyVGG of channels'} "
+        f"{ratios[0]['hidden'] if ratios else hidden} ({widths_from}), images "
         "trained per second; (x) torchwork / hand-written:",
         "",
         markdown_table(TRAIN_HEADER, training),
