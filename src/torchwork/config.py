@@ -110,9 +110,7 @@ class DataConfig:
     decimal: str = "."  # CSV decimal mark: . or , (as in 3,14)
     encoding: str = "utf-8"  # CSV text encoding, for example latin-1 or cp1252
     split_by_rows: bool = False  # an mlp's default split: more validation rows on small tables
-    image_size: int = (
-        0  # images are resized to this many pixels a side; 0: auto (64, or less for small images)
-    )
+    image_size: int = 0  # images: resized to this many pixels a side; 0: auto (64 or less)
     channels: int = 3  # images: 3 (RGB) or 1 (grey)
     augment: str = "flip"  # images: flip (flips, shifts, small turns), shift (no flips), none
     skip_bad: bool = False  # images: drop files that cannot be read (else they are an error)
