@@ -36,7 +36,7 @@ Three tables:
    Normalize has done that; AdamW (lr 0.003), CrossEntropyLoss,
    the same epochs on the same training images (torchwork's split, read from its
    predictions.csv), then one pass over the test images for their accuracy. torchwork also
-   scores its validation images every epoch, augments with shifts and turns besides flips,
+   scores its validation images every epoch, augments with small shifts besides flips,
    and writes and checks its run folder; the hand-written loop does none of that.
    Each tool runs as its own process. "epoch" is the training images over one epoch's time
    (torchwork: summary.json's training seconds / epochs; by hand: the median epoch, workers

@@ -57,7 +57,7 @@ IMAGE_DEFAULTS: dict[str, Any] = {
     "train.patience": 8,
     "train.schedule": "cosine",
 }
-AUGMENTS = ("flip", "shift", "none")  # flips, shifts and small turns; shifts and turns; none
+AUGMENTS = ("flip", "shift", "none")  # flips and small shifts; shifts alone; none
 SCHEDULES = ("none", "cosine")  # the learning rate: constant, or cosine decay over the epochs
 TABLE_VAL_PATIENCE = 20  # early stopping when a table run asks for a validation split
 MLP_SPLIT = (0.7, 0.1)  # an mlp on a table: training and validation fractions (test stays)
@@ -112,7 +112,7 @@ class DataConfig:
     split_by_rows: bool = False  # an mlp's default split: more validation rows on small tables
     image_size: int = 0  # images: resized to this many pixels a side; 0: auto (64 or less)
     channels: int = 3  # images: 3 (RGB) or 1 (grey)
-    augment: str = "flip"  # images: flip (flips, shifts, small turns), shift (no flips), none
+    augment: str = "flip"  # images: flip (flips, small shifts), shift (no flips), none
     skip_bad: bool = False  # images: drop files that cannot be read (else they are an error)
 
 

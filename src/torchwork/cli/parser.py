@@ -108,7 +108,7 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "--augment",
         "data.augment",
         {"choices": AUGMENTS},
-        "images: flip (random flips, shifts, small turns), shift (no flips: digits, text), none",
+        "images: flip (random flips, small shifts), shift (no flips: text), none",
     ),
     (
         "--skip-bad",
