@@ -330,11 +330,15 @@ class Prepared:
     table: Any = None  # the table itself, when prepare_data was asked to keep it
     files: list[str] | None = None  # images: each row's file, relative to the folder
     pixel_stats: tuple[list[float], list[float]] | None = None  # images: training mean, std
-    image_size: int = 0  # images: the side every image was resized to
 
     @property
     def images(self) -> bool:
         return self.files is not None
+
+    @property
+    def image_size(self) -> int:
+        """Images: the side every image was resized to (the encoder's); 0 for rows."""
+        return getattr(self.encoder, "image_size", 0) if self.images else 0
 
     @property
     def labels(self) -> list[Any]:
@@ -604,5 +608,4 @@ def prepare_images(config: RunConfig, log: Callable[[str], None] = print) -> Pre
         source_rows=len(labels),
         files=files,
         pixel_stats=stats,
-        image_size=size,
     )

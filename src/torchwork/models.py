@@ -301,13 +301,12 @@ MAX_CNN_BLOCKS = 6  # each block but the last halves the picture
 def _parameter_count(
     kind: str, n_in: int, n_out: int, hidden: list[int], task: Task, image_size: int
 ) -> int:
-    """How many numbers a model would hold, found without allocating them."""
-    if registry.MODELS[kind].data == "images":
-        with torch.device("meta"):
-            model = registry.MODELS[kind].load()(n_in, n_out, hidden, task, image_size)
-        return sum(t.numel() for t in model.state_dict().values())
-    sizes = [n_in, *hidden, n_out] if kind == "mlp" else [n_in, n_out]
-    return sum((a + 1) * b for a, b in itertools.pairwise(sizes))
+    """How many numbers a model would hold, found without allocating them (_shapes)."""
+    spec = {"kind": kind, "in_features": n_in, "out_features": n_out, "hidden": hidden}
+    return sum(
+        math.prod(shape)
+        for shape in _shapes({**spec, "task": task, "image_size": image_size}).values()
+    )
 
 
 # The builders registry.MODELS names:
@@ -529,7 +528,7 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
         }[task]
         return f"{name} on {inputs}"
     layers = ", ".join(map(str, s["hidden"]))
-    if s["kind"] in ("tinyvgg", "cnn"):
+    if registry.MODELS[s["kind"]].data == "images":
         side = s["image_size"]
         pictures = f"{'grey' if n == 1 else 'RGB'} images of {side}x{side}"
         if s["kind"] == "tinyvgg":
