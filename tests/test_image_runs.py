@@ -499,3 +499,16 @@ def test_tinyvgg_with_four_channels(tw, tmp_path, subset):
     assert weights["conv_block_1.0.weight"].shape == (4, 3, 3, 3)
     assert weights["classifier.1.weight"].shape == (10, 4 * 4 * 4)  # 16 / 4 = 4 a side
     assert len(read_rows(tmp_path / "vgg" / "predictions.csv")) == 200
+
+
+def test_tinyvgg_trains_at_a_constant_rate_without_early_stopping(subset):
+    from torchwork.config import RunConfig
+
+    def train(**flags):
+        return RunConfig.layered(overrides={"data.path": str(subset), **flags}).train
+
+    cnn, vgg = train(), train(**{"model.kind": "tinyvgg"})
+    assert (cnn.schedule, cnn.patience) == ("cosine", 8)
+    assert (vgg.schedule, vgg.patience) == ("none", 0)
+    given = train(**{"model.kind": "tinyvgg", "train.schedule": "cosine", "train.patience": 3})
+    assert (given.schedule, given.patience) == ("cosine", 3)

@@ -401,7 +401,7 @@ def test_a_run_that_stops_on_convergence_resumes_bit_identical(tmp_path):
     reference = kill_resume.uninterrupted(args, tmp_path)
     s = json.loads((reference / "summary.json").read_text())
     assert s["converged"] and s["epochs_run"] < 100000
-    run, killed = kill_resume.killed_and_resumed(args, tmp_path, "killed", 0.5)
+    run, killed = kill_resume.killed_and_resumed(args, tmp_path, "killed", 0.0)
     assert killed
     assert kill_resume.identical(reference, run) == []
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == s["epochs_run"]

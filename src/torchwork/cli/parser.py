@@ -22,6 +22,7 @@ from torchwork.config import (
     TABLE_DEFAULTS,
     TABLE_VAL_PATIENCE,
     TASKS,
+    TINYVGG_DEFAULTS,
     RunConfig,
     read_toml,
 )
@@ -298,7 +299,7 @@ def _shown_default(field: str, options: dict[str, Any], text: str) -> str:
         return ""
     others = []
     for kind, defaults in (("tables", TABLE_DEFAULTS), ("images", IMAGE_DEFAULTS)):
-        other = _TABLE_WORDS.get(field) if kind == "tables" else None
+        other = (_TABLE_WORDS if kind == "tables" else _IMAGE_WORDS).get(field)
         if other is None and field in defaults and defaults[field] != _default(field):
             other = _plain(defaults[field])
         if options.get("action"):  # an on/off flag: off unless tables or images turn it on
@@ -324,6 +325,13 @@ _TABLE_WORDS = {
 
 def _plain(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# Image defaults that depend on the model (config.TINYVGG_DEFAULTS).
+_IMAGE_WORDS = {
+    name: f"{_plain(IMAGE_DEFAULTS[name])}, tinyvgg {_plain(value) if value else 'off'}"
+    for name, value in TINYVGG_DEFAULTS.items()
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
