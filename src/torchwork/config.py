@@ -25,6 +25,7 @@ LOSSES = ("auto", *registry.LOSSES)  # auto: by the task (registry.AUTO_LOSS)
 SPLITS = ("train", "val", "test")  # the splits of a run's rows, in the order they are used
 TASKS = ("auto", *MODEL_TASKS)  # --task: auto finds it from the target column
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
+MAX_FOLDS = 100  # --folds and --repeats: each is a whole fit
 MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files
 CATEGORICAL = ("auto", "none")
 DECIMALS = (".", ",")
@@ -143,6 +144,8 @@ class TrainConfig:
     log_every: int = 10  # record and print the losses every this many epochs
     eval_every: int = 0  # also compute the test loss every N epochs (0: only when recording)
     seed: int = 42  # seeds model initialisation, shuffling and noise
+    folds: int = 0  # cross-validate over this many folds of train + val before the final fit
+    repeats: int = 1  # fits for each fold (or of the split), each with the next seed
     checkpoint_every: int = 0  # write a resume checkpoint every N epochs; 0: every 30 seconds
     device: str = "auto"  # auto (CUDA when available), cpu, cuda or mps
 
@@ -293,6 +296,18 @@ class RunConfig:
             f"--checkpoint-every must be 0 (every 30 seconds) or more (got {t.checkpoint_every})",
         )
         _check(0 <= t.seed < 2**63, f"--seed must be between 0 and 2**63 - 1 (got {t.seed})")
+        _check(
+            t.folds == 0 or 2 <= t.folds <= MAX_FOLDS,
+            f"--folds must be 0 (off) or from 2 to {MAX_FOLDS} (got {t.folds})",
+        )
+        _check(
+            1 <= t.repeats <= MAX_FOLDS,
+            f"--repeats must be from 1 to {MAX_FOLDS} (got {t.repeats})",
+        )
+        _check(
+            t.seed + t.repeats <= 2**63,
+            f"--seed {t.seed} leaves no room for --repeats {t.repeats}: use a smaller --seed",
+        )
         _check(
             t.device in DEVICES, f"unknown device '{t.device}': use --device {' or '.join(DEVICES)}"
         )

@@ -497,6 +497,32 @@ def stratified_indices(
     return tuple(torch.sort(torch.cat(p)).values for p in parts)  # type: ignore[return-value]
 
 
+def fold_indices(
+    rows: int, folds: int, labels: torch.Tensor | None, seed: int
+) -> list[torch.Tensor]:
+    """Row numbers 0..rows-1 dealt into `folds` disjoint folds that together hold every row
+    once, in a seeded random order; with `labels` (classification) class by class, so that
+    each fold holds every class's rows within one of an equal share. Each fold is sorted.
+
+    >>> [f.tolist() for f in fold_indices(5, 2, None, seed=0)]
+    [[1, 2, 4], [0, 3]]
+    """
+    g = _generator(seed)
+    groups = (
+        [torch.arange(rows)]
+        if labels is None
+        else [torch.nonzero(labels == k).reshape(-1) for k in torch.unique(labels).tolist()]
+    )
+    parts: list[list[torch.Tensor]] = [[] for _ in range(folds)]
+    start = 0  # each class is dealt on from where the last left off: folds stay equal overall
+    for members in groups:
+        members = members[torch.randperm(len(members), generator=g)]
+        for i in range(folds):
+            parts[(start + i) % folds].append(members[i::folds])
+        start = (start + len(members)) % folds
+    return [torch.sort(torch.cat(p)).values for p in parts]
+
+
 def _class_sizes(rows: int, train: float, val: float, test: float) -> tuple[int, int, int]:
     """A class's share of each split: rounded, so that a class of 7 images still gives one
     to the test split at 0.2; the training split keeps at least one."""

@@ -109,6 +109,19 @@ class ImageData(TypedDict, total=False):
     channels: int  # 3 (RGB) or 1 (grey)
 
 
+class CrossValidation(TypedDict):
+    """--folds K and --repeats N: the fits made before the final model, and their spread."""
+
+    folds: int  # 0: no folds, `repeats` fits of the run's own split
+    repeats: int
+    rows: int  # the rows the fits were trained and validated on (train + val with folds)
+    fits: list[dict[str, Any]]  # each: seed, repeat, fold, epochs_run, metrics {val, test}
+    mean: SplitMetrics  # "val" (each fit's own validation rows) and "test": metric -> mean
+    std: SplitMetrics  # the sample standard deviation (n - 1) over the fits
+    seconds: float
+    final_model: str  # what the saved model is: not one of the fits
+
+
 class Summary(TypedDict, total=False):
     """summary.json as `workflow.finish.summary_of` writes it.
 
@@ -136,6 +149,7 @@ class Summary(TypedDict, total=False):
     labels: list[Any]  # classification: the classes in output order
     confusion_matrix: dict[str, list[list[int]]]  # classification: split -> [actual][predicted]
     data: TableData | ImageData
+    cross_validation: CrossValidation  # --folds, --repeats: the fits before the final model
 
 
 # --- Writing ------------------------------------------------------------------------------

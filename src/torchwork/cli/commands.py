@@ -32,6 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.resume:
             # Mistakes are one line here, not one per process after the launch.
             config = config_from_args(args).validate()
+            if config.train.folds or config.train.repeats > 1:
+                raise ConfigError("--folds and --repeats run in one process: drop --nproc")
             if isinstance(config.train.batch_size, int):
                 from torchwork.distributed import check_batch
 

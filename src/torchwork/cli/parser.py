@@ -253,6 +253,19 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         {"type": int},
         "epochs in a row without such an improvement before stopping",
     ),
+    (
+        "--folds",
+        "train.folds",
+        {"type": int},
+        "cross-validate first: K fits, each validated on one of K folds of the train and val "
+        "rows (by class), metrics as mean and spread; the final model as the flags say (0: off)",
+    ),
+    (
+        "--repeats",
+        "train.repeats",
+        {"type": int},
+        "fits of every fold (or of the split, without --folds), seeded --seed, --seed + 1, ...",
+    ),
     ("--log-every", "train.log_every", {"type": int}, "record and print losses every N epochs"),
     (
         "--eval-every",

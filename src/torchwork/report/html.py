@@ -79,6 +79,10 @@ def report_html(run: RunFolder) -> str:
         ("data", "Data", _data_section(run)),
         ("metrics", "Evaluation", _metrics_section(s)),
     ]
+    if isinstance(s.get("cross_validation"), dict):
+        sections.append(
+            ("crossval", "Cross-validation", _cross_validation_section(s["cross_validation"]))
+        )
     parameters = _parameters_section(s)
     if parameters:
         sections.append(("parameters", "Learned parameters", parameters))
@@ -224,6 +228,64 @@ def _metrics_section(s: Summary) -> str:
     elif reference.get("skipped"):
         note = f'<p class="muted">No reference: {_e(str(reference["skipped"]))}.</p>'
     return table + note
+
+
+def _cross_validation_section(cv: dict[str, Any]) -> str:
+    """--folds / --repeats: mean ± standard deviation per split, then every fit's metrics."""
+    mean, std = cv.get("mean") or {}, cv.get("std") or {}
+    fits = [f for f in cv.get("fits") or [] if isinstance(f, dict)]
+    names: list[str] = []
+    for values in mean.values():
+        names += [n for n in values if n not in names]
+    head = "".join(f'<th class="num">{_e(HEADINGS.get(n, n))}</th>' for n in names)
+    rows = "".join(
+        f"<tr><th>{_e(split)}</th>"
+        + "".join(
+            f'<td class="num">{_e(_num(values.get(n), 4))} ± '
+            f"{_e(_num((std.get(split) or {}).get(n), 4))}</td>"
+            for n in names
+        )
+        + "</tr>"
+        for split, values in mean.items()
+    )
+    spread = _scroll(
+        f"<table><thead><tr><th>split</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    )
+    folds, repeats = cv.get("folds") or 0, cv.get("repeats") or 1
+    what = (
+        f"{folds} folds of the {_e(str(cv.get('rows')))} training and validation rows, each fit "
+        "validated (and stopped early, where patience is set) on one fold"
+        if folds
+        else f"{len(fits)} fits of the run's own split"
+    )
+    if repeats > 1 and folds:
+        what += f", {repeats} times with new seeds"
+    note = (
+        f'<p class="muted">{len(fits)} fits: {what}; mean ± sample standard deviation over '
+        f"the fits, in {_e(_num(cv.get('seconds'), 1))} s. The saved model is not one of them: "
+        f"{_e(str(cv.get('final_model', '')))}.</p>"
+    )
+    fit_head = "".join(
+        f'<th class="num">{_e(split)} {_e(HEADINGS.get(n, n))}</th>'
+        for split in mean
+        for n in names
+    )
+    fit_rows = "".join(
+        f"<tr><td>{_e(str(f.get('repeat', '')))}</td><td>{_e(str(f.get('fold', '-')))}</td>"
+        f'<td>{_e(str(f.get("seed", "")))}</td><td class="num">{_e(str(f.get("epochs_run", "")))}</td>'
+        + "".join(
+            f'<td class="num">{_e(_num(((f.get("metrics") or {}).get(split) or {}).get(n), 4))}</td>'
+            for split in mean
+            for n in names
+        )
+        + "</tr>"
+        for f in fits
+    )
+    per_fit = _scroll(
+        '<table><thead><tr><th>repeat</th><th>fold</th><th>seed</th><th class="num">epochs</th>'
+        f"{fit_head}</tr></thead><tbody>{fit_rows}</tbody></table>"
+    )
+    return spread + note + "<details><summary>Every fit</summary>" + per_fit + "</details>"
 
 
 def _parameters_section(s: Summary) -> str:

@@ -181,6 +181,8 @@ def summary_of(
         "seed": config.train.seed,
         "versions": {"torchwork": __version__, "torch": torch.__version__},
     }
+    if session.cross_validation is not None:
+        summary["cross_validation"] = session.cross_validation
     if data.true is not None:
         summary["true"] = data.true
     if data.task != "regression":

@@ -13,11 +13,9 @@ from typing import Any
 import torch
 
 from torchwork import __version__, distributed
-from torchwork.checkpoint import (
-    load_checkpoint,
-)
+from torchwork.checkpoint import load_checkpoint, rng_states, set_rng_states
 from torchwork.config import SPLITS, RunConfig, choose_training
-from torchwork.data import Prepared, prepare_data
+from torchwork.data import prepare_data
 from torchwork.distributed import Group
 from torchwork.engine import TrainState
 from torchwork.errors import (
@@ -25,7 +23,6 @@ from torchwork.errors import (
     TorchworkError,
 )
 from torchwork.fileio import in_background
-from torchwork.models import build_model
 from torchwork.optim import make_loss, make_optimizer
 from torchwork.predict import outputs_of
 from torchwork.runfolder import (
@@ -35,8 +32,9 @@ from torchwork.runfolder import (
     resolve_run_dir,
 )
 from torchwork.workflow.checkpoints import check_resume_fields, restore, tensorboard_writer
+from torchwork.workflow.crossval import cross_validate
 from torchwork.workflow.finish import describe_parameters, file_sha256, finish, images_sha256
-from torchwork.workflow.session import Session, resolve_device
+from torchwork.workflow.session import Session, fresh_model, resolve_device
 from torchwork.workflow.train import train
 
 
@@ -111,24 +109,6 @@ def setup(
     )
 
 
-def fresh_model(config: RunConfig, data: Prepared) -> torch.nn.Module:
-    """The model of step 2 before training, the same every time for a config and data:
-    initialised from the seed; an image model's first layer set to the training images'
-    mean and standard deviation."""
-    torch.manual_seed(config.train.seed)
-    model = build_model(
-        config.model.kind,
-        in_features=data.in_features,
-        out_features=data.encoder.out_features if data.encoder is not None else 1,
-        hidden=config.model.hidden,
-        task=data.task,
-        image_size=data.image_size,
-    )
-    if data.pixel_stats is not None:
-        model.normalize.set(*data.pixel_stats)
-    return model
-
-
 def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Run the whole workflow and return the run folder.
 
@@ -150,6 +130,9 @@ def _run(config: RunConfig, force: bool, log: Callable[[str], None], group: Grou
         log(f"torchrun restarted the processes: resuming {out} from its last checkpoint")
         return _resume(out, {}, log, group)
     session = setup(config, out, log, group)
+    rng = rng_states()
+    session.cross_validation = cross_validate(session, log)  # before anything is written
+    set_rng_states(rng)  # the final model trains as it would without --folds
     if group is None or group.main:
         create_run_dir(out)
     outputs_before = outputs_of(session.model, session.X["test"])
@@ -259,6 +242,7 @@ def _resume(
     outputs_before = outputs_of(initial.to(session.device), session.X["test"])
     state = restore(session, contents)
     session.chosen = dict(contents.get("chosen") or {})
+    session.cross_validation = contents.get("cross_validation")
     if session.main:
         for stale in [*folder.glob(".*.tmp"), *folder.glob(f"{PLOTS}/.*.tmp")]:
             stale.unlink(missing_ok=True)  # left by a process killed mid-write

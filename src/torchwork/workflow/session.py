@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,9 +14,8 @@ from torch import nn
 from torchwork.config import RunConfig
 from torchwork.data import Prepared
 from torchwork.distributed import Group
-from torchwork.errors import (
-    ConfigError,
-)
+from torchwork.errors import ConfigError
+from torchwork.models import build_model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,6 +48,7 @@ class Session:
     fingerprint: Future[str] | None = None  # the data file's sha256, computed on a thread
     group: Group | None = None  # this process's place in a torchrun group, if any
     chosen: dict[str, str] | None = None  # the settings that were auto, and why each was chosen
+    cross_validation: dict[str, Any] | None = None  # --folds, --repeats: summary.json's key
 
     @property
     def data_sha256(self) -> str | None:
@@ -61,3 +62,21 @@ class Session:
     @property
     def sizes(self) -> dict[str, int]:
         return {name: len(rows) for name, rows in self.data.rows.items()}
+
+
+def fresh_model(config: RunConfig, data: Prepared) -> torch.nn.Module:
+    """The model of step 2 before training, the same every time for a config and data:
+    initialised from the seed; an image model's first layer set to the training images'
+    mean and standard deviation."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(
+        config.model.kind,
+        in_features=data.in_features,
+        out_features=data.encoder.out_features if data.encoder is not None else 1,
+        hidden=config.model.hidden,
+        task=data.task,
+        image_size=data.image_size,
+    )
+    if data.pixel_stats is not None:
+        model.normalize.set(*data.pixel_stats)
+    return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,6 +32,22 @@ def augmenter(session: Session) -> Callable[[torch.Tensor, torch.Generator], tor
     from torchwork.images.augment import augment
 
     return lambda images, generator: augment(images, kind, generator)
+
+
+def fit_options(session: Session) -> dict[str, Any]:
+    """The keyword arguments of engine.fit that the run's config sets, the same for the final
+    model and for every fit of --folds / --repeats."""
+    t = session.config.train
+    return {
+        "batch_size": t.batch_size,
+        "patience": t.patience,
+        "tol": t.tol,
+        "tol_epochs": t.tol_epochs,
+        "log_every": t.log_every,
+        "eval_every": t.eval_every,
+        "augment": augmenter(session),
+        "schedule": learning_rate_schedule(t.schedule, t.lr, t.epochs),
+    }
 
 
 def train(
@@ -76,20 +92,13 @@ def train(
                 t.epochs,
                 X_val=X["val"],
                 y_val=y["val"],
-                batch_size=t.batch_size,
-                patience=t.patience,
-                tol=t.tol,
-                tol_epochs=t.tol_epochs,
-                log_every=t.log_every,
-                eval_every=t.eval_every,
                 seed=t.seed,
                 log=log,
                 progress=sys.stderr.isatty(),
                 state=state,
                 on_epoch_end=on_epoch_end,
                 group=session.group,
-                augment=augmenter(session),
-                schedule=learning_rate_schedule(t.schedule, t.lr, t.epochs),
+                **fit_options(session),
             )
         except TrainingDiverged as e:
             if session.main:

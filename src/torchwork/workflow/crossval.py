@@ -1,0 +1,183 @@
+"""Would another split have given another number? `--folds K` fits K models before the final
+one, each validated on one of K folds of the training and validation rows (by class for
+classification) and scored on that fold and on the test split; `--repeats N` does that N
+times with new seeds (without --folds: N fits of the run's own split, each with a new seed).
+Every metric comes back as its mean and standard deviation over the fits.
+
+The data is read and encoded once, for the run: the folds are row numbers into the encoded
+tensors, so a fold's fit costs what a fit costs. The encoder (a table's scaling, an image
+model's pixel statistics) is the run's own, fitted on its training split, so a fold's
+validation rows may have informed the scaling (not the weights); the test split never does.
+The fits are not kept: the final model is trained and saved as the flags say.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from torchwork.data import fold_indices
+from torchwork.engine import fit
+from torchwork.errors import ConfigError
+from torchwork.optim import make_optimizer
+from torchwork.predict import outputs_of, score
+from torchwork.report.text import format_spread
+from torchwork.workflow.session import fresh_model
+from torchwork.workflow.train import fit_options
+
+if TYPE_CHECKING:
+    from torchwork.workflow.session import Session
+
+
+def cross_validate(session: Session, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The fits of --folds and --repeats, as summary.json's `cross_validation`; None when
+    neither is asked for. Raises ConfigError (before anything is written) when a class has
+    fewer rows than folds."""
+    t = session.config.train
+    if not t.folds and t.repeats <= 1:
+        return None
+    if session.group is not None:
+        raise ConfigError("--folds and --repeats run in one process: drop --nproc")
+    data, X, y = session.data, session.X, session.y
+    classification = data.task != "regression"
+    pool = {
+        "X": torch.cat([X["train"], X["val"]]),
+        "y": torch.cat([y["train"], y["val"]]),
+        "y_raw": torch.cat([data.y_raw["train"], data.y_raw["val"]]),
+    }
+    rows = len(pool["X"])
+    if t.folds:
+        _check_folds(t.folds, rows, pool["y_raw"] if classification else None, data.labels)
+        what = (
+            f"{t.folds} folds of the {rows:,} train + val rows"
+            + (" (by class)" if classification else "")
+            + (f", {t.repeats} times" if t.repeats > 1 else "")
+        )
+    else:
+        what = f"{t.repeats} fits of the split, seeds {t.seed} to {t.seed + t.repeats - 1}"
+    log(f"3. Cross-validation: {what}; then the final model")
+    started = time.perf_counter()
+    fits: list[dict[str, Any]] = []
+    for repeat in range(t.repeats):
+        seed = t.seed + repeat
+        if t.folds:
+            labels = pool["y_raw"].reshape(-1) if classification else None
+            folds = fold_indices(rows, t.folds, labels, seed)
+            for k, held in enumerate(folds):
+                kept = torch.cat([f for i, f in enumerate(folds) if i != k])
+                train_part = {name: tensor[kept] for name, tensor in pool.items()}
+                val_part = {name: tensor[held] for name, tensor in pool.items()}
+                fits.append(
+                    _fit(session, seed, train_part, val_part)
+                    | {"repeat": repeat + 1, "fold": k + 1}
+                )
+                _log_fit(fits[-1], t.folds, t.repeats, log)
+        else:
+            train_part = {"X": X["train"], "y": y["train"], "y_raw": data.y_raw["train"]}
+            val_part = {"X": X["val"], "y": y["val"], "y_raw": data.y_raw["val"]}
+            fits.append(_fit(session, seed, train_part, val_part) | {"repeat": repeat + 1})
+            _log_fit(fits[-1], 0, t.repeats, log)
+    seconds = time.perf_counter() - started
+    result = {
+        "folds": t.folds,
+        "repeats": t.repeats,
+        "rows": rows if t.folds else len(X["train"]),
+        "fits": fits,
+        "mean": _over_fits(fits, statistics.fmean),
+        "std": _over_fits(fits, _std),
+        "seconds": seconds,
+        "final_model": "trained on the train split as the flags say; the fits are not kept",
+    }
+    log(format_spread(result))
+    log(f"   {len(fits)} fits in {seconds:.1f} s; now the final model")
+    return result
+
+
+def _check_folds(folds: int, rows: int, labels: torch.Tensor | None, names: list[Any]) -> None:
+    if folds > rows:
+        raise ConfigError(
+            f"--folds {folds} is more than the {rows} train + val rows: use --folds {rows} or fewer"
+        )
+    if labels is None:
+        return
+    counts = torch.bincount(labels.reshape(-1).long(), minlength=len(names))
+    present = [(int(n), k) for k, n in enumerate(counts.tolist()) if n > 0]
+    fewest, k = min(present)
+    if fewest < folds:
+        raise ConfigError(
+            f"--folds {folds} is more than the {fewest} train + val rows of class "
+            f"{str(names[k])[:40]!r}: every fold needs each class; use --folds {fewest} or fewer"
+        )
+
+
+def _fit(
+    session: Session, seed: int, train: dict[str, torch.Tensor], val: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """One fit from a fresh model seeded `seed`; its metrics on `val` and on the test split."""
+    config = copy.deepcopy(session.config)
+    config.train.seed = seed
+    t = config.train
+    model = fresh_model(config, session.data).to(session.device)
+    optimizer = make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum)
+    history = fit(
+        model,
+        train["X"],
+        train["y"],
+        session.X["test"],
+        session.y["test"],
+        session.loss_fn,
+        optimizer,
+        t.epochs,
+        X_val=val["X"],
+        y_val=val["y"],
+        seed=seed,
+        log=None,
+        **fit_options(session),
+    )
+    parts = {"val": val} | (
+        {"test": {"X": session.X["test"], "y_raw": session.data.y_raw["test"]}}
+        if len(session.X["test"])
+        else {}
+    )
+    metrics = {
+        name: score(
+            session.data.task, session.data.encoder, outputs_of(model, part["X"]), part["y_raw"]
+        ).metrics
+        for name, part in parts.items()
+        if len(part["X"])
+    }
+    return {"seed": seed, "epochs_run": history.epochs_run, "metrics": metrics}
+
+
+def _log_fit(one: dict[str, Any], folds: int, repeats: int, log: Callable[[str], None]) -> None:
+    where = f"fold {one['fold']}/{folds}" if folds else "fit"
+    if repeats > 1:
+        where += f", repeat {one['repeat']}/{repeats}"
+    scores = "; ".join(
+        f"{split} {name} {value:.4f}"
+        for split, values in one["metrics"].items()
+        for name, value in list(values.items())[:1]
+    )
+    log(f"   {where} (seed {one['seed']}): {one['epochs_run']} epochs; {scores}")
+
+
+def _std(values: list[float]) -> float:
+    """The sample standard deviation (n - 1); 0 for a single fit."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _over_fits(
+    fits: list[dict[str, Any]], reduce: Callable[[list[float]], float]
+) -> dict[str, dict[str, float]]:
+    """Each split's metrics reduced over the fits that scored that split."""
+    result: dict[str, dict[str, float]] = {}
+    for split in ("val", "test"):
+        scored = [f["metrics"][split] for f in fits if split in f["metrics"]]
+        if scored:
+            result[split] = {name: reduce([m[name] for m in scored]) for name in scored[0]}
+    return result
