@@ -15,6 +15,7 @@ LAYERS = [
     "export",
     "report",
     "runfolder",
+    "importance",
     "predict",
     "checkpoint",
     "engine",

@@ -40,6 +40,12 @@ def r2(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
     return 1.0 - ss_res / ss_tot
 
 
+def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
+    """The share of class indices predicted right; NaN for no rows."""
+    y_pred, y_true = y_pred.reshape(-1), y_true.reshape(-1)
+    return float((y_pred == y_true).double().mean()) if len(y_true) else float("nan")
+
+
 def regression_metrics(y_pred: torch.Tensor, y_true: torch.Tensor) -> dict[str, float]:
     """MAE, MSE, RMSE and R^2 as {"mae": .., "mse": .., "rmse": .., "r2": ..}: the numbers
     of the four functions above, from one pass of conversions and one of errors."""

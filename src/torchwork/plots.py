@@ -162,6 +162,57 @@ def plot_confusion_matrix(
     return fig
 
 
+IMPORTANCE_BARS = 20  # columns drawn, the most important first
+
+
+def plot_importance(
+    importance: dict[str, Any],
+    coefficients: dict[str, Any] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Permutation importance per column (the mean drop in the test metric, with the standard
+    deviation over the shuffles as error bars); beside it, for a linear model, its
+    coefficients in the columns' own units next to the closed-form ones."""
+    import numpy as np
+
+    columns = importance["columns"][:IMPORTANCE_BARS][::-1]  # the largest at the top
+    panels = 2 if coefficients else 1
+    height = max(3.0, 0.35 * max(len(columns), len((coefficients or {}).get("inputs", []))) + 1.5)
+    fig = Figure(figsize=(6.0 * panels, height))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, panels, 1)
+    ticks = np.arange(len(columns))
+    ax.barh(ticks, [c["mean"] for c in columns], xerr=[c["std"] for c in columns], color="C0")
+    ax.set_yticks(ticks, [str(c["column"]) for c in columns])
+    ax.axvline(0.0, color="k", linewidth=1)
+    metric = {"r2": "R²"}.get(importance["metric"], importance["metric"])
+    ax.set_xlabel(f"Drop in test {metric} when the column is shuffled")
+    shown = "" if len(importance["columns"]) <= IMPORTANCE_BARS else f", top {IMPORTANCE_BARS}"
+    ax.set_title(f"Permutation importance ({importance['repeats']} shuffles{shown})")
+    if coefficients:
+        learned = coefficients["learned"]
+        names = learned["inputs"][:IMPORTANCE_BARS][::-1]
+        rows = np.arange(len(names))
+        ax2 = fig.add_subplot(1, panels, 2)
+        weight = np.asarray(learned["weight"][0])[: len(names)][::-1]
+        closed = coefficients.get("closed_form")
+        width = 0.4 if closed else 0.8
+        ax2.barh(rows + (width / 2 if closed else 0), weight, height=width, label="learned")
+        if closed:
+            exact = np.asarray(closed["weight"][0])[: len(names)][::-1]
+            ax2.barh(rows - width / 2, exact, height=width, label="closed-form", color="C1")
+            ax2.legend()
+        ax2.set_yticks(rows, [str(n) for n in names])
+        ax2.axvline(0.0, color="k", linewidth=1)
+        ax2.set_xlabel("Coefficient, in the column's own units")
+        title = "Coefficients" if len(learned["weight"]) == 1 else "Coefficients of the first class"
+        ax2.set_title(title)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> None:
     from torchwork.fileio import atomic_path
 

@@ -38,6 +38,7 @@ PREDICTIONS = "predictions.csv"
 CHECKPOINT_LAST = "checkpoint-last.pt"
 CHECKPOINT_BEST = "checkpoint-best.pt"
 REPORT = "report.html"
+MODEL_CARD = "MODEL_CARD.md"
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
 
@@ -52,6 +53,7 @@ RUN_FILES = (
     CHECKPOINT_LAST,
     CHECKPOINT_BEST,
     REPORT,
+    MODEL_CARD,
 )
 RUN_FOLDERS = (PLOTS, TENSORBOARD)
 # The files `torchwork inspect` can read, in the order it suggests them for a run folder.
@@ -92,6 +94,7 @@ class TableData(TypedDict, total=False):
     """The table a run trained on (absent for the built-in straight line)."""
 
     path: str
+    sha256: str  # of the file as read
     table_rows: int  # the rows of predictions.csv
     target: str
     features: list[str]
@@ -102,6 +105,7 @@ class ImageData(TypedDict, total=False):
     """The folder of images a run trained on."""
 
     path: str
+    sha256: str  # of the files' names, labels and decoded pixels (finish.images_sha256)
     table_rows: int  # the rows of predictions.csv: one per image
     target: str  # "label"
     images: int
@@ -150,6 +154,10 @@ class Summary(TypedDict, total=False):
     confusion_matrix: dict[str, list[list[int]]]  # classification: split -> [actual][predicted]
     data: TableData | ImageData
     cross_validation: CrossValidation  # --folds, --repeats: the fits before the final model
+    importance: dict[str, Any]  # tables: permutation importance on the test split, by column
+    coefficients: dict[str, Any]  # linear: "learned" (and "closed_form") in the columns' units
+    command: str  # the command line that started the run, as typed (when it was one)
+    reproducibility: dict[str, Any]  # torch's settings that decide bit-identical results
 
 
 # --- Writing ------------------------------------------------------------------------------

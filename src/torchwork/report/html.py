@@ -83,6 +83,8 @@ def report_html(run: RunFolder) -> str:
         sections.append(
             ("crossval", "Cross-validation", _cross_validation_section(s["cross_validation"]))
         )
+    if isinstance(s.get("importance"), dict):
+        sections.append(("importance", "Which inputs matter", _importance_section(s)))
     parameters = _parameters_section(s)
     if parameters:
         sections.append(("parameters", "Learned parameters", parameters))
@@ -286,6 +288,53 @@ def _cross_validation_section(cv: dict[str, Any]) -> str:
         f"{fit_head}</tr></thead><tbody>{fit_rows}</tbody></table>"
     )
     return spread + note + "<details><summary>Every fit</summary>" + per_fit + "</details>"
+
+
+def _importance_section(s: Summary) -> str:
+    """Permutation importance per column; a linear model's coefficients in raw units."""
+    importance = s["importance"]
+    metric = HEADINGS.get(importance.get("metric", ""), importance.get("metric", ""))
+    rows = "".join(
+        f'<tr><th>{_e(str(c.get("column")))}</th><td class="num">{_e(_num(c.get("mean"), 4))}'
+        f" ± {_e(_num(c.get('std'), 4))}</td></tr>"
+        for c in importance.get("columns") or []
+        if isinstance(c, dict)
+    )
+    html = _scroll(
+        f'<table><thead><tr><th>column</th><th class="num">drop in test {_e(metric)}</th></tr>'
+        f"</thead><tbody>{rows}</tbody></table>"
+    ) + (
+        f'<p class="muted">Each column shuffled {_e(str(importance.get("repeats")))} times across '
+        f"{_e(str(importance.get('rows')))} test rows (a text column's inputs together): the "
+        f"mean drop in {_e(metric)} from {_e(_num(importance.get('baseline'), 4))}, ± the "
+        "standard deviation over the shuffles. The picture is plots/importance.png.</p>"
+    )
+    coefficients = s.get("coefficients") or {}
+    learned = coefficients.get("learned") or {}
+    if learned.get("inputs"):
+        closed = coefficients.get("closed_form") or {}
+        head = "<th>input</th>" + "".join(
+            f'<th class="num">{_e(label)}</th>'
+            for label in ["learned", *(["closed-form"] if closed else [])]
+        )
+        body = ""
+        names = [*learned["inputs"], "(bias)"]
+        for i, name in enumerate(names):
+            values = [learned] + ([closed] if closed else [])
+            cells = "".join(
+                f'<td class="num">{_e(_num(_coefficient(v, i), 6))}</td>' for v in values
+            )
+            body += f"<tr><th>{_e(str(name))}</th>{cells}</tr>"
+        html += "<h3>Coefficients, in the columns' own units</h3>" + _scroll(
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
+    return html
+
+
+def _coefficient(values: dict[str, Any], i: int) -> Any:
+    """Input i's coefficient for the first output, or the bias past the last input."""
+    weight = (values.get("weight") or [[]])[0]
+    return weight[i] if i < len(weight) else (values.get("bias") or [None])[0]
 
 
 def _parameters_section(s: Summary) -> str:

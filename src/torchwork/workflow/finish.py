@@ -3,6 +3,7 @@ files and check that they load, and write the run folder."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from torchwork.runfolder import (
     CHECKPOINT_LAST,
     CONFIG,
     METRICS,
+    MODEL_CARD,
     MODEL_FILES,
     MODEL_PTH,
     PLOTS,
@@ -52,6 +54,8 @@ class Evaluation:
     outputs: dict[str, torch.Tensor]  # raw model outputs on each split
     scores: dict[str, Score]
     reference: dict[str, Any]  # what the reference scored on each split (empty when skipped)
+    importance: dict[str, Any] | None = None  # tables: permutation importance on the test split
+    coefficients: dict[str, Any] | None = None  # a linear model's, in the columns' own units
 
 
 def finish(
@@ -94,11 +98,51 @@ def evaluate(
             "closed-form" if data.task == "regression" else "majority",
         )
     )
+    importance, coefficients = inputs_that_matter(session, reference_summary, log)
     if config.plots:
         draw_plots(
             out / PLOTS, data, history, outputs_before, outputs.get("test"), scores.get("test")
         )
-    return Evaluation(used, outputs, scores, reference_summary)
+        if importance is not None:
+            from torchwork.plots import plot_importance
+
+            plot_importance(importance, coefficients, path=out / PLOTS / "importance.png")
+    return Evaluation(used, outputs, scores, reference_summary, importance, coefficients)
+
+
+def inputs_that_matter(
+    session: Session, reference: dict[str, Any], log: Callable[[str], None]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A table model's permutation importance on the test split, and a linear model's
+    coefficients in the columns' own units beside the closed-form ones (importance.py)."""
+    data, model = session.data, session.model
+    if data.images or data.encoder is None or not len(data.X["test"]):
+        return None, None
+    from torchwork.importance import permutation_importance, raw_coefficients
+
+    importance = permutation_importance(
+        model,
+        data.X["test"],
+        data.y_raw["test"],
+        data.task,
+        data.encoder,
+        session.config.train.seed,
+    )
+    top = ", ".join(f"{c['column']} {c['mean']:.4f}" for c in importance["columns"][:5])
+    metric = {"r2": "R^2"}.get(importance["metric"], importance["metric"])
+    more = f" (of {len(importance['columns'])})" if len(importance["columns"]) > 5 else ""
+    log(f"   Importance, the drop in test {metric} with a column shuffled: {top}{more}")
+    coefficients = None
+    if session.config.model.kind == "linear":
+        layer = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        scaled = data.task == "regression" and data.encoder.scale_target
+        coefficients = {"learned": raw_coefficients(layer.weight, layer.bias, data.encoder, scaled)}
+        if "weight" in reference:
+            exact = torch.tensor(reference["weight"]).reshape(1, -1)
+            coefficients["closed_form"] = raw_coefficients(
+                exact, torch.tensor(reference["bias"]), data.encoder, target_scaled=False
+            )
+    return importance, coefficients
 
 
 def save_and_verify(
@@ -147,10 +191,12 @@ def write_run_folder(
         write_predictions(out / PREDICTIONS, data, evaluation.outputs)
         written.append(PREDICTIONS)
     write_json(out / SUMMARY, summary_of(session, history, seconds, evaluation))
+    from torchwork.report.card import write_model_card
     from torchwork.report.html import write_report
 
     write_report(out)
-    written.append(REPORT)
+    write_model_card(out)
+    written += [REPORT, MODEL_CARD]
     log(f"6. Run folder: {out} ({', '.join(written)}{f', {PLOTS}/' if config.plots else ''})")
 
 
@@ -179,10 +225,17 @@ def summary_of(
         "seconds": seconds,
         "device": str(session.device),
         "seed": config.train.seed,
-        "versions": {"torchwork": __version__, "torch": torch.__version__},
+        "versions": versions(),
+        "reproducibility": reproducibility(),
     }
+    if command_line():
+        summary["command"] = command_line()
     if session.cross_validation is not None:
         summary["cross_validation"] = session.cross_validation
+    if evaluation.importance is not None:
+        summary["importance"] = evaluation.importance
+    if evaluation.coefficients is not None:
+        summary["coefficients"] = evaluation.coefficients
     if data.true is not None:
         summary["true"] = data.true
     if data.task != "regression":
@@ -191,6 +244,7 @@ def summary_of(
     if data.images:
         summary["data"] = {
             "path": config.data.path,
+            "sha256": session.data_sha256 or "",
             "table_rows": data.source_rows,  # the rows of predictions.csv: one per image
             "target": "label",
             "images": data.source_rows,
@@ -200,6 +254,7 @@ def summary_of(
     elif data.encoder is not None:
         summary["data"] = {
             "path": config.data.path,
+            "sha256": session.data_sha256 or "",
             "table_rows": data.source_rows,  # the rows of predictions.csv
             "target": data.encoder.target,
             "features": data.encoder.feature_names,
@@ -207,6 +262,41 @@ def summary_of(
             "inputs": data.encoder.input_names,
         }
     return summary
+
+
+def versions() -> dict[str, str]:
+    """The versions that decide a run's numbers: torchwork, torch, Python and the libraries
+    that read the data."""
+    import platform
+    from importlib import metadata
+
+    found = {"torchwork": __version__, "torch": torch.__version__}
+    for package in ("numpy", "pyarrow", "safetensors", "pillow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[package] = metadata.version(package)
+    return found | {"python": platform.python_version(), "platform": platform.platform()}
+
+
+def reproducibility() -> dict[str, Any]:
+    """torch's settings that decide whether the same config and seed give the same bits."""
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def command_line() -> str:
+    """The command that started this process, when it was `torchwork ...`; else empty."""
+    import shlex
+    import sys
+
+    started = Path(sys.argv[0])  # the torchwork script, or torchwork/__main__.py (python -m)
+    if started.name != "torchwork" and started.parts[-2:] != ("torchwork", "__main__.py"):
+        return ""
+    return shlex.join(["torchwork", *sys.argv[1:]])
 
 
 LEARNED_MAX = 20_000  # numbers summary.json lists one by one; a CNN's are in its model file
