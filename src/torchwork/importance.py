@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from torchwork.tables.encode import TableEncoder
 
 REPEATS = 5  # shuffles of each column
-MAX_ROWS = 100_000  # test rows shuffled: a seeded sample of a larger split
+MAX_ROWS = 100_000  # test rows shuffled: a seeded sample of a larger split...
+MAX_WORK = 2e9  # ...and of fewer on a wide table: rows x inputs x shuffles of all columns
+MIN_ROWS = 2_000  # but never fewer than this (or the split's own)
 
 
 def input_groups(encoder: TableEncoder) -> list[tuple[str, slice]]:
@@ -52,8 +54,11 @@ def permutation_importance(
     `importance`: {metric, split, repeats, rows, baseline, columns: [{column, mean, std,
     drops}]}, the columns from the most to the least important."""
     g = torch.Generator().manual_seed(seed)
-    if len(X) > MAX_ROWS:
-        keep = torch.sort(torch.randperm(len(X), generator=g)[:MAX_ROWS]).values
+    groups = input_groups(encoder)
+    work = len(groups) * repeats * max(1, X.shape[1])
+    most = min(MAX_ROWS, max(MIN_ROWS, int(MAX_WORK // work)))
+    if len(X) > most:
+        keep = torch.sort(torch.randperm(len(X), generator=g)[:most]).values
         X, y_raw = X[keep], y_raw[keep]
     metric = metric_of(task)
 
@@ -68,7 +73,7 @@ def permutation_importance(
     baseline = measured(X)
     X = X.clone()  # shuffled one column at a time in place, then put back
     columns = []
-    for name, inputs in input_groups(encoder):
+    for name, inputs in groups:
         drops = []
         original = X[:, inputs].clone()
         for _ in range(repeats):
