@@ -16,6 +16,7 @@ LAYERS = [
     "report",
     "runfolder",
     "importance",
+    "intervals",
     "predict",
     "checkpoint",
     "engine",

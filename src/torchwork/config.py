@@ -158,6 +158,7 @@ class RunConfig:
     out: str = ""  # run folder; empty = a new timestamped folder under runs/
     plots: bool = True  # draw the PNG pictures
     reference: bool = True  # compute the closed-form (or majority-class) reference
+    interval: float = 0.0  # regression: split-conformal prediction intervals at this coverage
     tensorboard: bool = False  # also log the losses for TensorBoard, in <run>/tensorboard
 
     def validate(self, stored: bool = False) -> RunConfig:
@@ -296,6 +297,15 @@ class RunConfig:
             f"--checkpoint-every must be 0 (every 30 seconds) or more (got {t.checkpoint_every})",
         )
         _check(0 <= t.seed < 2**63, f"--seed must be between 0 and 2**63 - 1 (got {t.seed})")
+        _check(
+            math.isfinite(self.interval) and 0 <= self.interval < 1,
+            f"--interval must be a coverage between 0 and 1, such as 0.9 (got {self.interval})",
+        )
+        _check(
+            not self.interval or d.val > 0,
+            "--interval is fitted on a validation split: add --val, for example "
+            "--train 0.6 --val 0.2",
+        )
         _check(
             t.folds == 0 or 2 <= t.folds <= MAX_FOLDS,
             f"--folds must be 0 (off) or from 2 to {MAX_FOLDS} (got {t.folds})",

@@ -420,8 +420,11 @@ def raw_inputs(encoder: TableEncoder, table: Any, source: str = "the input") -> 
 def sidecar_contents(
     encoder: TableEncoder, export_name: str, pipeline: ExportPipeline, notes: list[str]
 ) -> dict[str, Any]:
-    """The preprocessing the graph cannot hold, as plain JSON."""
-    return {
+    """The preprocessing the graph cannot hold, as plain JSON (with --interval, the
+    split-conformal bounds: `interval` [level, half-width], lower and upper = output ∓
+    half-width)."""
+    interval = {"interval": encoder.interval} if encoder.interval else {}
+    return interval | {
         "format": SIDECAR_FORMAT,
         "format_version": SIDECAR_VERSION,
         "export": export_name,

@@ -89,7 +89,8 @@ def prediction_columns(encoder: TableEncoder, outputs: torch.Tensor) -> dict[str
 
     decoded = encoder.decode(outputs)
     if encoder.task == "regression":
-        return {"prediction": arrow.from_numpy(decoded["prediction"].numpy())}
+        # with --interval, also "lower" and "upper": the split-conformal bounds
+        return {name: arrow.from_numpy(values.numpy()) for name, values in decoded.items()}
     columns = {"prediction": arrow.labelled(decoded["index"].numpy(), encoder.labels)}
     probabilities = decoded["probabilities"].numpy()
     for j, label in enumerate(encoder.labels):

@@ -290,6 +290,14 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "skip the closed-form (or majority-class) reference",
     ),
     (
+        "--interval",
+        "interval",
+        {"type": float, "metavar": "LEVEL"},
+        "regression: prediction intervals that hold the true value with this probability, "
+        "such as 0.9 (split-conformal, fitted on --val; predict writes lower and upper) "
+        "(default: off)",
+    ),
+    (
         "--tensorboard",
         "tensorboard",
         {"action": "store_const", "const": True},

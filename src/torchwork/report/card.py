@@ -131,6 +131,9 @@ def _metrics(s: dict[str, Any]) -> str:
             method = "closed-form" if s.get("task") == "regression" else "majority class"
             rows.append([split, method] + [_num(reference[split].get(n)) for n in names])
     lines.append(_table(["split", "model", *[HEADINGS.get(n, n) for n in names]], rows))
+    interval = s.get("interval")
+    if isinstance(interval, dict):
+        lines += ["", _interval_line(interval)]
     cv = s.get("cross_validation")
     lines.append("")
     if isinstance(cv, dict) and cv.get("mean"):
@@ -163,6 +166,17 @@ def _metrics(s: dict[str, Any]) -> str:
             "splits and gives every metric a mean and a standard deviation."
         )
     return "\n".join(lines)
+
+
+def _interval_line(interval: dict[str, Any]) -> str:
+    """--interval, in one sentence: the bounds and how often they held on the test split."""
+    covered = interval.get("test_coverage")
+    held = f"; on the test split they held {covered:.1%} of the true values" if covered else ""
+    return (
+        f"Prediction intervals: prediction ± {_num(interval.get('half_width'))} for "
+        f"{interval.get('level', 0):.0%} coverage (split-conformal, fitted on the "
+        f"{interval.get('val_rows')} validation rows){held}."
+    )
 
 
 def _not_tested(s: dict[str, Any], flat: dict[str, Any]) -> str:

@@ -229,6 +229,16 @@ def _metrics_section(s: Summary) -> str:
         note = f'<p class="muted">{note}.</p>'
     elif reference.get("skipped"):
         note = f'<p class="muted">No reference: {_e(str(reference["skipped"]))}.</p>'
+    interval = s.get("interval")
+    if isinstance(interval, dict):
+        covered, level = interval.get("test_coverage"), float(interval.get("level") or 0)
+        note += (
+            f"<p>Prediction intervals: prediction ± {_e(_num(interval.get('half_width'), 4))} "
+            f"for {level:.0%} coverage (split-conformal, fitted on "
+            f"the {_e(str(interval.get('val_rows')))} validation rows)"
+            + (f"; test coverage {_e(f'{covered:.1%}')}" if isinstance(covered, float) else "")
+            + ".</p>"
+        )
     return table + note
 
 

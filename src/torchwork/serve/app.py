@@ -186,7 +186,10 @@ class PredictionApp:
             return {"predictions": _floats(outputs.reshape(-1))}
         decoded = self.encoder.decode(outputs)
         if self.encoder.task == "regression":
-            return {"predictions": _floats(decoded["prediction"])}
+            answer = {"predictions": _floats(decoded["prediction"])}
+            if "lower" in decoded:  # --interval: the split-conformal bounds
+                answer |= {"lower": _floats(decoded["lower"]), "upper": _floats(decoded["upper"])}
+            return answer
         labels = [str(label) for label in self.encoder.labels]
         return {
             "predictions": self.encoder.labels_of(decoded["index"]),

@@ -64,6 +64,8 @@ class TableEncoder:
     labels: list[Any] = field(default_factory=list)  # class labels, in output order
     target_mean: float = 0.0  # regression target standardization
     target_std: float = 1.0
+    # regression with --interval: [level, half-width in the target's units] (intervals.py)
+    interval: list[float] = field(default_factory=list)
 
     @classmethod
     def fit(
@@ -274,6 +276,9 @@ class TableEncoder:
             values = outputs.reshape(-1)
             if self.scale_target:
                 values = values * self.target_std + self.target_mean
+            if self.interval:
+                width = self.interval[1]
+                return {"prediction": values, "lower": values - width, "upper": values + width}
             return {"prediction": values}
         return decode_classes(outputs, self.task)
 
@@ -297,6 +302,7 @@ class TableEncoder:
                 list(raw.get("labels", [])),
                 float(raw.get("target_mean", 0.0)),
                 float(raw.get("target_std", 1.0)),
+                [float(v) for v in raw.get("interval", [])],
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"the stored preprocessing is incomplete or malformed: {e}") from None
@@ -322,6 +328,14 @@ class TableEncoder:
             return "a column name appears twice"
         if self.task not in ("regression", "binary", "multiclass"):
             return f"unknown task {self.task!r}"
+        if self.interval and not (
+            self.task == "regression"
+            and len(self.interval) == 2
+            and 0 < self.interval[0] < 1
+            and math.isfinite(self.interval[1])
+            and self.interval[1] >= 0
+        ):
+            return "interval must be [level between 0 and 1, half-width >= 0] of a regression"
         for f in self.features:
             if f.kind == "numeric":
                 if (

@@ -56,6 +56,7 @@ class Evaluation:
     reference: dict[str, Any]  # what the reference scored on each split (empty when skipped)
     importance: dict[str, Any] | None = None  # tables: permutation importance on the test split
     coefficients: dict[str, Any] | None = None  # a linear model's, in the columns' own units
+    interval: dict[str, Any] | None = None  # --interval: its level, half-width, test coverage
 
 
 def finish(
@@ -98,6 +99,7 @@ def evaluate(
             "closed-form" if data.task == "regression" else "majority",
         )
     )
+    interval = fit_interval(session, scores, log)
     importance, coefficients = inputs_that_matter(session, reference_summary, log)
     if config.plots:
         draw_plots(
@@ -107,7 +109,40 @@ def evaluate(
             from torchwork.plots import plot_importance
 
             plot_importance(importance, coefficients, path=out / PLOTS / "importance.png")
-    return Evaluation(used, outputs, scores, reference_summary, importance, coefficients)
+    return Evaluation(used, outputs, scores, reference_summary, importance, coefficients, interval)
+
+
+def fit_interval(
+    session: Session, scores: dict[str, Score], log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """--interval: the split-conformal half-width on the validation split, stored in the
+    encoder (so the model file, predict, serve and exports carry it), and its coverage of
+    the test split."""
+    level, data = session.config.interval, session.data
+    if not level:
+        return None
+    from torchwork.intervals import coverage, half_width
+
+    width = half_width(scores["val"].predictions, data.y_raw["val"], level)
+    data.encoder.interval = [level, width]
+    result = {
+        "level": level,
+        "half_width": width,
+        "fitted_on": "val",
+        "val_rows": session.sizes["val"],
+    }
+    if "test" in scores:
+        result["test_coverage"] = coverage(scores["test"].predictions, data.y_raw["test"], width)
+    covered = (
+        f"; {result['test_coverage']:.1%} of the {session.sizes['test']} test rows inside"
+        if "test_coverage" in result
+        else ""
+    )
+    log(
+        f"   Interval: prediction ± {width:.6g} for {level:.0%} coverage (split-conformal, "
+        f"fitted on the {session.sizes['val']} validation rows){covered}"
+    )
+    return result
 
 
 def inputs_that_matter(
@@ -236,6 +271,8 @@ def summary_of(
         summary["importance"] = evaluation.importance
     if evaluation.coefficients is not None:
         summary["coefficients"] = evaluation.coefficients
+    if evaluation.interval is not None:
+        summary["interval"] = evaluation.interval
     if data.true is not None:
         summary["true"] = data.true
     if data.task != "regression":

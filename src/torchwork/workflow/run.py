@@ -23,6 +23,7 @@ from torchwork.errors import (
     TorchworkError,
 )
 from torchwork.fileio import in_background
+from torchwork.intervals import check_interval
 from torchwork.optim import make_loss, make_optimizer
 from torchwork.predict import outputs_of
 from torchwork.runfolder import (
@@ -64,6 +65,9 @@ def setup(
     for note in notes:
         log(note)
     log(f"   Split: {shown}{' (shuffled)' if d.shuffle else ''}")
+    check_interval(
+        config.interval, data.task, sizes["val"], data.encoder is not None and not data.images
+    )
 
     # 2. Model, loss function, optimizer
     loss_fn = make_loss(t.loss, data.task)
