@@ -17,6 +17,7 @@ LAYERS = [
     "runfolder",
     "importance",
     "intervals",
+    "calibration",
     "predict",
     "checkpoint",
     "engine",

@@ -159,6 +159,7 @@ class RunConfig:
     plots: bool = True  # draw the PNG pictures
     reference: bool = True  # compute the closed-form (or majority-class) reference
     interval: float = 0.0  # regression: split-conformal prediction intervals at this coverage
+    calibrate: bool = False  # classification: temperature scaling fitted on the validation split
     tensorboard: bool = False  # also log the losses for TensorBoard, in <run>/tensorboard
 
     def validate(self, stored: bool = False) -> RunConfig:
@@ -304,6 +305,11 @@ class RunConfig:
         _check(
             not self.interval or d.val > 0,
             "--interval is fitted on a validation split: add --val, for example "
+            "--train 0.6 --val 0.2",
+        )
+        _check(
+            not self.calibrate or d.val > 0,
+            "--calibrate is fitted on a validation split: add --val, for example "
             "--train 0.6 --val 0.2",
         )
         _check(

@@ -96,6 +96,7 @@ class ExportPipeline(nn.Module):
         self.scale_target = table is not None and table.scale_target
         self.target_mean = float(table.target_mean) if table is not None else 0.0
         self.target_std = float(table.target_std) if table is not None else 1.0
+        self.temperature = float(getattr(encoder, "temperature", 1.0))  # --calibrate
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         # The same float32 operations, in the same order, as TableEncoder.transform and
@@ -103,6 +104,8 @@ class ExportPipeline(nn.Module):
         if self.scale_inputs:
             X = (X - self.mean) / self.std
         outputs = self.model(X)
+        if self.temperature != 1.0:
+            outputs = outputs / self.temperature
         if self.task == "binary":
             p = torch.sigmoid(outputs)
             return torch.cat([1 - p, p], dim=1)

@@ -213,6 +213,41 @@ def plot_importance(
     return fig
 
 
+def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None) -> Figure:
+    """The reliability diagram: accuracy against confidence per bin of the top class's
+    probability, before and after temperature scaling; a calibrated model lies on the
+    diagonal."""
+    diagram = calibration["reliability"]
+    fig = Figure(figsize=(6.0, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="k", linestyle="--", linewidth=1, label="calibrated")
+    scores = calibration["splits"][diagram["split"]]
+    for when, marker in (("before", "o"), ("after", "s")):
+        points = [
+            (c, a)
+            for c, a in zip(diagram[when]["confidence"], diagram[when]["accuracy"], strict=True)
+            if c is not None
+        ]
+        ece = scores[f"ece_{when}"]
+        label = (
+            f"{when} (ECE {ece:.3f})"
+            if when == "before"
+            else (f"after, T = {calibration['temperature']:.3g} (ECE {ece:.3f})")
+        )
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("Confidence (probability of the predicted class)")
+    ax.set_ylabel("Accuracy")
+    ax.set_title(f"Reliability ({diagram['split']} data)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> None:
     from torchwork.fileio import atomic_path
 

@@ -157,6 +157,7 @@ class Summary(TypedDict, total=False):
     importance: dict[str, Any]  # tables: permutation importance on the test split, by column
     coefficients: dict[str, Any]  # linear: "learned" (and "closed_form") in the columns' units
     interval: dict[str, Any]  # --interval: level, half_width, fitted_on, val_rows, test_coverage
+    calibration: dict[str, Any]  # --calibrate: temperature, splits' ECE and Brier, reliability
     command: str  # the command line that started the run, as typed (when it was one)
     reproducibility: dict[str, Any]  # torch's settings that decide bit-identical results
 

@@ -290,6 +290,13 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "skip the closed-form (or majority-class) reference",
     ),
     (
+        "--calibrate",
+        "calibrate",
+        {"action": "store_const", "const": True},
+        "classification: scale the logits by one temperature fitted on --val, so that the "
+        "class probabilities mean what they say (ECE and Brier score before and after)",
+    ),
+    (
         "--interval",
         "interval",
         {"type": float, "metavar": "LEVEL"},

@@ -8,6 +8,7 @@ exported with its graph, so the model takes plain pixels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ class ImageEncoder:
     image_size: int  # every image is resized to image_size x image_size
     channels: int  # 3: RGB; 1: grey
     target: str = "label"  # the column that names the class, in predictions and evaluation
+    temperature: float = 1.0  # --calibrate: the logits are divided by it (calibration.py)
 
     @property
     def in_features(self) -> int:
@@ -43,13 +45,16 @@ class ImageEncoder:
 
     def decode(self, outputs: torch.Tensor) -> dict[str, Any]:
         """Logits to {"index", "probabilities"}, as a table classifier's (metrics.decode_classes)."""
-        return decode_classes(outputs, self.task)
+        return decode_classes(outputs, self.task, self.temperature)
 
     def labels_of(self, index: torch.Tensor) -> list[Any]:
         return [self.labels[i] for i in index.tolist()]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        # --calibrate's temperature only where there is one: an export's graph applies it
+        # already, and an uncalibrated model's record stays what it was.
+        calibrated = {"temperature": self.temperature} if self.temperature != 1.0 else {}
+        return calibrated | {
             "kind": KIND,
             "task": self.task,
             "labels": list(self.labels),
@@ -66,6 +71,7 @@ class ImageEncoder:
         """The preprocessing stored in a model file, every field checked."""
         labels, task = raw.get("labels"), raw.get("task")
         size, channels = raw.get("image_size"), raw.get("channels")
+        temperature = raw.get("temperature", 1.0)
         if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
             problem = "labels must be a list of class names"
         elif task not in ("binary", "multiclass"):
@@ -80,8 +86,14 @@ class ImageEncoder:
             problem = f"image_size must be {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} (got {size!r:.40})"
         elif channels not in (1, 3) or isinstance(channels, bool):
             problem = f"channels must be 1 or 3 (got {channels!r:.40})"
+        elif (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not (math.isfinite(temperature) and temperature > 0)
+        ):
+            problem = f"temperature must be a positive number (got {temperature!r:.40})"
         else:
-            return cls(list(labels), task, size, channels)
+            return cls(list(labels), task, size, channels, temperature=float(temperature))
         raise DataError(f"the stored image preprocessing is malformed: {problem}")
 
 

@@ -223,7 +223,19 @@ def _not_tested(s: dict[str, Any], flat: dict[str, Any]) -> str:
         lines.append(f"- x outside [{flat.get('data.start')}, {flat.get('data.end')}).")
     if not isinstance(s.get("importance"), dict):
         lines.append("- Which inputs matter: not measured (no test rows, or not a table).")
-    lines.append("- Whether its probabilities are calibrated: not measured by this version.")
+    calibration = s.get("calibration")
+    if isinstance(calibration, dict):
+        split = (calibration.get("reliability") or {}).get("split", "test")
+        scores = (calibration.get("splits") or {}).get(split) or {}
+        lines.append(
+            f"- Probabilities calibrated by temperature {_num(calibration.get('temperature'))} "
+            f"(fitted on the {calibration.get('val_rows')} validation rows): {split} expected "
+            f"calibration error {_num(scores.get('ece_before'))} -> {_num(scores.get('ece_after'))}, "
+            f"Brier score {_num(scores.get('brier_before'))} -> {_num(scores.get('brier_after'))}; "
+            "on other data they may be off again."
+        )
+    elif s.get("task") in ("binary", "multiclass"):
+        lines.append("- Whether its probabilities are calibrated: not measured (`--calibrate`).")
     return "\n".join(lines)
 
 

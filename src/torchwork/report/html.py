@@ -229,6 +229,19 @@ def _metrics_section(s: Summary) -> str:
         note = f'<p class="muted">{note}.</p>'
     elif reference.get("skipped"):
         note = f'<p class="muted">No reference: {_e(str(reference["skipped"]))}.</p>'
+    calibration = s.get("calibration")
+    if isinstance(calibration, dict):
+        split = (calibration.get("reliability") or {}).get("split", "test")
+        cal = (calibration.get("splits") or {}).get(split) or {}
+        note += (
+            f"<p>Calibrated: the logits divided by the temperature "
+            f"{_e(_num(calibration.get('temperature'), 4))}, fitted on the "
+            f"{_e(str(calibration.get('val_rows')))} validation rows; {_e(split)} expected "
+            f"calibration error {_e(_num(cal.get('ece_before'), 4))} → "
+            f"{_e(_num(cal.get('ece_after'), 4))}, Brier score "
+            f"{_e(_num(cal.get('brier_before'), 4))} → {_e(_num(cal.get('brier_after'), 4))} "
+            "(plots/reliability.png).</p>"
+        )
     interval = s.get("interval")
     if isinstance(interval, dict):
         covered, level = interval.get("test_coverage"), float(interval.get("level") or 0)

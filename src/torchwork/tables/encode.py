@@ -66,6 +66,7 @@ class TableEncoder:
     target_std: float = 1.0
     # regression with --interval: [level, half-width in the target's units] (intervals.py)
     interval: list[float] = field(default_factory=list)
+    temperature: float = 1.0  # classification with --calibrate: logits / temperature
 
     @classmethod
     def fit(
@@ -280,7 +281,7 @@ class TableEncoder:
                 width = self.interval[1]
                 return {"prediction": values, "lower": values - width, "upper": values + width}
             return {"prediction": values}
-        return decode_classes(outputs, self.task)
+        return decode_classes(outputs, self.task, self.temperature)
 
     def labels_of(self, index: torch.Tensor) -> list[Any]:
         """Class indices as the labels they stand for."""
@@ -303,6 +304,7 @@ class TableEncoder:
                 float(raw.get("target_mean", 0.0)),
                 float(raw.get("target_std", 1.0)),
                 [float(v) for v in raw.get("interval", [])],
+                float(raw.get("temperature", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"the stored preprocessing is incomplete or malformed: {e}") from None
@@ -328,6 +330,10 @@ class TableEncoder:
             return "a column name appears twice"
         if self.task not in ("regression", "binary", "multiclass"):
             return f"unknown task {self.task!r}"
+        if not (math.isfinite(self.temperature) and self.temperature > 0) or (
+            self.temperature != 1.0 and self.task == "regression"
+        ):
+            return "temperature must be a positive number, of a classifier"
         if self.interval and not (
             self.task == "regression"
             and len(self.interval) == 2

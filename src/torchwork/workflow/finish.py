@@ -57,6 +57,7 @@ class Evaluation:
     importance: dict[str, Any] | None = None  # tables: permutation importance on the test split
     coefficients: dict[str, Any] | None = None  # a linear model's, in the columns' own units
     interval: dict[str, Any] | None = None  # --interval: its level, half-width, test coverage
+    calibration: dict[str, Any] | None = None  # --calibrate: the temperature, ECE, Brier
 
 
 def finish(
@@ -100,16 +101,64 @@ def evaluate(
         )
     )
     interval = fit_interval(session, scores, log)
+    calibration = fit_calibration(session, outputs, log)
     importance, coefficients = inputs_that_matter(session, reference_summary, log)
     if config.plots:
         draw_plots(
             out / PLOTS, data, history, outputs_before, outputs.get("test"), scores.get("test")
         )
+        if calibration is not None:
+            from torchwork.plots import plot_reliability
+
+            plot_reliability(calibration, path=out / PLOTS / "reliability.png")
         if importance is not None:
             from torchwork.plots import plot_importance
 
             plot_importance(importance, coefficients, path=out / PLOTS / "importance.png")
-    return Evaluation(used, outputs, scores, reference_summary, importance, coefficients, interval)
+    return Evaluation(
+        used, outputs, scores, reference_summary, importance, coefficients, interval, calibration
+    )
+
+
+def fit_calibration(
+    session: Session, outputs: dict[str, torch.Tensor], log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """--calibrate: the temperature fitted on the validation split, stored in the encoder
+    (so the model file, predict, serve and exports apply it), with the expected calibration
+    error and Brier score of every split before and after, and the test split's (else the
+    validation split's) reliability table."""
+    if not session.config.calibrate:
+        return None
+    from torchwork.calibration import calibration_scores, fit_temperature, reliability
+    from torchwork.metrics import decode_classes
+
+    data, task = session.data, session.data.task
+    temperature = fit_temperature(outputs["val"], data.y_raw["val"], task)
+    data.encoder.temperature = temperature
+    splits = {
+        name: calibration_scores(outputs[name], data.y_raw[name], task, temperature)
+        for name in outputs
+    }
+    shown = "test" if "test" in outputs else "val"
+    diagram = {
+        when: reliability(
+            decode_classes(outputs[shown], task, t)["probabilities"], data.y_raw[shown]
+        )
+        for when, t in (("before", 1.0), ("after", temperature))
+    }
+    scores = splits[shown]
+    log(
+        f"   Calibration: temperature {temperature:.4g} (fitted on the {session.sizes['val']} "
+        f"validation rows); {shown} ECE {scores['ece_before']:.4f} -> {scores['ece_after']:.4f}, "
+        f"Brier {scores['brier_before']:.4f} -> {scores['brier_after']:.4f}"
+    )
+    return {
+        "temperature": temperature,
+        "fitted_on": "val",
+        "val_rows": session.sizes["val"],
+        "splits": splits,
+        "reliability": {"split": shown} | diagram,
+    }
 
 
 def fit_interval(
@@ -273,6 +322,8 @@ def summary_of(
         summary["coefficients"] = evaluation.coefficients
     if evaluation.interval is not None:
         summary["interval"] = evaluation.interval
+    if evaluation.calibration is not None:
+        summary["calibration"] = evaluation.calibration
     if data.true is not None:
         summary["true"] = data.true
     if data.task != "regression":

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from torchwork import __version__, distributed
+from torchwork.calibration import check_calibrate
 from torchwork.checkpoint import load_checkpoint, rng_states, set_rng_states
 from torchwork.config import SPLITS, RunConfig, choose_training
 from torchwork.data import prepare_data
@@ -65,6 +66,7 @@ def setup(
     for note in notes:
         log(note)
     log(f"   Split: {shown}{' (shuffled)' if d.shuffle else ''}")
+    check_calibrate(config.calibrate, data.task, sizes["val"])
     check_interval(
         config.interval, data.task, sizes["val"], data.encoder is not None and not data.images
     )
