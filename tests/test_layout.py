@@ -18,6 +18,7 @@ LAYERS = [
     "importance",
     "intervals",
     "calibration",
+    "decision",
     "predict",
     "checkpoint",
     "engine",

@@ -25,6 +25,7 @@ LOSSES = ("auto", *registry.LOSSES)  # auto: by the task (registry.AUTO_LOSS)
 SPLITS = ("train", "val", "test")  # the splits of a run's rows, in the order they are used
 TASKS = ("auto", *MODEL_TASKS)  # --task: auto finds it from the target column
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
+THRESHOLD_METRICS = ("f1", "accuracy")  # what --threshold auto may maximise
 MAX_FOLDS = 100  # --folds and --repeats: each is a whole fit
 MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files
 CATEGORICAL = ("auto", "none")
@@ -144,6 +145,7 @@ class TrainConfig:
     log_every: int = 10  # record and print the losses every this many epochs
     eval_every: int = 0  # also compute the test loss every N epochs (0: only when recording)
     seed: int = 42  # seeds model initialisation, shuffling and noise
+    class_weight: str = ""  # classification: balanced, or label=weight,... in the loss
     folds: int = 0  # cross-validate over this many folds of train + val before the final fit
     repeats: int = 1  # fits for each fold (or of the split), each with the next seed
     checkpoint_every: int = 0  # write a resume checkpoint every N epochs; 0: every 30 seconds
@@ -160,6 +162,8 @@ class RunConfig:
     reference: bool = True  # compute the closed-form (or majority-class) reference
     interval: float = 0.0  # regression: split-conformal prediction intervals at this coverage
     calibrate: bool = False  # classification: temperature scaling fitted on the validation split
+    threshold: float | str = 0.5  # binary: positive at this probability; auto: best on val
+    threshold_metric: str = "f1"  # what --threshold auto maximises on the validation split
     tensorboard: bool = False  # also log the losses for TensorBoard, in <run>/tensorboard
 
     def validate(self, stored: bool = False) -> RunConfig:
@@ -307,6 +311,27 @@ class RunConfig:
             "--interval is fitted on a validation split: add --val, for example "
             "--train 0.6 --val 0.2",
         )
+        _check(
+            self.threshold == "auto"
+            or (
+                isinstance(self.threshold, (int, float))
+                and not isinstance(self.threshold, bool)
+                and 0 < self.threshold < 1
+            ),
+            "--threshold must be auto or a probability between 0 and 1, such as 0.3 "
+            f"(got {self.threshold})",
+        )
+        _check(
+            self.threshold_metric in THRESHOLD_METRICS,
+            f"--threshold-metric must be {' or '.join(THRESHOLD_METRICS)} "
+            f"(got {str(self.threshold_metric)[:40]!r})",
+        )
+        _check(
+            self.threshold != "auto" or d.val > 0,
+            "--threshold auto is chosen on a validation split: add --val, for example "
+            "--train 0.6 --val 0.2",
+        )
+        _check(not _class_weight_problem(t.class_weight), _class_weight_problem(t.class_weight))
         _check(
             not self.calibrate or d.val > 0,
             "--calibrate is fitted on a validation split: add --val, for example "
@@ -538,6 +563,24 @@ def _known_encoding(name: str) -> bool:
         return codecs.lookup(name)._is_text_encoding  # rot13 or zlib are codecs, not encodings
     except (LookupError, ValueError):  # ValueError: a name with a NUL character
         return False
+
+
+def _class_weight_problem(spec: str) -> str:
+    """What is wrong with --class-weight's syntax ("" when nothing is), before data is read."""
+    if spec in ("", "balanced"):
+        return ""
+    for part in spec.split(","):
+        label, sep, value = part.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not label.strip() or not (math.isfinite(number) and number > 0):
+            return (
+                "--class-weight must be balanced or label=weight pairs such as yes=3,no=1 "
+                f"with weights above 0 (got {spec[:60]!r})"
+            )
+    return ""
 
 
 def _check(ok: bool, message: str) -> None:

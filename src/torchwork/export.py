@@ -427,6 +427,8 @@ def sidecar_contents(
     split-conformal bounds: `interval` [level, half-width], lower and upper = output ∓
     half-width)."""
     interval = {"interval": encoder.interval} if encoder.interval else {}
+    if encoder.threshold != 0.5:  # --threshold: the graph gives probabilities, not classes
+        interval["threshold"] = encoder.threshold
     return interval | {
         "format": SIDECAR_FORMAT,
         "format_version": SIDECAR_VERSION,

@@ -121,16 +121,20 @@ def classification_metrics(
 
 
 def decode_classes(
-    outputs: torch.Tensor, task: str, temperature: float = 1.0
+    outputs: torch.Tensor, task: str, temperature: float = 1.0, threshold: float = 0.5
 ) -> dict[str, torch.Tensor]:
     """A classifier's logits as {"index": the predicted class [rows], "probabilities":
     [rows, classes]}: one logit through a sigmoid for two classes (the positive class at
     probability 0.5 or more), a softmax over one logit per class for more; the logits
-    divided by `temperature` first where it is not 1 (--calibrate: calibration.py)."""
+    divided by `temperature` first where it is not 1 (--calibrate: calibration.py); a binary
+    row is positive at probability `threshold` or more (--threshold: decision.py)."""
     outputs = outputs.detach().cpu()
     if temperature != 1.0:
         outputs = outputs / temperature
     if task == "binary":
         p = torch.sigmoid(outputs.reshape(-1))
-        return {"index": (p >= 0.5).long(), "probabilities": torch.stack([1 - p, p], dim=1)}
+        return {
+            "index": (p >= threshold).long(),
+            "probabilities": torch.stack([1 - p, p], dim=1),
+        }
     return {"index": outputs.argmax(dim=1), "probabilities": torch.softmax(outputs, dim=1)}

@@ -158,6 +158,8 @@ class Summary(TypedDict, total=False):
     coefficients: dict[str, Any]  # linear: "learned" (and "closed_form") in the columns' units
     interval: dict[str, Any]  # --interval: level, half_width, fitted_on, val_rows, test_coverage
     calibration: dict[str, Any]  # --calibrate: temperature, splits' ECE and Brier, reliability
+    class_weights: dict[str, float]  # --class-weight: each class's weight in the loss
+    threshold: dict[str, Any]  # --threshold: value, chosen_by (metric, val_metric for auto)
     command: str  # the command line that started the run, as typed (when it was one)
     reproducibility: dict[str, Any]  # torch's settings that decide bit-identical results
 

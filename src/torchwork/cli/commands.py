@@ -34,6 +34,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             config = config_from_args(args).validate()
             if config.train.folds or config.train.repeats > 1:
                 raise ConfigError("--folds and --repeats run in one process: drop --nproc")
+            if config.train.class_weight:
+                raise ConfigError("--class-weight runs in one process: drop --nproc")
             if isinstance(config.train.batch_size, int):
                 from torchwork.distributed import check_batch
 

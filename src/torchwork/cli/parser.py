@@ -22,6 +22,7 @@ from torchwork.config import (
     TABLE_DEFAULTS,
     TABLE_VAL_PATIENCE,
     TASKS,
+    THRESHOLD_METRICS,
     TINYVGG_DEFAULTS,
     RunConfig,
     read_toml,
@@ -288,6 +289,26 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "reference",
         {"action": "store_const", "const": False},
         "skip the closed-form (or majority-class) reference",
+    ),
+    (
+        "--class-weight",
+        "train.class_weight",
+        {"metavar": "WEIGHTS"},
+        "classification: weigh the classes in the loss, balanced (rows / (classes x the "
+        "class's rows)) or label=weight pairs such as yes=3,no=1 (default: none)",
+    ),
+    (
+        "--threshold",
+        "threshold",
+        {"type": _or_auto(float)},
+        "binary: the probability of the second class above which a row is that class; auto: "
+        "the one with the best --threshold-metric on --val",
+    ),
+    (
+        "--threshold-metric",
+        "threshold_metric",
+        {"choices": THRESHOLD_METRICS},
+        "what --threshold auto maximises on the validation split",
     ),
     (
         "--calibrate",

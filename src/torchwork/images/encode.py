@@ -34,6 +34,7 @@ class ImageEncoder:
     channels: int  # 3: RGB; 1: grey
     target: str = "label"  # the column that names the class, in predictions and evaluation
     temperature: float = 1.0  # --calibrate: the logits are divided by it (calibration.py)
+    threshold: float = 0.5  # binary: positive at this probability or more (decision.py)
 
     @property
     def in_features(self) -> int:
@@ -45,7 +46,7 @@ class ImageEncoder:
 
     def decode(self, outputs: torch.Tensor) -> dict[str, Any]:
         """Logits to {"index", "probabilities"}, as a table classifier's (metrics.decode_classes)."""
-        return decode_classes(outputs, self.task, self.temperature)
+        return decode_classes(outputs, self.task, self.temperature, self.threshold)
 
     def labels_of(self, index: torch.Tensor) -> list[Any]:
         return [self.labels[i] for i in index.tolist()]
@@ -54,6 +55,8 @@ class ImageEncoder:
         # --calibrate's temperature only where there is one: an export's graph applies it
         # already, and an uncalibrated model's record stays what it was.
         calibrated = {"temperature": self.temperature} if self.temperature != 1.0 else {}
+        if self.threshold != 0.5:
+            calibrated["threshold"] = self.threshold
         return calibrated | {
             "kind": KIND,
             "task": self.task,
@@ -71,7 +74,7 @@ class ImageEncoder:
         """The preprocessing stored in a model file, every field checked."""
         labels, task = raw.get("labels"), raw.get("task")
         size, channels = raw.get("image_size"), raw.get("channels")
-        temperature = raw.get("temperature", 1.0)
+        temperature, threshold = raw.get("temperature", 1.0), raw.get("threshold", 0.5)
         if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
             problem = "labels must be a list of class names"
         elif task not in ("binary", "multiclass"):
@@ -92,8 +95,19 @@ class ImageEncoder:
             or not (math.isfinite(temperature) and temperature > 0)
         ):
             problem = f"temperature must be a positive number (got {temperature!r:.40})"
+        elif (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not 0 < threshold < 1
+            or (threshold != 0.5 and task != "binary")
+        ):
+            problem = (
+                f"threshold must be between 0 and 1, of a binary model (got {threshold!r:.40})"
+            )
         else:
-            return cls(list(labels), task, size, channels, temperature=float(temperature))
+            return cls(
+                list(labels), task, size, channels, "label", float(temperature), float(threshold)
+            )
         raise DataError(f"the stored image preprocessing is malformed: {problem}")
 
 

@@ -134,6 +134,18 @@ def _metrics(s: dict[str, Any]) -> str:
     interval = s.get("interval")
     if isinstance(interval, dict):
         lines += ["", _interval_line(interval)]
+    decided = []
+    if isinstance(s.get("class_weights"), dict):
+        weights = ", ".join(f"`{k}` {_num(v)}" for k, v in s["class_weights"].items())
+        decided.append(f"the classes weighed in the loss ({weights})")
+    if isinstance(s.get("threshold"), dict):
+        positive = (s.get("labels") or ["", "?"])[-1]
+        decided.append(
+            f"a row is `{positive}` at probability {s['threshold'].get('value')} or more "
+            f"(chosen by {s['threshold'].get('chosen_by')})"
+        )
+    if decided:
+        lines += ["", "Decision rule: " + "; ".join(decided) + "."]
     cv = s.get("cross_validation")
     lines.append("")
     if isinstance(cv, dict) and cv.get("mean"):

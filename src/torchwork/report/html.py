@@ -229,6 +229,16 @@ def _metrics_section(s: Summary) -> str:
         note = f'<p class="muted">{note}.</p>'
     elif reference.get("skipped"):
         note = f'<p class="muted">No reference: {_e(str(reference["skipped"]))}.</p>'
+    if isinstance(s.get("threshold"), dict):
+        positive = (s.get("labels") or ["", "?"])[-1]
+        note += (
+            f"<p>Threshold: a row is <code>{_e(str(positive))}</code> at probability "
+            f"{_e(str(s['threshold'].get('value')))} or more (chosen by "
+            f"{_e(str(s['threshold'].get('chosen_by')))}).</p>"
+        )
+    if isinstance(s.get("class_weights"), dict):
+        weights = ", ".join(f"{k} {_num(v, 4)}" for k, v in s["class_weights"].items())
+        note += f"<p>Class weights in the loss: {_e(weights)}.</p>"
     calibration = s.get("calibration")
     if isinstance(calibration, dict):
         split = (calibration.get("reliability") or {}).get("split", "test")

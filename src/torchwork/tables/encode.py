@@ -67,6 +67,7 @@ class TableEncoder:
     # regression with --interval: [level, half-width in the target's units] (intervals.py)
     interval: list[float] = field(default_factory=list)
     temperature: float = 1.0  # classification with --calibrate: logits / temperature
+    threshold: float = 0.5  # binary: positive at this probability or more (--threshold)
 
     @classmethod
     def fit(
@@ -281,7 +282,7 @@ class TableEncoder:
                 width = self.interval[1]
                 return {"prediction": values, "lower": values - width, "upper": values + width}
             return {"prediction": values}
-        return decode_classes(outputs, self.task, self.temperature)
+        return decode_classes(outputs, self.task, self.temperature, self.threshold)
 
     def labels_of(self, index: torch.Tensor) -> list[Any]:
         """Class indices as the labels they stand for."""
@@ -305,6 +306,7 @@ class TableEncoder:
                 float(raw.get("target_std", 1.0)),
                 [float(v) for v in raw.get("interval", [])],
                 float(raw.get("temperature", 1.0)),
+                float(raw.get("threshold", 0.5)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"the stored preprocessing is incomplete or malformed: {e}") from None
@@ -334,6 +336,8 @@ class TableEncoder:
             self.temperature != 1.0 and self.task == "regression"
         ):
             return "temperature must be a positive number, of a classifier"
+        if not 0 < self.threshold < 1 or (self.threshold != 0.5 and self.task != "binary"):
+            return "threshold must be a probability between 0 and 1, of a binary classifier"
         if self.interval and not (
             self.task == "regression"
             and len(self.interval) == 2

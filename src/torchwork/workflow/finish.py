@@ -58,6 +58,7 @@ class Evaluation:
     coefficients: dict[str, Any] | None = None  # a linear model's, in the columns' own units
     interval: dict[str, Any] | None = None  # --interval: its level, half-width, test coverage
     calibration: dict[str, Any] | None = None  # --calibrate: the temperature, ECE, Brier
+    threshold: dict[str, Any] | None = None  # --threshold: the value and how it was chosen
 
 
 def finish(
@@ -84,6 +85,11 @@ def evaluate(
     used = [name for name in SPLITS if session.sizes[name]]
     X = session.X
     outputs = {name: outputs_of(model, X[name]) for name in used}
+    # The decision rule first (--calibrate, --threshold), so that every score is the model's
+    # as saved; their lines are said after the metrics.
+    notes: list[str] = []
+    calibration = fit_calibration(session, outputs, notes.append)
+    threshold = fit_threshold(session, outputs, notes.append)
     scores = {
         name: score(data.task, data.encoder, outputs[name], data.y_raw[name]) for name in used
     }
@@ -100,8 +106,9 @@ def evaluate(
             "closed-form" if data.task == "regression" else "majority",
         )
     )
+    for note in notes:
+        log(note)
     interval = fit_interval(session, scores, log)
-    calibration = fit_calibration(session, outputs, log)
     importance, coefficients = inputs_that_matter(session, reference_summary, log)
     if config.plots:
         draw_plots(
@@ -116,8 +123,48 @@ def evaluate(
 
             plot_importance(importance, coefficients, path=out / PLOTS / "importance.png")
     return Evaluation(
-        used, outputs, scores, reference_summary, importance, coefficients, interval, calibration
+        used,
+        outputs,
+        scores,
+        reference_summary,
+        importance,
+        coefficients,
+        interval,
+        calibration,
+        threshold,
     )
+
+
+def fit_threshold(
+    session: Session, outputs: dict[str, torch.Tensor], log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """--threshold: a binary model's decision threshold, given or chosen on the validation
+    split (--threshold auto, for --threshold-metric), stored in the encoder."""
+    config, data = session.config, session.data
+    if config.threshold == 0.5:
+        return None
+    if config.threshold == "auto":
+        from torchwork.decision import choose_threshold
+
+        probabilities = data.encoder.decode(outputs["val"])["probabilities"]
+        value, best = choose_threshold(probabilities, data.y_raw["val"], config.threshold_metric)
+        result = {
+            "value": value,
+            "chosen_by": f"the best validation {config.threshold_metric}",
+            "metric": config.threshold_metric,
+            "val_metric": best,
+        }
+        log(
+            f"   Threshold: {value:g} (the best validation {config.threshold_metric} of 0.01 to "
+            f"0.99: {best:.4f}); rows at that probability of '{data.labels[1]}' or more are "
+            f"'{data.labels[1]}'"
+        )
+    else:
+        value = float(config.threshold)
+        result = {"value": value, "chosen_by": "--threshold"}
+        log(f"   Threshold: {value:g} (--threshold) for '{data.labels[1]}'")
+    data.encoder.threshold = value
+    return result
 
 
 def fit_calibration(
@@ -324,6 +371,12 @@ def summary_of(
         summary["interval"] = evaluation.interval
     if evaluation.calibration is not None:
         summary["calibration"] = evaluation.calibration
+    if evaluation.threshold is not None:
+        summary["threshold"] = evaluation.threshold
+    weights = getattr(session.loss_fn, "weight", None)  # CrossEntropyLoss(weight=...)
+    weights = getattr(session.loss_fn, "weights", weights)  # decision.WeightedBCEWithLogitsLoss
+    if weights is not None:
+        summary["class_weights"] = dict(zip(map(str, data.labels), weights.tolist(), strict=True))
     if data.true is not None:
         summary["true"] = data.true
     if data.task != "regression":

@@ -17,6 +17,7 @@ from torchwork.calibration import check_calibrate
 from torchwork.checkpoint import load_checkpoint, rng_states, set_rng_states
 from torchwork.config import SPLITS, RunConfig, choose_training
 from torchwork.data import prepare_data
+from torchwork.decision import check_threshold, class_weights, weighted
 from torchwork.distributed import Group
 from torchwork.engine import TrainState
 from torchwork.errors import (
@@ -67,12 +68,19 @@ def setup(
         log(note)
     log(f"   Split: {shown}{' (shuffled)' if d.shuffle else ''}")
     check_calibrate(config.calibrate, data.task, sizes["val"])
+    check_threshold(config.threshold, data.task)
+    weights = class_weights(t.class_weight, data.task, data.labels, data.y_raw["train"])
+    if weights is not None:
+        log(
+            "   Class weights in the loss: "
+            + ", ".join(f"{label} {w:.4g}" for label, w in zip(data.labels, weights, strict=True))
+        )
     check_interval(
         config.interval, data.task, sizes["val"], data.encoder is not None and not data.images
     )
 
     # 2. Model, loss function, optimizer
-    loss_fn = make_loss(t.loss, data.task)
+    loss_fn = weighted(make_loss(t.loss, data.task), weights).to(device)
     chosen = choose_training(config, sizes["train"])
     model = fresh_model(config, data)
     log(
