@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -233,3 +234,47 @@ def digits(tmp_path_factory):
     result = run_cli("run", "--data", "digits", "--out", "run", cwd=folder, timeout=900)
     assert result.returncode == 0, result.stderr
     return folder, result.stdout
+
+
+@pytest.fixture(scope="session")
+def small_table_files(tmp_path_factory) -> Path:
+    """small_tables(rows=300) as binary.csv, multiclass.csv and regression.csv in one folder."""
+    folder = tmp_path_factory.mktemp("small-tables")
+    for name, columns in small_tables(rows=300).items():
+        write_csv(folder / f"{name}.csv", columns)
+    return folder
+
+
+def write_mixed_table(path: Path) -> Path:
+    """300 rows of a number `a`, a two-class text column `kind` and a numeric `y`: a table
+    that is a regression, a classification or neither, by the flags, for the error cases."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    write_csv(
+        path,
+        {"a": rng.normal(size=300), "kind": rng.choice(["x", "y"], 300), "y": rng.normal(size=300)},
+    )
+    return path
+
+
+def serve_answer(model: Path, rows: list[dict]) -> dict:
+    """What `torchwork serve` answers to POST /predict {"rows": rows}, from its WSGI app."""
+    import io
+
+    from torchwork.serve.app import make_app
+
+    body = json.dumps({"rows": rows}).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/predict",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    statuses: list[str] = []
+    answer = json.loads(
+        b"".join(make_app(model)(environ, lambda status, _: statuses.append(status)))
+    )
+    assert statuses and statuses[0].startswith("200"), (statuses, answer)
+    return answer

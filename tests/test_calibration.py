@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, write_csv
+from conftest import assert_one_line_error, run_cli, serve_answer, write_csv, write_mixed_table
 from torchwork.calibration import brier, expected_calibration_error, fit_temperature
 from torchwork.metrics import decode_classes
 
@@ -97,17 +97,7 @@ def test_calibrate_lowers_the_ece_of_an_overconfident_model(tmp_path, noisy):
         [float(in_run[i]) for i in used], abs=1e-6
     )
 
-    from torchwork.serve.app import make_app
-
-    body = json.dumps({"rows": [{"a": 2.0, "b": 1.0, "c": 0.0, "d": 0.0}]}).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/predict",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-    }
-    answer = json.loads(b"".join(make_app(model)(environ, lambda *_: None)))
+    answer = serve_answer(model, [{"a": 2.0, "b": 1.0, "c": 0.0, "d": 0.0}])
     p_yes = answer["probabilities"][0]["yes"]
     logit = _logit(model, [2.0, 1.0, 0.0, 0.0])
     assert p_yes == pytest.approx(
@@ -188,10 +178,6 @@ def test_calibrate_on_images(tw, tmp_path):
     ],
 )
 def test_bad_calibrate_is_one_line_that_writes_nothing(tw, tmp_path, flags, message):
-    rng = np.random.default_rng(1)
-    write_csv(
-        tmp_path / "t.csv",
-        {"a": rng.normal(size=300), "kind": rng.choice(["x", "y"], 300), "y": rng.normal(size=300)},
-    )
+    write_mixed_table(tmp_path / "t.csv")
     assert_one_line_error(tw("run", *flags, "--out", "bad"), message)
     assert not (tmp_path / "bad").exists()

@@ -11,16 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_one_line_error, small_tables, write_csv, write_digits
+from conftest import assert_one_line_error, write_csv, write_digits
 from torchwork.data import fold_indices
-
-
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("cv-tables")
-    for name, columns in small_tables(rows=300).items():
-        write_csv(folder / f"{name}.csv", columns)
-    return folder
 
 
 def summary(folder: Path) -> dict:
@@ -59,8 +51,8 @@ def test_stratified_folds_hold_each_class_within_one_of_equal(seed):
 # --- runs ----------------------------------------------------------------------------------
 
 
-def test_folds_give_every_metric_a_mean_and_spread(tw, tmp_path, tables):
-    args = ("--data", str(tables / "multiclass.csv"), "--no-plots", "--seed", "3")
+def test_folds_give_every_metric_a_mean_and_spread(tw, tmp_path, small_table_files):
+    args = ("--data", str(small_table_files / "multiclass.csv"), "--no-plots", "--seed", "3")
     code, out, err = tw("run", *args, "--folds", "4", "--out", "cv")
     assert code == 0, err
     cv = summary(tmp_path / "cv")["cross_validation"]
@@ -98,10 +90,10 @@ def test_folds_give_every_metric_a_mean_and_spread(tw, tmp_path, tables):
     assert summary(tmp_path / "again")["cross_validation"]["fits"] == cv["fits"]
 
 
-def test_repeats_without_folds_refit_the_split_with_new_seeds(tw, tmp_path, tables):
+def test_repeats_without_folds_refit_the_split_with_new_seeds(tw, tmp_path, small_table_files):
     args = (
         "--data",
-        str(tables / "regression.csv"),
+        str(small_table_files / "regression.csv"),
         "--no-plots",
         "--train",
         "0.6",
@@ -120,8 +112,8 @@ def test_repeats_without_folds_refit_the_split_with_new_seeds(tw, tmp_path, tabl
     assert "3 fits of the split, seeds 42 to 44" in out
 
 
-def test_repeated_folds_and_the_report(tw, tmp_path, tables):
-    args = ("--data", str(tables / "binary.csv"), "--folds", "3", "--repeats", "2")
+def test_repeated_folds_and_the_report(tw, tmp_path, small_table_files):
+    args = ("--data", str(small_table_files / "binary.csv"), "--folds", "3", "--repeats", "2")
     code, _, err = tw("run", *args, "--out", "both")
     assert code == 0, err
     cv = summary(tmp_path / "both")["cross_validation"]
@@ -146,8 +138,8 @@ def test_folds_on_images(tw, tmp_path):
     assert cv["rows"] == 10 * (12 - round(0.2 * 12))  # every image but the test ones
 
 
-def test_a_resumed_run_keeps_its_cross_validation(tw, tmp_path, tables):
-    args = ("--data", str(tables / "binary.csv"), "--no-plots", "--epochs", "5")
+def test_a_resumed_run_keeps_its_cross_validation(tw, tmp_path, small_table_files):
+    args = ("--data", str(small_table_files / "binary.csv"), "--no-plots", "--epochs", "5")
     code, _, err = tw("run", *args, "--folds", "2", "--optimizer", "adam", "--out", "cv")
     assert code == 0, err
     before = summary(tmp_path / "cv")["cross_validation"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, write_csv
+from conftest import assert_one_line_error, run_cli, serve_answer, write_csv
 from torchwork.decision import WeightedBCEWithLogitsLoss, choose_threshold, class_weights
 
 
@@ -113,18 +113,7 @@ def test_an_auto_threshold_is_chosen_on_validation_and_applied_everywhere(tmp_pa
     evaluated = run_cli("evaluate", "--model", str(model), "--data", str(rare), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
 
-    from torchwork.serve.app import make_app
-
-    rows = [{"a": 0.9, "b": 0.5, "c": 0.0}, {"a": -1.0, "b": -1.0, "c": 0.0}]
-    body = json.dumps({"rows": rows}).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/predict",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-    }
-    answer = json.loads(b"".join(make_app(model)(environ, lambda *_: None)))
+    answer = serve_answer(model, [{"a": 0.9, "b": 0.5, "c": 0.0}, {"a": -1.0, "b": -1.0, "c": 0.0}])
     for label, probabilities in zip(answer["predictions"], answer["probabilities"], strict=True):
         assert (label == "rare") == (probabilities["rare"] >= threshold["value"])
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, write_csv
+from conftest import assert_one_line_error, run_cli, serve_answer, write_csv, write_mixed_table
 from torchwork.intervals import coverage, half_width, rows_needed
 
 FLAGS = ("--train", "0.6", "--val", "0.2", "--no-plots")
@@ -115,20 +115,7 @@ def test_predict_serve_and_export_carry_the_bounds(tmp_path, noisy):
     assert [r["lower"] for r in predicted] == [r["lower"] for r in in_run]
     assert [r["upper"] for r in predicted] == [r["upper"] for r in in_run]
 
-    from torchwork.serve.app import make_app
-
-    app = make_app(model)
-    body = json.dumps({"rows": [{"a": 0.5, "b": 3.0}, {"a": -1.0, "b": 9.0}]}).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/predict",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-    }
-    statuses = []
-    answer = json.loads(b"".join(app(environ, lambda status, headers: statuses.append(status))))
-    assert statuses[0].startswith("200"), answer
+    answer = serve_answer(model, [{"a": 0.5, "b": 3.0}, {"a": -1.0, "b": 9.0}])
     width = summary(tmp_path / "run")["interval"]["half_width"]
     for p, lo, hi in zip(answer["predictions"], answer["lower"], answer["upper"], strict=True):
         assert lo == pytest.approx(p - width, abs=1e-3) and hi == pytest.approx(p + width, abs=1e-3)
@@ -158,10 +145,6 @@ TABLE = ("--data", "t.csv")
     ],
 )
 def test_bad_intervals_are_one_line_errors_that_write_nothing(tw, tmp_path, flags, message):
-    rng = np.random.default_rng(1)
-    write_csv(
-        tmp_path / "t.csv",
-        {"a": rng.normal(size=300), "kind": rng.choice(["x", "y"], 300), "y": rng.normal(size=300)},
-    )
+    write_mixed_table(tmp_path / "t.csv")
     assert_one_line_error(tw("run", *flags, "--out", "bad"), message)
     assert not (tmp_path / "bad").exists()

@@ -9,18 +9,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
-from conftest import small_tables, write_csv
-
-
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("card-tables")
-    for name, columns in small_tables(rows=300).items():
-        write_csv(folder / f"{name}.csv", columns)
-    return folder
-
 
 def card(folder: Path) -> str:
     return (folder / "MODEL_CARD.md").read_text()
@@ -40,8 +28,10 @@ def test_the_course_run_has_a_card_with_its_command(course_run):
     assert "```toml\n" in text and "epochs = 100" in text
 
 
-def test_a_table_card_names_the_file_by_its_sha256_and_counts_the_classes(tw, tmp_path, tables):
-    data = tables / "binary.csv"
+def test_a_table_card_names_the_file_by_its_sha256_and_counts_the_classes(
+    tw, tmp_path, small_table_files
+):
+    data = small_table_files / "binary.csv"
     code, out, err = tw("run", "--data", str(data), "--no-plots", "--folds", "3", "--out", "b")
     assert code == 0, err
     assert "MODEL_CARD.md" in out
@@ -73,8 +63,8 @@ def test_an_image_card(digits):
     assert "Pictures unlike the training folder's" in text
 
 
-def test_force_clears_the_card_with_the_rest(tw, tmp_path, tables):
-    data = str(tables / "regression.csv")
+def test_force_clears_the_card_with_the_rest(tw, tmp_path, small_table_files):
+    data = str(small_table_files / "regression.csv")
     assert tw("run", "--data", data, "--no-plots", "--out", "r")[0] == 0
     (tmp_path / "r" / "MODEL_CARD.md").write_text("stale")
     assert tw("run", "--data", data, "--no-plots", "--out", "r", "--force")[0] == 0

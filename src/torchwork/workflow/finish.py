@@ -361,18 +361,16 @@ def summary_of(
     }
     if command_line():
         summary["command"] = command_line()
-    if session.cross_validation is not None:
-        summary["cross_validation"] = session.cross_validation
-    if evaluation.importance is not None:
-        summary["importance"] = evaluation.importance
-    if evaluation.coefficients is not None:
-        summary["coefficients"] = evaluation.coefficients
-    if evaluation.interval is not None:
-        summary["interval"] = evaluation.interval
-    if evaluation.calibration is not None:
-        summary["calibration"] = evaluation.calibration
-    if evaluation.threshold is not None:
-        summary["threshold"] = evaluation.threshold
+    optional = {
+        "cross_validation": session.cross_validation,
+        "importance": evaluation.importance,
+        "coefficients": evaluation.coefficients,
+        "interval": evaluation.interval,
+        "calibration": evaluation.calibration,
+        "threshold": evaluation.threshold,
+    }
+    present = {key: value for key, value in optional.items() if value is not None}
+    summary.update(present)  # type: ignore[typeddict-item]
     weights = getattr(session.loss_fn, "weight", None)  # CrossEntropyLoss(weight=...)
     weights = getattr(session.loss_fn, "weights", weights)  # decision.WeightedBCEWithLogitsLoss
     if weights is not None:
