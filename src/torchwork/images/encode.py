@@ -52,8 +52,9 @@ class ImageEncoder:
         return [self.labels[i] for i in index.tolist()]
 
     def to_dict(self) -> dict[str, Any]:
-        # --calibrate's temperature only where there is one: an export's graph applies it
-        # already, and an uncalibrated model's record stays what it was.
+        # The temperature (--calibrate) and threshold (--threshold) only where they were
+        # set: an export's graph applies the temperature already, and a model without them
+        # keeps the record it had.
         calibrated = {"temperature": self.temperature} if self.temperature != 1.0 else {}
         if self.threshold != 0.5:
             calibrated["threshold"] = self.threshold
