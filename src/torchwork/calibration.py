@@ -80,7 +80,12 @@ def reliability(probabilities: torch.Tensor, y: torch.Tensor) -> dict[str, list[
 
 
 def expected_calibration_error(probabilities: torch.Tensor, y: torch.Tensor) -> float:
-    table, total = reliability(probabilities, y), len(y)
+    return _ece(reliability(probabilities, y))
+
+
+def _ece(table: dict[str, list[Any]]) -> float:
+    """The expected calibration error of a reliability table: the rows-weighted gap."""
+    total = sum(table["rows"])
     return sum(
         n / total * abs(c - a)
         for c, a, n in zip(table["confidence"], table["accuracy"], table["rows"], strict=True)
@@ -97,13 +102,13 @@ def brier(probabilities: torch.Tensor, y: torch.Tensor) -> float:
 
 def calibration_scores(
     logits: torch.Tensor, y: torch.Tensor, task: Task, temperature: float
-) -> dict[str, float]:
-    """ECE and Brier score of the probabilities before and after scaling by `temperature`."""
-    before = decode_classes(logits, task)["probabilities"]
-    after = decode_classes(logits, task, temperature)["probabilities"]
-    return {
-        "ece_before": expected_calibration_error(before, y),
-        "ece_after": expected_calibration_error(after, y),
-        "brier_before": brier(before, y),
-        "brier_after": brier(after, y),
-    }
+) -> tuple[dict[str, float], dict[str, dict[str, list[Any]]]]:
+    """ECE and Brier score of the probabilities before and after scaling by `temperature`,
+    and the reliability tables ("before", "after") the ECEs come from."""
+    scores, tables = {}, {}
+    for when, t in (("before", 1.0), ("after", temperature)):
+        probabilities = decode_classes(logits, task, t)["probabilities"]
+        tables[when] = reliability(probabilities, y)
+        scores[f"ece_{when}"] = _ece(tables[when])
+        scores[f"brier_{when}"] = brier(probabilities, y)
+    return scores, tables

@@ -24,7 +24,7 @@ from torchwork.fileio import write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics
 from torchwork.models import build_from_spec
 from torchwork.predict import Score, outputs_of, prediction_columns, score, write_table
-from torchwork.report.text import format_metrics_table
+from torchwork.report.text import HEADINGS, format_metrics_table
 from torchwork.runfolder import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
@@ -176,24 +176,18 @@ def fit_calibration(
     validation split's) reliability table."""
     if not session.config.calibrate:
         return None
-    from torchwork.calibration import calibration_scores, fit_temperature, reliability
-    from torchwork.metrics import decode_classes
+    from torchwork.calibration import calibration_scores, fit_temperature
 
     data, task = session.data, session.data.task
     temperature = fit_temperature(outputs["val"], data.y_raw["val"], task)
     data.encoder.temperature = temperature
-    splits = {
+    assessed = {
         name: calibration_scores(outputs[name], data.y_raw[name], task, temperature)
         for name in outputs
     }
+    splits = {name: scores for name, (scores, _) in assessed.items()}
     shown = "test" if "test" in outputs else "val"
-    diagram = {
-        when: reliability(
-            decode_classes(outputs[shown], task, t)["probabilities"], data.y_raw[shown]
-        )
-        for when, t in (("before", 1.0), ("after", temperature))
-    }
-    scores = splits[shown]
+    scores, diagram = assessed[shown]
     log(
         f"   Calibration: temperature {temperature:.4g} (fitted on the {session.sizes['val']} "
         f"validation rows); {shown} ECE {scores['ece_before']:.4f} -> {scores['ece_after']:.4f}, "
@@ -260,7 +254,7 @@ def inputs_that_matter(
         session.config.train.seed,
     )
     top = ", ".join(f"{c['column']} {c['mean']:.4f}" for c in importance["columns"][:5])
-    metric = {"r2": "R^2"}.get(importance["metric"], importance["metric"])
+    metric = HEADINGS.get(importance["metric"], importance["metric"])
     more = f" (of {len(importance['columns'])})" if len(importance["columns"]) > 5 else ""
     log(f"   Importance, the drop in test {metric} with a column shuffled: {top}{more}")
     coefficients = None
