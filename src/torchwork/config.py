@@ -331,7 +331,7 @@ class RunConfig:
             "--threshold auto is chosen on a validation split: add --val, for example "
             "--train 0.6 --val 0.2",
         )
-        _check(not _class_weight_problem(t.class_weight), _class_weight_problem(t.class_weight))
+        class_weight_pairs(t.class_weight)
         _check(
             not self.calibrate or d.val > 0,
             "--calibrate is fitted on a validation split: add --val, for example "
@@ -565,10 +565,12 @@ def _known_encoding(name: str) -> bool:
         return False
 
 
-def _class_weight_problem(spec: str) -> str:
-    """What is wrong with --class-weight's syntax ("" when nothing is), before data is read."""
+def class_weight_pairs(spec: str) -> dict[str, float]:
+    """--class-weight's label=weight pairs ({} for "" and "balanced"); a ConfigError naming
+    the right syntax for anything else, before data is read."""
     if spec in ("", "balanced"):
-        return ""
+        return {}
+    pairs = {}
     for part in spec.split(","):
         label, sep, value = part.partition("=")
         try:
@@ -576,11 +578,12 @@ def _class_weight_problem(spec: str) -> str:
         except ValueError:
             number = math.nan
         if not sep or not label.strip() or not (math.isfinite(number) and number > 0):
-            return (
+            raise ConfigError(
                 "--class-weight must be balanced or label=weight pairs such as yes=3,no=1 "
                 f"with weights above 0 (got {spec[:60]!r})"
             )
-    return ""
+        pairs[label.strip()] = number
+    return pairs
 
 
 def _check(ok: bool, message: str) -> None:

@@ -7,13 +7,13 @@ The threshold goes with the model's preprocessing (the encoder's `threshold`), s
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from torchwork.config import class_weight_pairs
 from torchwork.errors import ConfigError
 from torchwork.metrics import classification_metrics
 from torchwork.registry import Task
@@ -41,14 +41,11 @@ def class_weights(
         return (counts.sum() / (len(labels) * counts)).tolist()
     names = {str(label): k for k, label in enumerate(labels)}
     weights = [1.0] * len(labels)
-    for part in spec.split(","):
-        label, _, value = part.partition("=")
-        if label.strip() not in names:
+    for label, value in class_weight_pairs(spec).items():
+        if label not in names:
             shown = ", ".join(list(names)[:5])
-            raise ConfigError(
-                f"--class-weight names {label.strip()[:40]!r}, not a class here: use {shown}"
-            )
-        weights[names[label.strip()]] = float(value)
+            raise ConfigError(f"--class-weight names {label[:40]!r}, not a class here: use {shown}")
+        weights[names[label]] = value
     return weights
 
 
@@ -93,11 +90,9 @@ def choose_threshold(
     """The candidate threshold (0.01 to 0.99) whose `metric` on these rows is highest (ties:
     the one nearest 0.5), and that score."""
     positive = probabilities[:, 1]
-    best = (-math.inf, 0.0, 0.5)
-    for candidate in CANDIDATES:
-        index = (positive >= candidate).long()
-        value = classification_metrics(index, truth, 2)[metric]
-        key = (value, -abs(candidate - 0.5))
-        if key > best[:2]:
-            best = (value, -abs(candidate - 0.5), candidate)
-    return best[2], best[0]
+    scores = {
+        candidate: classification_metrics((positive >= candidate).long(), truth, 2)[metric]
+        for candidate in CANDIDATES
+    }
+    best = max(CANDIDATES, key=lambda candidate: (scores[candidate], -abs(candidate - 0.5)))
+    return best, scores[best]

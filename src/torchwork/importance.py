@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from torchwork.metrics import accuracy, r2
+from torchwork.metrics import accuracy, r2, spread
 from torchwork.predict import outputs_of
 from torchwork.registry import Task
 
@@ -85,7 +85,7 @@ def permutation_importance(
             {
                 "column": name,
                 "mean": statistics.fmean(drops),
-                "std": statistics.stdev(drops) if len(drops) > 1 else 0.0,
+                "std": spread(drops),
                 "drops": drops,
             }
         )

@@ -42,9 +42,13 @@ def check_interval(level: float, task: Task, val_rows: int, table: bool) -> None
         )
 
 
+def _errors(predictions: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    return (truth.reshape(-1).double() - predictions.reshape(-1).double()).abs()
+
+
 def half_width(predictions: torch.Tensor, truth: torch.Tensor, level: float) -> float:
     """The split-conformal half-width: the ceil((n + 1) * level)-th smallest absolute error."""
-    errors = torch.sort((truth.reshape(-1).double() - predictions.reshape(-1).double()).abs())
+    errors = torch.sort(_errors(predictions, truth))
     n = len(errors.values)
     k = math.ceil((n + 1) * level - 1e-9)
     if not 1 <= k <= n:
@@ -54,5 +58,5 @@ def half_width(predictions: torch.Tensor, truth: torch.Tensor, level: float) -> 
 
 def coverage(predictions: torch.Tensor, truth: torch.Tensor, width: float) -> float:
     """The share of rows whose true value lies within prediction ± width."""
-    inside = (truth.reshape(-1).double() - predictions.reshape(-1).double()).abs() <= width
+    inside = _errors(predictions, truth) <= width
     return float(inside.double().mean()) if len(inside) else float("nan")

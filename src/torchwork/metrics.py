@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 
@@ -44,6 +46,11 @@ def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
     """The share of class indices predicted right; NaN for no rows."""
     y_pred, y_true = y_pred.reshape(-1), y_true.reshape(-1)
     return float((y_pred == y_true).double().mean()) if len(y_true) else float("nan")
+
+
+def spread(values: list[float]) -> float:
+    """The sample standard deviation (n - 1) of repeated measurements; 0 for a single one."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def regression_metrics(y_pred: torch.Tensor, y_true: torch.Tensor) -> dict[str, float]:
@@ -96,7 +103,6 @@ def classification_metrics(
     """Accuracy, precision, recall and F1 (class 1 for binary, macro averages for
     multiclass), and ROC AUC for binary when the positive-class scores are given."""
     matrix = torch.tensor(confusion_matrix(y_pred, y_true, classes), dtype=torch.float64)
-    total = float(matrix.sum())
     true_positives = matrix.diag()
     predicted = matrix.sum(dim=0)
     actual = matrix.sum(dim=1)
@@ -110,7 +116,7 @@ def classification_metrics(
         present = (actual > 0) | (predicted > 0)  # the labels seen, as scikit-learn averages
         chosen = tuple(float(m[present].mean()) for m in (precision, recall, f1))
     result = {
-        "accuracy": float(true_positives.sum()) / total if total else float("nan"),
+        "accuracy": accuracy(y_pred, y_true),
         "precision": chosen[0],
         "recall": chosen[1],
         "f1": chosen[2],

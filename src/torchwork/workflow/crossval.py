@@ -24,6 +24,7 @@ import torch
 from torchwork.data import fold_indices
 from torchwork.engine import fit
 from torchwork.errors import ConfigError
+from torchwork.metrics import spread
 from torchwork.optim import make_optimizer
 from torchwork.predict import outputs_of, score
 from torchwork.report.text import format_spread
@@ -89,7 +90,7 @@ def cross_validate(session: Session, log: Callable[[str], None]) -> dict[str, An
         "rows": rows if t.folds else len(X["train"]),
         "fits": fits,
         "mean": _over_fits(fits, statistics.fmean),
-        "std": _over_fits(fits, _std),
+        "std": _over_fits(fits, spread),
         "seconds": seconds,
         "final_model": "trained on the train split as the flags say; the fits are not kept",
     }
@@ -164,11 +165,6 @@ def _log_fit(one: dict[str, Any], folds: int, repeats: int, log: Callable[[str],
         for name, value in list(values.items())[:1]
     )
     log(f"   {where} (seed {one['seed']}): {one['epochs_run']} epochs; {scores}")
-
-
-def _std(values: list[float]) -> float:
-    """The sample standard deviation (n - 1); 0 for a single fit."""
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _over_fits(
