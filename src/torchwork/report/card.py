@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwork.fileio import write_text_atomic
-from torchwork.report.format import HEADINGS, _flatten
+from torchwork.report.format import HEADINGS, _coefficient, _decision_sentences, _flatten
 from torchwork.report.format import _num as _format_num
 from torchwork.runfolder import CONFIG, MODEL_CARD, MODEL_SAFETENSORS, RunFolder, read_run_folder
 
@@ -131,21 +131,10 @@ def _metrics(s: dict[str, Any]) -> str:
             method = "closed-form" if s.get("task") == "regression" else "majority class"
             rows.append([split, method] + [_num(reference[split].get(n)) for n in names])
     lines.append(_table(["split", "model", *[HEADINGS.get(n, n) for n in names]], rows))
-    interval = s.get("interval")
-    if isinstance(interval, dict):
-        lines += ["", _interval_line(interval)]
-    decided = []
-    if isinstance(s.get("class_weights"), dict):
-        weights = ", ".join(f"`{k}` {_num(v)}" for k, v in s["class_weights"].items())
-        decided.append(f"the classes weighed in the loss ({weights})")
-    if isinstance(s.get("threshold"), dict):
-        positive = (s.get("labels") or ["", "?"])[-1]
-        decided.append(
-            f"a row is `{positive}` at probability {s['threshold'].get('value')} or more "
-            f"(chosen by {s['threshold'].get('chosen_by')})"
-        )
-    if decided:
-        lines += ["", "Decision rule: " + "; ".join(decided) + "."]
+    decision = _decision_sentences(s)
+    for key in ("interval", "class_weights", "threshold"):
+        if key in decision:
+            lines += ["", decision[key] + "."]
     cv = s.get("cross_validation")
     lines.append("")
     if isinstance(cv, dict) and cv.get("mean"):
@@ -178,17 +167,6 @@ def _metrics(s: dict[str, Any]) -> str:
             "splits and gives every metric a mean and a standard deviation."
         )
     return "\n".join(lines)
-
-
-def _interval_line(interval: dict[str, Any]) -> str:
-    """--interval, in one sentence: the bounds and how often they held on the test split."""
-    covered = interval.get("test_coverage")
-    held = f"; on the test split they held {covered:.1%} of the true values" if covered else ""
-    return (
-        f"Prediction intervals: prediction ± {_num(interval.get('half_width'))} for "
-        f"{interval.get('level', 0):.0%} coverage (split-conformal, fitted on the "
-        f"{interval.get('val_rows')} validation rows){held}."
-    )
 
 
 def _not_tested(s: dict[str, Any], flat: dict[str, Any]) -> str:
@@ -235,17 +213,9 @@ def _not_tested(s: dict[str, Any], flat: dict[str, Any]) -> str:
         lines.append(f"- x outside [{flat.get('data.start')}, {flat.get('data.end')}).")
     if not isinstance(s.get("importance"), dict):
         lines.append("- Which inputs matter: not measured (no test rows, or not a table).")
-    calibration = s.get("calibration")
-    if isinstance(calibration, dict):
-        split = (calibration.get("reliability") or {}).get("split", "test")
-        scores = (calibration.get("splits") or {}).get(split) or {}
-        lines.append(
-            f"- Probabilities calibrated by temperature {_num(calibration.get('temperature'))} "
-            f"(fitted on the {calibration.get('val_rows')} validation rows): {split} expected "
-            f"calibration error {_num(scores.get('ece_before'))} -> {_num(scores.get('ece_after'))}, "
-            f"Brier score {_num(scores.get('brier_before'))} -> {_num(scores.get('brier_after'))}; "
-            "on other data they may be off again."
-        )
+    calibration = _decision_sentences(s).get("calibration")
+    if calibration:
+        lines.append(f"- {calibration}; on other data the probabilities may be off again.")
     elif s.get("task") in ("binary", "multiclass"):
         lines.append("- Whether its probabilities are calibrated: not measured (`--calibrate`).")
     return "\n".join(lines)
@@ -276,15 +246,10 @@ def _importance(s: dict[str, Any]) -> str:
         header = ["input", "learned", *(["closed-form"] if closed else [])]
         table = []
         for i, name in enumerate(names):
-            cells = [_first(learned, i)] + ([_first(closed, i)] if closed else [])
+            cells = [_coefficient(learned, i)] + ([_coefficient(closed, i)] if closed else [])
             table.append([name, *[_num(v) for v in cells]])
         lines += ["", "Coefficients in the columns' own units:", "", _table(header, table)]
     return "\n".join(lines)
-
-
-def _first(values: dict[str, Any], i: int) -> Any:
-    weight = (values.get("weight") or [[]])[0]
-    return weight[i] if i < len(weight) else (values.get("bias") or [None])[0]
 
 
 def _reproducibility(run: RunFolder, s: dict[str, Any]) -> str:

@@ -52,6 +52,49 @@ def _num(value: Any, digits: int = 6) -> str:
     return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
+def _coefficient(values: dict[str, Any], i: int) -> Any:
+    """summary.json coefficients: input i's weight for the first output, or the bias past
+    the last input."""
+    weight = (values.get("weight") or [[]])[0]
+    return weight[i] if i < len(weight) else (values.get("bias") or [None])[0]
+
+
+def _decision_sentences(s: Summary) -> dict[str, str]:
+    """The fitted decision rule in plain sentences, for the report and the card: what
+    --class-weight, --threshold, --calibrate and --interval set, by key, where they did."""
+    sentences = {}
+    if isinstance(s.get("class_weights"), dict):
+        weights = ", ".join(f"{k} {_num(v, 4)}" for k, v in s["class_weights"].items())
+        sentences["class_weights"] = f"Class weights in the loss: {weights}"
+    if isinstance(s.get("threshold"), dict):
+        positive = (s.get("labels") or ["", "?"])[-1]
+        sentences["threshold"] = (
+            f"Threshold: a row is {positive} at probability {s['threshold'].get('value')} or "
+            f"more (chosen by {s['threshold'].get('chosen_by')})"
+        )
+    calibration = s.get("calibration")
+    if isinstance(calibration, dict):
+        split = (calibration.get("reliability") or {}).get("split", "test")
+        cal = (calibration.get("splits") or {}).get(split) or {}
+        sentences["calibration"] = (
+            f"Calibrated: the logits divided by the temperature "
+            f"{_num(calibration.get('temperature'), 4)}, fitted on the "
+            f"{calibration.get('val_rows')} validation rows; {split} expected calibration error "
+            f"{_num(cal.get('ece_before'), 4)} → {_num(cal.get('ece_after'), 4)}, Brier score "
+            f"{_num(cal.get('brier_before'), 4)} → {_num(cal.get('brier_after'), 4)}"
+        )
+    interval = s.get("interval")
+    if isinstance(interval, dict):
+        covered, level = interval.get("test_coverage"), float(interval.get("level") or 0)
+        sentences["interval"] = (
+            f"Prediction intervals: prediction ± {_num(interval.get('half_width'), 4)} for "
+            f"{level:.0%} coverage (split-conformal, fitted on the {interval.get('val_rows')} "
+            "validation rows)"
+            + (f"; test coverage {covered:.1%}" if isinstance(covered, float) else "")
+        )
+    return sentences
+
+
 def _toml(value: Any) -> str:
     """A config value as config.toml writes it."""
     if isinstance(value, bool):

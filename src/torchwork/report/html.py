@@ -20,6 +20,8 @@ from torchwork.errors import RunFolderError
 from torchwork.fileio import write_text_atomic
 from torchwork.report.format import (
     HEADINGS,
+    _coefficient,
+    _decision_sentences,
     _e,
     _epochs,
     _figure,
@@ -229,39 +231,9 @@ def _metrics_section(s: Summary) -> str:
         note = f'<p class="muted">{note}.</p>'
     elif reference.get("skipped"):
         note = f'<p class="muted">No reference: {_e(str(reference["skipped"]))}.</p>'
-    if isinstance(s.get("threshold"), dict):
-        positive = (s.get("labels") or ["", "?"])[-1]
-        note += (
-            f"<p>Threshold: a row is <code>{_e(str(positive))}</code> at probability "
-            f"{_e(str(s['threshold'].get('value')))} or more (chosen by "
-            f"{_e(str(s['threshold'].get('chosen_by')))}).</p>"
-        )
-    if isinstance(s.get("class_weights"), dict):
-        weights = ", ".join(f"{k} {_num(v, 4)}" for k, v in s["class_weights"].items())
-        note += f"<p>Class weights in the loss: {_e(weights)}.</p>"
-    calibration = s.get("calibration")
-    if isinstance(calibration, dict):
-        split = (calibration.get("reliability") or {}).get("split", "test")
-        cal = (calibration.get("splits") or {}).get(split) or {}
-        note += (
-            f"<p>Calibrated: the logits divided by the temperature "
-            f"{_e(_num(calibration.get('temperature'), 4))}, fitted on the "
-            f"{_e(str(calibration.get('val_rows')))} validation rows; {_e(split)} expected "
-            f"calibration error {_e(_num(cal.get('ece_before'), 4))} → "
-            f"{_e(_num(cal.get('ece_after'), 4))}, Brier score "
-            f"{_e(_num(cal.get('brier_before'), 4))} → {_e(_num(cal.get('brier_after'), 4))} "
-            "(plots/reliability.png).</p>"
-        )
-    interval = s.get("interval")
-    if isinstance(interval, dict):
-        covered, level = interval.get("test_coverage"), float(interval.get("level") or 0)
-        note += (
-            f"<p>Prediction intervals: prediction ± {_e(_num(interval.get('half_width'), 4))} "
-            f"for {level:.0%} coverage (split-conformal, fitted on "
-            f"the {_e(str(interval.get('val_rows')))} validation rows)"
-            + (f"; test coverage {_e(f'{covered:.1%}')}" if isinstance(covered, float) else "")
-            + ".</p>"
-        )
+    for key, sentence in _decision_sentences(s).items():
+        picture = " (plots/reliability.png)" if key == "calibration" else ""
+        note += f"<p>{_e(sentence)}{picture}.</p>"
     return table + note
 
 
@@ -362,12 +334,6 @@ def _importance_section(s: Summary) -> str:
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         )
     return html
-
-
-def _coefficient(values: dict[str, Any], i: int) -> Any:
-    """Input i's coefficient for the first output, or the bias past the last input."""
-    weight = (values.get("weight") or [[]])[0]
-    return weight[i] if i < len(weight) else (values.get("bias") or [None])[0]
 
 
 def _parameters_section(s: Summary) -> str:
