@@ -75,3 +75,12 @@ def in_background(fn: Callable[..., Any], *args: Any) -> Future:
         return pool.submit(fn, *args)
     finally:
         pool.shutdown(wait=False)
+
+
+def file_sha256(path: str | Path) -> str:
+    """A data file's fingerprint, so that a resume (or an ejected script) can tell whether
+    it changed."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -161,7 +161,7 @@ class Summary(TypedDict, total=False):
     class_weights: dict[str, float]  # --class-weight: each class's weight in the loss
     threshold: dict[str, Any]  # --threshold: value, chosen_by (metric, val_metric for auto)
     command: str  # the command line that started the run, as typed (when it was one)
-    reproducibility: dict[str, Any]  # torch's settings that decide bit-identical results
+    reproducibility: dict[str, Any]  # torch's settings that decide bit-identical results; processes
 
 
 # --- Writing ------------------------------------------------------------------------------

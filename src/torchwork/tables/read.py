@@ -204,11 +204,7 @@ def _read_csv(path: Path, default_delimiter: str, csv: CsvFormat) -> pa.Table:
             raw = bytes(raw).decode(csv.encoding).encode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(_not_utf8(path, csv, e.start)) from None
-    delimiter = csv.delimiter
-    if delimiter == "auto":
-        delimiter = sniff_delimiter(
-            bytes(raw[: _row_end(raw, 64 << 10, quoted=False)]), default_delimiter
-        )
+    delimiter = _delimiter(raw, default_delimiter, csv)
     data = pa.py_buffer(raw)
     # A quoted value may hold a newline: pyarrow must be told, or it cuts its blocks inside
     # such values and fails on (or misreads) a valid file larger than one block.
@@ -222,6 +218,22 @@ def _read_csv(path: Path, default_delimiter: str, csv: CsvFormat) -> pa.Table:
     if table is not None:
         return table
     return _read_csv_buffer(data, parse, _with_markers(**decimal))
+
+
+def _delimiter(raw: Any, default: str, csv: CsvFormat) -> str:
+    """The field separator: the one named, or found in the first 64 KB (sniff_delimiter)."""
+    if csv.delimiter != "auto":
+        return csv.delimiter
+    return sniff_delimiter(bytes(raw[: _row_end(raw, 64 << 10, quoted=False)]), default)
+
+
+def csv_delimiter(path: str | Path, csv: CsvFormat = CsvFormat()) -> str:
+    """The field separator read_table reads a .csv or .tsv file with (for `eject`)."""
+    path = Path(path)
+    raw = _map_file(path)
+    if not csv.utf8:
+        raw = bytes(raw).decode(csv.encoding, errors="replace").encode("utf-8")
+    return _delimiter(raw, "\t" if path.suffix.lower() == ".tsv" else ",", csv)
 
 
 def _with_markers(**options: Any) -> pcsv.ConvertOptions:

@@ -351,7 +351,9 @@ def summary_of(
         "device": str(session.device),
         "seed": config.train.seed,
         "versions": versions(),
-        "reproducibility": reproducibility(),
+        # eject refuses a run of several processes: its script trains in one
+        "reproducibility": reproducibility()
+        | {"processes": session.group.world if session.group is not None else 1},
     }
     if command_line():
         summary["command"] = command_line()
@@ -443,14 +445,6 @@ def learned_values(model: nn.Module) -> dict[str, list[float]]:
     if sum(v.numel() for v in state.values()) > LEARNED_MAX:
         return {}
     return {k: v.detach().cpu().reshape(-1).tolist() for k, v in state.items()}
-
-
-def file_sha256(path: str | Path) -> str:
-    """The data file's fingerprint, so a resume can tell whether it changed."""
-    import hashlib
-
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def images_sha256(data: Prepared) -> str:

@@ -24,7 +24,7 @@ from torchwork.errors import (
     RunFolderError,
     TorchworkError,
 )
-from torchwork.fileio import in_background
+from torchwork.fileio import file_sha256, in_background
 from torchwork.intervals import check_interval
 from torchwork.optim import make_loss, make_optimizer
 from torchwork.predict import outputs_of
@@ -36,7 +36,7 @@ from torchwork.runfolder import (
 )
 from torchwork.workflow.checkpoints import check_resume_fields, restore, tensorboard_writer
 from torchwork.workflow.crossval import cross_validate
-from torchwork.workflow.finish import describe_parameters, file_sha256, finish, images_sha256
+from torchwork.workflow.finish import describe_parameters, finish, images_sha256
 from torchwork.workflow.session import Session, fresh_model, resolve_device
 from torchwork.workflow.train import train
 
