@@ -286,6 +286,33 @@ def test_tol_stops_when_the_training_loss_stops_improving_and_says_so():
     assert losses[-1] < losses[0] / 10
 
 
+def test_convergence_stops_training_while_early_stopping_waits():
+    # lr 0: the training loss is flat (converged after tol_epochs) and the validation loss
+    # never falls again, so early stopping's count of bad epochs grows but stays under its
+    # patience: that must not cancel the convergence stop.
+    X, y = make_line()
+    s = split(X, y, train=0.6, val=0.2, test=0.2)
+    torch.manual_seed(42)
+    model = LinearRegressionModel()
+    history = fit(
+        model,
+        s.X_train,
+        s.y_train,
+        s.X_test,
+        s.y_test,
+        make_loss("l1"),
+        make_optimizer("sgd", model.parameters(), lr=0.0),
+        100,
+        X_val=s.X_val,
+        y_val=s.y_val,
+        patience=50,
+        tol=1e-4,
+        tol_epochs=3,
+        log=None,
+    )
+    assert history.converged and history.epochs_run == 4
+
+
 def test_without_tol_every_epoch_runs():
     s = _table_like()
     torch.manual_seed(0)

@@ -359,7 +359,7 @@ def fit(
                 state.best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
             else:
                 state.bad_epochs += 1
-                state.stop = state.bad_epochs >= patience
+                state.stop = state.stop or state.bad_epochs >= patience
 
         logged = epoch % log_every == 0 or state.stop
         test_loss = None
