@@ -58,6 +58,7 @@ _EXPORTS = {
     "read_metadata": "checkpoint",
     "run": "workflow.run",
     "resume": "workflow.run",
+    "RunFolderPath": "report.notebook",
     "predict_file": "predict",
     "evaluate_file": "predict",
     "Predictor": "predict",

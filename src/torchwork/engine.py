@@ -7,7 +7,7 @@ import io
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from torchwork.distributed import (
 )
 from torchwork.errors import ConfigError, TrainingDiverged
 from torchwork.optim import needs_closure, optimizer_step
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -158,12 +161,65 @@ class History:
     def column(self, name: str) -> list[float]:
         return [r[name] for r in self.records if name in r]
 
+    def names(self) -> list[str]:
+        """Every name in the records, in the order they first appear (epoch, train_loss, ...)."""
+        names: list[str] = []
+        for r in self.records:
+            names += [k for k in r if k not in names]
+        return names
+
+    def columns(self) -> dict[str, list[float | None]]:
+        """The records as plain lists, one per name, row for row (None where a record
+        lacks the name): what `to_pandas` gives, without pandas.
+
+        >>> history.columns()["train_loss"][:2]  # doctest: +SKIP
+        [0.31288, 0.19767]
+        """
+        return {k: [r.get(k) for r in self.records] for k in self.names()}
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The records as a pandas DataFrame, one row per record (pandas must be installed;
+        `columns()` gives the same as plain lists)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "History.to_pandas needs pandas: pip install pandas, or use "
+                "History.columns() for the same columns as plain lists"
+            ) from None
+        return pd.DataFrame.from_records(self.records, columns=self.names())
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows a History as its records' table beside the loss curves."""
+        from torchwork.notebook import (
+            escape,
+            figure_html,
+            html_table,
+            loss_figure,
+            number,
+            side_by_side,
+        )
+
+        names = self.names()
+        rows = [[number(r.get(k)) for k in names] for r in self.records]
+        notes = [f"{len(self.records)} records"]
+        if self.epochs_run:
+            notes[0] += f" of {self.epochs_run} epochs"
+        if self.converged:
+            notes.append("converged")
+        if self.stopped_early:
+            notes.append(f"stopped early; the weights of epoch {self.best_epoch} restored")
+        caption = f"<p>History: {escape(', '.join(notes))}</p>"
+        if not self.records:
+            return caption
+        table = html_table(names, rows, right=names)
+        picture = figure_html(loss_figure(self.records), "Training and test loss curves", "40rem")
+        return caption + side_by_side(table, picture)
+
     def to_csv(self) -> str:
         if not self.records:
             return ""
-        keys = list(self.records[0])
-        for r in self.records:
-            keys += [k for k in r if k not in keys]
+        keys = self.names()
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
         writer.writeheader()
@@ -229,6 +285,7 @@ def fit(
     seed: int = 0,
     log: Callable[[str], None] | None = print,
     progress: bool = False,
+    live: bool = False,
     state: TrainState | None = None,
     on_epoch_end: Callable[[TrainState], None] | None = None,
     group: Group | None = None,
@@ -256,6 +313,9 @@ def fit(
     `augment(X, generator)` changes each training batch (images: flips, shifts), drawing
     from a generator seeded by the seed, the epoch and the process, so a resumed run draws
     the same; `schedule(epoch)` sets the learning rate at each epoch's start.
+    `progress` shows a progress bar (tqdm). `live` shows the loss curves in a notebook,
+    redrawn in place as training goes (notebook.LiveLossCurves); outside a notebook it
+    shows the progress bar instead.
 
     >>> X, y = make_line(); s = split(X, y); torch.manual_seed(42)
     >>> model = LinearRegressionModel(); loss_fn = make_loss("l1")
@@ -290,6 +350,14 @@ def fit(
     val_batches = evaluation_batches(X_val, y_val) if has_val else []
     history = state.history
 
+    view = None
+    if live:
+        from torchwork.notebook import LiveLossCurves, in_notebook
+
+        if in_notebook():
+            view = LiveLossCurves(epochs)
+        else:
+            progress = True
     epoch_range: Iterable[int] = range(state.epoch, epochs)
     bar = None
     if progress:
@@ -383,6 +451,8 @@ def fit(
             history.records.append(record)
             if write is not None:
                 write(format_record(record))
+            if view is not None:
+                view.update(history.records, epoch + 1)
 
         state.epoch = epoch + 1
         state.train_loss = train_loss
@@ -411,6 +481,8 @@ def fit(
         core.load_state_dict(state.best_state)
     if bar is not None:
         bar.close()
+    if view is not None:
+        view.finish(history.records, history.epochs_run)
     return history
 
 

@@ -18,9 +18,32 @@ from torchwork.registry import MODEL_TASKS, Task
 MAX_PARAMETERS = (
     100_000_000  # torchwork fits small models; this guards against typos like 64000,64000
 )
+SHOWN_VALUES = 32  # a model with at most this many parameters shows their values in Jupyter
 
 
-class LinearRegressionModel(nn.Module):
+class _Shown:
+    """Jupyter shows a torchwork model as what it is, its size and its layers, and a small
+    one with its values (the course's `model_0.state_dict()`)."""
+
+    def _repr_html_(self) -> str:
+        from torchwork.notebook import model_html
+
+        model: nn.Module = self  # type: ignore[assignment]  # a mixin of nn.Module models
+        count = sum(p.numel() for p in model.parameters())
+        tensors = [
+            (
+                name,
+                tuple(t.shape),
+                t.detach().cpu().reshape(-1).tolist() if count <= SHOWN_VALUES else None,
+            )
+            for name, t in model.state_dict().items()
+        ]
+        return model_html(
+            type(model).__name__, describe(model_spec(model)), count, tensors, repr(model)
+        )
+
+
+class LinearRegressionModel(_Shown, nn.Module):
     """The course's model_0: one weight and one bias as explicit parameters.
 
     `weights` is created before `bias`, so `torch.manual_seed(42)` gives weights 0.3367 and
@@ -39,7 +62,7 @@ class LinearRegressionModel(nn.Module):
         return {"kind": "params", "in_features": 1, "out_features": 1}
 
 
-class _LinearLayer(nn.Module):
+class _LinearLayer(_Shown, nn.Module):
     """One `nn.Linear` named linear_layer, as the course's model_1 (its state_dict keys)."""
 
     def __init__(self, in_features: int = 1, out_features: int = 1) -> None:
@@ -93,7 +116,7 @@ class LinearClassifier(_LinearLayer):
         return f"task={self.task}"
 
 
-class MLP(nn.Module):
+class MLP(_Shown, nn.Module):
     """A small multilayer perceptron (Linear, ReLU, ..., Linear) for data that is not a line."""
 
     def __init__(
@@ -147,7 +170,7 @@ class Normalize(nn.Module):
         return (x.to(torch.float32) - self.mean) / self.std
 
 
-class _ImageModel(nn.Module):
+class _ImageModel(_Shown, nn.Module):
     """What the image models share: pixels in (NCHW, image_size a side), logits out."""
 
     kind = ""

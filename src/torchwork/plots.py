@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.figure
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 MAX_POINTS = 5000  # a scatter plot draws at most this many points, a fixed random sample
+DPI = 100  # pixels per inch of every PNG: a 10 x 7 inch figure is 1000 x 700 pixels
+
+
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib Figure on the Agg canvas that Jupyter shows as its picture.
+
+    IPython draws a Figure only through pyplot's inline backend, which these figures never
+    touch (no global state, no GUI); `_repr_png_` makes a cell ending in one show it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        FigureCanvasAgg(self)
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
+def figure_png(fig: matplotlib.figure.Figure) -> bytes:
+    """The figure as PNG bytes, as save_figure writes it."""
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=DPI)
+    return out.getvalue()
 
 
 def _values(t: Any) -> Any:
@@ -45,7 +69,6 @@ def plot_predictions(
     Returns the Figure; with `path` it is also saved as PNG (atomically).
     """
     fig = Figure(figsize=(10, 7))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     (train_data, train_labels), train_note = _sample(train_data, train_labels)
     test = [test_data, test_labels] + ([predictions] if predictions is not None else [])
@@ -71,7 +94,6 @@ def plot_loss_curves(
 ) -> Figure:
     """The course's "Training and test loss curves" picture."""
     fig = Figure(figsize=(10, 7))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot(list(epochs), list(train_loss), label="Train loss")
     if val_loss:
@@ -96,7 +118,6 @@ def plot_predicted_vs_actual(
     """Each test row as a point; a perfect model puts every point on the dashed line."""
     (y_true, y_pred), note = _sample(y_true, y_pred)
     fig = Figure(figsize=(7, 7))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.scatter(y_true, y_pred, c="r", s=8, alpha=0.6, label="Predictions")
     low, high = float(min(y_true.min(), y_pred.min())), float(max(y_true.max(), y_pred.max()))
@@ -114,7 +135,6 @@ def plot_residuals(y_true: Any, y_pred: Any, path: str | Path | None = None) -> 
     """Residuals (actual - predicted) against the predictions: no pattern is good."""
     (y_true, y_pred), note = _sample(y_true, y_pred)
     fig = Figure(figsize=(10, 5))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.scatter(y_pred, y_true - y_pred, c="r", s=8, alpha=0.6)
     ax.axhline(0.0, color="k", linestyle="--", linewidth=1)
@@ -135,7 +155,6 @@ def plot_confusion_matrix(
     counts = np.asarray(matrix)
     size = max(5.0, 0.6 * len(labels) + 3)
     fig = Figure(figsize=(size, size))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -179,7 +198,6 @@ def plot_importance(
     panels = 2 if coefficients else 1
     height = max(3.0, 0.35 * max(len(columns), len((coefficients or {}).get("inputs", []))) + 1.5)
     fig = Figure(figsize=(6.0 * panels, height))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, panels, 1)
     ticks = np.arange(len(columns))
     ax.barh(ticks, [c["mean"] for c in columns], xerr=[c["std"] for c in columns], color="C0")
@@ -219,7 +237,6 @@ def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None
     diagonal."""
     diagram = calibration["reliability"]
     fig = Figure(figsize=(6.0, 5.5))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="k", linestyle="--", linewidth=1, label="calibrated")
     scores = calibration["splits"][diagram["split"]]
@@ -248,11 +265,11 @@ def plot_reliability(calibration: dict[str, Any], path: str | Path | None = None
     return fig
 
 
-def save_figure(fig: Figure, path: str | Path) -> None:
+def save_figure(fig: matplotlib.figure.Figure, path: str | Path) -> None:
     from torchwork.fileio import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        fig.savefig(f, format="png", dpi=100)
+        fig.savefig(f, format="png", dpi=DPI)
 
 
 GRID = 16  # test images in the picture of predictions: a 4 x 4 grid
@@ -284,7 +301,6 @@ def plot_image_predictions(
     columns = 4 if n > 4 else max(n, 1)
     rows = -(-n // columns)
     fig = Figure(figsize=(2.6 * columns, 2.9 * rows))
-    FigureCanvasAgg(fig)
     for place, i in enumerate(chosen):
         ax = fig.add_subplot(rows, columns, place + 1)
         picture = images[i].transpose(1, 2, 0)

@@ -28,6 +28,7 @@ from torchwork.fileio import file_sha256, in_background
 from torchwork.intervals import check_interval
 from torchwork.optim import make_loss, make_optimizer
 from torchwork.predict import outputs_of
+from torchwork.report.notebook import RunFolderPath
 from torchwork.runfolder import (
     CHECKPOINT_LAST,
     PLOTS,
@@ -123,8 +124,15 @@ def setup(
     )
 
 
-def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = print) -> Path:
-    """Run the whole workflow and return the run folder.
+def run(
+    config: RunConfig,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+    live: bool = False,
+) -> RunFolderPath:
+    """Run the whole workflow and return the run folder (a Path that a notebook shows as
+    the run's report). `live`: the loss curves redrawn as training goes, in a notebook
+    (elsewhere a progress bar), as `fit(..., live=True)`.
 
     Started by torchrun (several processes), it trains data-parallel: every process reads
     the data and builds the same model; only the main process prints and writes.
@@ -135,14 +143,17 @@ def run(config: RunConfig, force: bool = False, log: Callable[[str], None] = pri
     if config.tensorboard:
         tensorboard_writer(None)  # a missing package is a clear error before anything is written
     with process_group(config) as group:
-        return _run(config, force, log if group is None or group.main else _silent, group)
+        log = log if group is None or group.main else _silent
+        return RunFolderPath(_run(config, force, log, group, live))
 
 
-def _run(config: RunConfig, force: bool, log: Callable[[str], None], group: Group | None) -> Path:
+def _run(
+    config: RunConfig, force: bool, log: Callable[[str], None], group: Group | None, live: bool
+) -> Path:
     out = _run_folder(config, force, group)
     if group is not None and distributed.restarted() and (out / CHECKPOINT_LAST).exists():
         log(f"torchrun restarted the processes: resuming {out} from its last checkpoint")
-        return _resume(out, {}, log, group)
+        return _resume(out, {}, log, group, live)
     session = setup(config, out, log, group)
     rng = rng_states()
     session.cross_validation = cross_validate(session, log)  # before anything is written
@@ -150,7 +161,7 @@ def _run(config: RunConfig, force: bool, log: Callable[[str], None], group: Grou
     if group is None or group.main:
         create_run_dir(out)
     outputs_before = outputs_of(session.model, session.X["test"])
-    history, seconds = train(session, TrainState(), 0.0, log)
+    history, seconds = train(session, TrainState(), 0.0, log, live)
     return finish(session, history, seconds, outputs_before, log)
 
 
@@ -198,26 +209,35 @@ def _run_folder(config: RunConfig, force: bool, group: Group | None) -> Path:
 
 
 def resume(
-    folder: str | Path, overrides: dict[str, Any] | None = None, log: Callable[[str], None] = print
-) -> Path:
-    """Continue the run in `folder` from its last checkpoint, with its stored config.
+    folder: str | Path,
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+    live: bool = False,
+) -> RunFolderPath:
+    """Continue the run in `folder` from its last checkpoint, with its stored config; return
+    the run folder, as `run` does (`live` as there).
 
     Only settings that cannot change the result may be given (`train.epochs`, to train
     longer, `plots`, `train.checkpoint_every`, `tensorboard`); anything else is refused.
     Under torchrun every process reads the checkpoint and the main one writes.
     """
     if not distributed.launched():
-        return _resume(Path(folder), overrides, log, None)
+        return RunFolderPath(_resume(Path(folder), overrides, log, None, live))
     stored = RunConfig()
     if (Path(folder) / CHECKPOINT_LAST).exists():
         # The run's own device decides between gloo and NCCL, not this machine's default.
         stored = RunConfig.from_dict(load_checkpoint(Path(folder) / CHECKPOINT_LAST)["config"])
     with process_group(stored) as group:
-        return _resume(Path(folder), overrides, log if group.main else _silent, group)
+        log = log if group.main else _silent
+        return RunFolderPath(_resume(Path(folder), overrides, log, group, live))
 
 
 def _resume(
-    folder: Path, overrides: dict[str, Any] | None, log: Callable[[str], None], group: Group | None
+    folder: Path,
+    overrides: dict[str, Any] | None,
+    log: Callable[[str], None],
+    group: Group | None,
+    live: bool = False,
 ) -> Path:
     if not folder.is_dir():
         raise RunFolderError(f"--resume {folder}: no such run folder")
@@ -261,5 +281,5 @@ def _resume(
         for stale in [*folder.glob(".*.tmp"), *folder.glob(f"{PLOTS}/.*.tmp")]:
             stale.unlink(missing_ok=True)  # left by a process killed mid-write
     log(f"Resuming {folder} after epoch {done - 1} of {config.train.epochs}")
-    history, seconds = train(session, state, float(contents.get("seconds", 0.0)), log)
+    history, seconds = train(session, state, float(contents.get("seconds", 0.0)), log, live)
     return finish(session, history, seconds, outputs_before, log)

@@ -51,9 +51,14 @@ def fit_options(session: Session) -> dict[str, Any]:
 
 
 def train(
-    session: Session, state: TrainState, seconds_before: float, log: Callable[[str], None]
+    session: Session,
+    state: TrainState,
+    seconds_before: float,
+    log: Callable[[str], None],
+    live: bool = False,
 ) -> tuple[History, float]:
-    """Step 3: fit, with checkpoints; a divergence or a signal still leaves a resumable run."""
+    """Step 3: fit, with checkpoints; a divergence or a signal still leaves a resumable run.
+    `live`: the loss curves in a notebook as training goes (engine.fit), on the main process."""
     t = session.config.train
     X, y = session.X, session.y
     batch = "full batch" if t.batch_size == 0 else f"batches of {t.batch_size}"
@@ -95,6 +100,7 @@ def train(
                 seed=t.seed,
                 log=log,
                 progress=sys.stderr.isatty(),
+                live=live and session.main,
                 state=state,
                 on_epoch_end=on_epoch_end,
                 group=session.group,
