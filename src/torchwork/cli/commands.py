@@ -373,6 +373,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eject(args: argparse.Namespace) -> int:
+    from torchwork.eject import eject
+
+    out = eject(args.run_dir, args.out, force=args.force)
+    print(
+        f"Wrote {out}: the run {args.run_dir} as plain PyTorch. `python {out}` trains it again "
+        "and writes model.pth and metrics.csv, equal to the run's"
+    )
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "predict": cmd_predict,
@@ -381,4 +392,5 @@ COMMANDS = {
     "export": cmd_export,
     "serve": cmd_serve,
     "compare": cmd_compare,
+    "eject": cmd_eject,
 }

@@ -523,6 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="show a model file's architecture, parameters and config"
     )
     inspect.add_argument("file", metavar="FILE", help="model file (.safetensors or .pth)")
+
+    eject = commands.add_parser(
+        "eject",
+        help="write a run as one plain PyTorch script that reproduces it, bit for bit",
+    )
+    eject.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by torchwork run")
+    eject.add_argument(
+        "--out", default="train.py", metavar="FILE", help="the script (default: train.py)"
+    )
+    eject.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     return parser
 
 
