@@ -84,15 +84,15 @@ def test_balanced_class_weights_raise_the_rare_class_recall(tw, tmp_path, rare):
     assert summary(tmp_path / "explicit")["class_weights"] == {"common": 1.0, "rare": 9.0}
 
 
-def test_an_auto_threshold_is_chosen_on_validation_and_applied_everywhere(tmp_path, rare):
+def test_an_auto_threshold_is_chosen_on_validation_and_applied_everywhere(tmp_path, rare, tw):
     flags = ("--data", str(rare), "--no-plots", "--train", "0.6", "--val", "0.2")
-    assert run_cli("run", *flags, "--out", "plain", cwd=tmp_path).returncode == 0
-    result = run_cli("run", *flags, "--threshold", "auto", "--out", "auto", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert tw("run", *flags, "--out", "plain")[0] == 0  # runs in this process: faster
+    code, stdout, err = tw("run", *flags, "--threshold", "auto", "--out", "auto")
+    assert code == 0, err
     s = summary(tmp_path / "auto")
     threshold = s["threshold"]
     assert threshold["metric"] == "f1" and 0 < threshold["value"] < 0.5
-    assert "Threshold:" in result.stdout
+    assert "Threshold:" in stdout
     assert s["metrics"]["test"]["f1"] > summary(tmp_path / "plain")["metrics"]["test"]["f1"]
     assert rare_recall(tmp_path / "auto") > rare_recall(tmp_path / "plain")
 
@@ -110,26 +110,21 @@ def test_an_auto_threshold_is_chosen_on_validation_and_applied_everywhere(tmp_pa
     predicted = run_cli("predict", "--model", str(model), "--data", str(rare), cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert [c[0] for c in calls(predicted.stdout)] == [c[0] for c in in_run]
-    evaluated = run_cli("evaluate", "--model", str(model), "--data", str(rare), cwd=tmp_path)
-    assert evaluated.returncode == 0, evaluated.stderr
+    assert tw("evaluate", "--model", str(model), "--data", str(rare))[0] == 0
 
     answer = serve_answer(model, [{"a": 0.9, "b": 0.5, "c": 0.0}, {"a": -1.0, "b": -1.0, "c": 0.0}])
     for label, probabilities in zip(answer["predictions"], answer["probabilities"], strict=True):
         assert (label == "rare") == (probabilities["rare"] >= threshold["value"])
 
-    exported = run_cli(
-        "export", "--model", str(model), "--format", "pt2", "--out", "m.pt2", cwd=tmp_path
-    )
-    assert exported.returncode == 0, exported.stderr
+    code, _, err = tw("export", "--model", str(model), "--format", "pt2", "--out", "m.pt2")
+    assert code == 0, err
     assert (
         json.loads((tmp_path / "m.pt2.preprocess.json").read_text())["threshold"]
         == threshold["value"]
     )
 
     # A threshold given as a number is used as it is.
-    assert (
-        run_cli("run", *flags, "--threshold", "0.2", "--out", "given", cwd=tmp_path).returncode == 0
-    )
+    assert tw("run", *flags, "--threshold", "0.2", "--out", "given")[0] == 0
     assert summary(tmp_path / "given")["threshold"] == {"value": 0.2, "chosen_by": "--threshold"}
 
 
