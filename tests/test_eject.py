@@ -200,3 +200,19 @@ def test_out_is_refused_over_a_file_without_force(ejected, tmp_path, tw):
     code, out, _ = tw("eject", str(run), "--force")
     assert code == 0 and "Wrote train.py" in out
     assert "`python train.py` trains the same model again" in (tmp_path / "train.py").read_text()
+
+
+def test_a_schedule_resumed_with_other_epochs_is_refused(tmp_path, tw):
+    # The cosine schedule spans --epochs: resumed with more, the later epochs' learning rates
+    # differ from any single run's, which a script of one run cannot reproduce.
+    flags = ["--model", "linear", "--schedule", "cosine", "--no-plots"]
+    assert tw("run", *flags, "--epochs", "20", "--out", "run")[0] == 0
+    assert tw("run", "--resume", "run", "--epochs", "30")[0] == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["training"]["resumed"] == [
+        {"epochs_done": 20, "epochs_before": 20, "epochs": 30}
+    ]
+    assert_one_line_error(
+        tw("eject", "run", "--out", "t.py"), "--epochs changed from 20 to 30", "cosine"
+    )
+    assert not (tmp_path / "t.py").exists()

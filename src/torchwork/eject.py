@@ -118,8 +118,21 @@ def _refuse_what_differs(
     d, t = config.data, config.train
     processes = (summary.get("reproducibility") or {}).get("processes", 1)
     device = str(summary.get("device", "cpu"))
+    horizons = [
+        r
+        for r in (summary.get("training") or {}).get("resumed", [])
+        if isinstance(r, dict) and r.get("epochs") != r.get("epochs_before")
+    ]
     problems = [
         (d.path and is_image_folder(d.path), "it trained on a folder of images"),
+        (
+            t.schedule != "none" and bool(horizons),
+            f"it was resumed with --epochs changed from {horizons[0].get('epochs_before')} to "
+            f"{horizons[-1].get('epochs')} under the {t.schedule} schedule (its learning rates "
+            "changed mid-run)"
+            if horizons
+            else "",
+        ),
         (processes != 1, f"it trained in {processes} processes (--nproc)"),
         (not device.startswith("cpu"), f"it trained on {device}: the script reproduces CPU runs"),
         (spec.get("kind") not in ("params", "linear", "mlp"), f"--model {spec.get('kind')}"),

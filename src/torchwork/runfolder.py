@@ -88,6 +88,7 @@ class Training(TypedDict, total=False):
     tol: float
     tol_epochs: int
     chosen: dict[str, str]  # setting -> why auto chose its value
+    resumed: list[dict[str, int]]  # each --resume: epochs_done, epochs_before, epochs
 
 
 class TableData(TypedDict, total=False):

@@ -85,6 +85,7 @@ def checkpoint_contents(session: Session, state: TrainState, seconds: float) -> 
         },
         "chosen": session.chosen or {},
         "cross_validation": session.cross_validation,
+        "resumed": session.resumed,
         "generator": state.generator.get_state() if state.generator is not None else None,
         "rng": rng_states(),
         "config": checkpoint_config(session.config),

@@ -346,7 +346,8 @@ def summary_of(
             name: getattr(config.train, name)
             for name in ("optimizer", "lr", "batch_size", "epochs", "tol", "tol_epochs")
         }
-        | {"chosen": session.chosen or {}},
+        | {"chosen": session.chosen or {}}
+        | ({"resumed": session.resumed} if session.resumed else {}),
         "seconds": seconds,
         "device": str(session.device),
         "seed": config.train.seed,

@@ -277,6 +277,10 @@ def _resume(
     state = restore(session, contents)
     session.chosen = dict(contents.get("chosen") or {})
     session.cross_validation = contents.get("cross_validation")
+    session.resumed = [
+        *(contents.get("resumed") or []),
+        {"epochs_done": done, "epochs_before": planned, "epochs": config.train.epochs},
+    ]
     if session.main:
         for stale in [*folder.glob(".*.tmp"), *folder.glob(f"{PLOTS}/.*.tmp")]:
             stale.unlink(missing_ok=True)  # left by a process killed mid-write

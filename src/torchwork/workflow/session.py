@@ -4,7 +4,7 @@ device, the model, loss function and optimizer, the run folder, the process grou
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class Session:
     group: Group | None = None  # this process's place in a torchrun group, if any
     chosen: dict[str, str] | None = None  # the settings that were auto, and why each was chosen
     cross_validation: dict[str, Any] | None = None  # --folds, --repeats: summary.json's key
+    # each time the run was resumed: after which epoch, and --epochs before and after (a
+    # learning-rate schedule spans --epochs, so raising it changes the later epochs' rates)
+    resumed: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def data_sha256(self) -> str | None:
