@@ -7,6 +7,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -60,3 +61,23 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def print_report(
+    title: str, header: list[str], rows: list[list[str]], started: float, out: str | None
+) -> None:
+    """A benchmark's result: its title and date, the machine, the table, the time it took;
+    printed, and also written to `out` when given."""
+    text = "\n".join(
+        [
+            f"{title} ({time.strftime('%Y-%m-%d')})",
+            f"Machine: {machine()}",
+            "",
+            markdown_table(header, rows),
+            "",
+            f"The whole benchmark took {time.perf_counter() - started:.0f} s.",
+        ]
+    )
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table
+from common import print_report
 from tables import TARGET, TEXT, make_table, measured
 
 
@@ -160,19 +160,7 @@ def main() -> None:
         "validation metric, mean ± std over folds",
         "test metric, plain",
     ]
-    text = "\n".join(
-        [
-            f"torchwork --folds benchmark ({time.strftime('%Y-%m-%d')})",
-            f"Machine: {machine()}",
-            "",
-            markdown_table(header, rows),
-            "",
-            f"The whole benchmark took {time.perf_counter() - started:.0f} s.",
-        ]
-    )
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_report("torchwork --folds benchmark", header, rows, started, args.out)
 
 
 if __name__ == "__main__":

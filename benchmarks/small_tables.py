@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, markdown_table
+from common import print_report
 
 TABLES = {"diabetes": "r2", "wine": "accuracy", "iris": "accuracy", "breast_cancer": "accuracy"}
 BAR = 0.02  # the bar: at least the linear model's test metric minus this
@@ -219,19 +219,9 @@ def main() -> None:
         f"seeds more than {BAR} below linear",
         "seed 42",
     ]
-    text = "\n".join(
-        [
-            f"torchwork small-table benchmark ({time.strftime('%Y-%m-%d')}), seeds {args.seeds}",
-            f"Machine: {machine()}",
-            "",
-            markdown_table(header, rows),
-            "",
-            f"The whole benchmark took {time.perf_counter() - started:.0f} s.",
-        ]
+    print_report(
+        f"torchwork small-table benchmark, seeds {args.seeds}", header, rows, started, args.out
     )
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
