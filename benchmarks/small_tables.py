@@ -100,31 +100,31 @@ def sklearn_mlp(path: Path, seed: int, split: np.ndarray) -> float:
     return float(pipeline.score(X[test], y[test]))  # R² or accuracy, as torchwork's
 
 
-def ensemble(path: Path, seed: int) -> float:
-    """The prototype: MEMBERS MLPs on folds of the train + val rows, averaged."""
+def ensemble(path: Path, seed: int, folder: Path) -> float:
+    """The prototype: MEMBERS MLPs on folds of the train + val rows, averaged; each trained
+    as a fit of `--folds` is (the run's session: its data, loss and fit options)."""
     import torch
 
     from torchwork.cli.parser import build_parser, config_from_args
-    from torchwork.config import choose_training
-    from torchwork.data import fold_indices, prepare_data
+    from torchwork.data import fold_indices
     from torchwork.engine import fit
-    from torchwork.optim import make_loss, make_optimizer
+    from torchwork.optim import make_optimizer
     from torchwork.predict import score
+    from torchwork.workflow.run import setup
     from torchwork.workflow.session import fresh_model
+    from torchwork.workflow.train import fit_options
 
     args = ["run", "--data", str(path), "--model", "mlp", "--seed", str(seed)]
-    config = config_from_args(build_parser().parse_args(args))
-    data = prepare_data(config, lambda _: None)
-    choose_training(config, len(data.rows["train"]))
-    t = config.train
-    X = torch.cat([data.X["train"], data.X["val"]])
-    y = torch.cat([data.y["train"], data.y["val"]])
+    session = setup(config_from_args(build_parser().parse_args(args)), folder, lambda _: None)
+    data, t = session.data, session.config.train
+    X = torch.cat([session.X["train"], session.X["val"]])
+    y = torch.cat([session.y["train"], session.y["val"]])
     labels = torch.cat([data.y_raw["train"], data.y_raw["val"]]).reshape(-1)
     folds = fold_indices(len(X), MEMBERS, None if data.task == "regression" else labels, seed)
     outputs = []
     for k, held in enumerate(folds):
         kept = torch.cat([f for i, f in enumerate(folds) if i != k])
-        member = copy.deepcopy(config)
+        member = copy.deepcopy(session.config)
         member.train.seed = seed + 1000 * k
         model = fresh_model(member, data)
         optimizer = make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum)
@@ -132,23 +132,20 @@ def ensemble(path: Path, seed: int) -> float:
             model,
             X[kept],
             y[kept],
-            data.X["test"],
-            data.y["test"],
-            make_loss(t.loss, data.task),
+            session.X["test"],
+            session.y["test"],
+            session.loss_fn,
             optimizer,
             t.epochs,
             X_val=X[held],
             y_val=y[held],
-            batch_size=t.batch_size,
-            patience=t.patience,
-            tol=t.tol,
-            tol_epochs=t.tol_epochs,
             seed=member.train.seed,
             log=None,
+            **fit_options(session),
         )
         model.eval()
         with torch.no_grad():
-            outputs.append(model(data.X["test"]))
+            outputs.append(model(session.X["test"]))
     stacked = torch.stack(outputs)
     if data.task == "regression":
         combined = stacked.mean(0)
@@ -169,6 +166,8 @@ def seeds_of(text: str) -> list[int]:
 
 
 def main() -> None:
+    from torchwork.metrics import spread
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0-9,42", help="e.g. 0-29,42")
     parser.add_argument("--tables", default=",".join(TABLES))
@@ -192,7 +191,7 @@ def main() -> None:
                 found = {"torchwork linear": linear, "torchwork mlp": mlp}
                 found["scikit-learn MLP"] = sklearn_mlp(path, seed, split)
                 if args.ensemble:
-                    found[f"prototype: {MEMBERS} MLPs on folds"] = ensemble(path, seed)
+                    found[f"prototype: {MEMBERS} MLPs on folds"] = ensemble(path, seed, folder)
                 for tool, value in found.items():
                     scores.setdefault(tool, []).append(value)
                 print(f"{name} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in found.items()))
@@ -203,7 +202,7 @@ def main() -> None:
                     [
                         f"{name} ({TABLES[name]})",
                         tool,
-                        f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}",
+                        f"{statistics.fmean(values):.4f} ± {spread(values):.4f}",
                         "-" if tool == "torchwork linear" else f"{statistics.fmean(diffs):+.4f}",
                         "-"
                         if tool == "torchwork linear"
