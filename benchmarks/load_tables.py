@@ -66,7 +66,7 @@ def child(name: str, path: Path) -> None:
     import pyarrow.csv
     import pyarrow.parquet  # noqa: F401
 
-    import torchwork.tables.encode  # noqa: F401
+    import torchwork.kinds.encoder  # noqa: F401
 
     with contextlib.suppress(ImportError):
         import pandas  # noqa: F401

@@ -22,20 +22,22 @@ import sys
 import numpy as np
 
 artifact, rows, out = sys.argv[1:4]
-X = np.load(rows)
+X = dict(np.load(rows))  # the graph's inputs by name
 if artifact.endswith(".onnx"):
     import onnxruntime
 
     session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    run = lambda X: session.run(None, {name: X})[0]
+    names = [i.name for i in session.get_inputs()]
+    run = lambda X: session.run(None, {name: X[name] for name in names})[0]
 else:
     import torch
 
     module = torch.export.load(artifact).module()
-    run = lambda X: module(torch.from_numpy(X)).detach().numpy()
+    names = list(X)  # in the order the sidecar lists them
+    run = lambda X: module(*(torch.from_numpy(X[name]) for name in names)).detach().numpy()
 np.save(out, run(X))
-np.save(out.replace(".npy", "-one.npy"), run(X[:1]))  # the batch size is not baked in
+first = {name: values[:1] for name, values in X.items()}
+np.save(out.replace(".npy", "-one.npy"), run(first))  # the batch size is not baked in
 assert "torchwork" not in sys.modules
 """
 
@@ -48,25 +50,28 @@ def models(small_models, tmp_path_factory):
     return shutil.copytree(small_models["folder"], tmp_path_factory.mktemp("runs") / "runs")
 
 
-def inputs_from_sidecar(sidecar: dict, table: pa.Table) -> np.ndarray:
-    """The export's input layout built from the JSON file alone, as another program would."""
-    columns = []
-    for name in sidecar["input_columns"]:
-        if name in sidecar["numeric_columns"]:
-            columns.append(table.column(name).to_numpy().astype(np.float32))
-        else:
-            column, category = name.split("=", 1)
-            assert category in sidecar["categories"][column]
-            values = np.array(table.column(column).to_pylist())
-            columns.append((values == category).astype(np.float32))
-    return np.stack(columns, axis=1)
+def inputs_from_sidecar(sidecar: dict, table: pa.Table) -> dict[str, np.ndarray]:
+    """The export's inputs built from the JSON file alone, as another program would."""
+    inputs = {}
+    for spec in sidecar["inputs"]:
+        if spec["dtype"] == "float32":  # number columns in their own units
+            columns = [table.column(name).to_numpy().astype(np.float32) for name in spec["columns"]]
+            inputs[spec["name"]] = np.stack(columns, axis=1)
+        else:  # each category column's code: its place in the listed categories
+            codes = []
+            for name in spec["columns"]:
+                listed = spec["categories"][name]
+                values = table.column(name).to_pylist()
+                codes.append([listed.index(v) if v in listed else len(listed) for v in values])
+            inputs[spec["name"]] = np.array(codes, dtype=np.int64).T
+    return inputs
 
 
-def run_fresh(artifact, X: np.ndarray, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+def run_fresh(artifact, X: dict[str, np.ndarray], tmp_path) -> tuple[np.ndarray, np.ndarray]:
     (tmp_path / "loader.py").write_text(LOADER)
-    np.save(tmp_path / "rows.npy", X)
+    np.savez(tmp_path / "rows.npz", **X)
     result = subprocess.run(
-        [sys.executable, "loader.py", str(artifact), "rows.npy", "outputs.npy"],
+        [sys.executable, "loader.py", str(artifact), "rows.npz", "outputs.npy"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -96,12 +101,12 @@ def test_export_predicts_what_torchwork_predicts(models, name, fmt, tmp_path, mo
     encoder = predictor.encoder
     if encoder is None:
         assert result.sidecar is None and result.input_names == ["x"]
-        X = np.linspace(-1, 2, 25, dtype=np.float32).reshape(-1, 1)
-        expected = predictor.outputs(torch.from_numpy(X)).numpy()
+        X = {"X": np.linspace(-1, 2, 25, dtype=np.float32).reshape(-1, 1)}
+        expected = predictor.outputs(torch.from_numpy(X["X"])).numpy()
     else:
         sidecar = json.loads(result.sidecar.read_text())
         assert result.sidecar == models / name / f"model.{fmt}.preprocess.json"
-        assert sidecar["input_columns"] == encoder.input_names == result.input_names
+        assert [spec["name"] for spec in sidecar["inputs"]] == result.input_names
         assert sidecar["labels"] == encoder.labels and sidecar["task"] == encoder.task
         table = pcsv.read_csv(models / f"{name}.csv")
         table = table.slice(0, 25)
@@ -114,9 +119,10 @@ def test_export_predicts_what_torchwork_predicts(models, name, fmt, tmp_path, mo
             expected = decoded["probabilities"].numpy()
             assert any("not in the graph" in note for note in result.notes)
         if "color" in encoder.feature_names:
-            assert sidecar["categories"] == {"color": ["blue", "green", "red"]}
-            assert any("Text columns (color)" in note for note in result.notes)
-            assert any("Text columns (color)" in line for line in logged)
+            (categories,) = [spec for spec in sidecar["inputs"] if spec["name"] == "categories"]
+            assert categories["categories"] == {"color": ["blue", "green", "red"]}
+            assert any("'categories' int64" in note for note in result.notes)
+            assert any("'categories' int64" in line for line in logged)
 
     outputs, one = run_fresh(result.path, X, tmp_path)
     assert outputs.shape == expected.shape
@@ -148,10 +154,10 @@ def test_a_table_model_whose_data_is_gone_is_checked_on_random_rows(models, tmp_
 def test_an_export_that_differs_from_pytorch_is_not_written(models, tmp_path, monkeypatch):
     import torchwork.export
 
-    def wrong(pipeline, in_features, path, X):
+    def wrong(pipeline, example, path, X):
         path.write_bytes(b"not a model")
         with torch.inference_mode():
-            return pipeline(X) + 1
+            return pipeline(*X) + 1
 
     monkeypatch.setattr(torchwork.export, "_export_pt2", wrong)
     out = tmp_path / "m.pt2"

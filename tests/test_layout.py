@@ -26,6 +26,7 @@ LAYERS = [
     "optim",
     "models",
     "data",
+    "kinds",
     "tables",
     "images",
     "notebook",

@@ -10,8 +10,9 @@ import torch
 from conftest import assert_one_line_error, write_csv
 from torchwork import TorchworkError
 from torchwork.config import RunConfig
+from torchwork.kinds.base import Source
+from torchwork.kinds.encoder import Encoder, FitOptions
 from torchwork.tables.check import check_values, detect_task, select_columns
-from torchwork.tables.encode import TableEncoder
 from torchwork.tables.read import CsvFormat, read_table, sniff_delimiter
 
 
@@ -90,9 +91,8 @@ def test_numbers_written_for_people_are_pointed_out(tmp_path):
 def _fit(table, features, **options):
     notes = []
     rows = np.arange(table.num_rows)
-    encoder = TableEncoder.fit(
-        table, features, "y", "regression", rows, "t.csv", log=notes.append, **options
-    )
+    where = Source("t.csv", log=notes.append)
+    encoder = Encoder.fit(table, features, "y", "regression", rows, where, FitOptions(**options))
     return encoder, notes
 
 
@@ -110,7 +110,7 @@ def test_constant_and_id_columns_are_left_out_with_a_line():
     encoder, notes = _fit(table, ["pixel_0", "colour", "id", "x"])
     assert encoder.feature_names == ["x"]
     assert any("same value in every row: 'pixel_0' (0), 'colour' ('red')" in n for n in notes)
-    assert any("as IDs are: id" in n for n in notes)
+    assert any("as IDs have (name them in --features to keep them): 'id'" in n for n in notes)
     kept, _ = _fit(table, ["id", "x"], keep_ids=True)  # named in --features: kept
     assert kept.feature_names == ["id", "x"]
     with pytest.raises(TorchworkError, match="nothing to learn from"):
@@ -127,22 +127,23 @@ def test_many_categories_are_pointed_out_and_capped():
     distinct = len(set(city))
     assert distinct > 100
     encoder, notes = _fit(table, ["city", "x"])
-    assert encoder.in_features == distinct + 1
+    assert len(encoder.input_names) == distinct + 1
     assert any(f"has {distinct:,} categories" in n and "--max-categories" in n for n in notes)
 
     capped, notes = _fit(table, ["city", "x"], max_categories=10)
-    feature = capped.features[0]
+    block = capped.blocks[1]
+    categories = block.categories[0]
     counts = {c: city.count(c) for c in set(city)}
-    assert feature.other and sorted(feature.categories) == feature.categories
-    assert set(feature.categories) == set(sorted(counts, key=lambda c: -counts[c])[:10])
-    assert capped.in_features == 12 and capped.input_names[10] == "city=(other)"
+    assert block.other == [True] and sorted(categories) == categories
+    assert set(categories) == set(sorted(counts, key=lambda c: -counts[c])[:10])
+    assert len(capped.input_names) == 12 and capped.input_names[-1] == "city=(other)"
     assert any("10 most frequent" in n for n in notes)
-    # A rare category and one never seen both take the 'other' input.
-    new = pa.table({"city": [feature.categories[0], "c149", "never seen"], "x": [0.0] * 3})
+    # A rare category and one never seen both take the 'other' code.
+    new = pa.table({"city": [categories[0], "c149", "never seen"], "x": [0.0] * 3})
     X = capped.transform(new)
-    assert X[:, :11].tolist() == [[1] + [0] * 10, [0] * 10 + [1], [0] * 10 + [1]]
-    again = TableEncoder.from_dict(json.loads(json.dumps(capped.to_dict())))
-    assert torch.equal(again.transform(new), X)
+    assert X.tensors[1].tolist() == [[0], [10], [10]]
+    again = Encoder.from_dict(json.loads(json.dumps(capped.to_dict())))
+    assert torch.equal(again.transform(new).tensors[1], X.tensors[1])
 
 
 def test_exclude_and_its_mistakes():
@@ -182,7 +183,9 @@ def test_messy_table_end_to_end(tw, tmp_path):
     (tmp_path / "eu.csv").write_text("\n".join(lines) + "\n")
     code, out, err = tw("run", "--data", "eu.csv", "--decimal", ",", "--out", "r", "--no-plots")
     assert code == 0, err
-    assert "as IDs are: id" in out and "'const' (5)" in out
+    assert (
+        "as IDs have (name them in --features to keep them): 'id'" in out and "'const' (5)" in out
+    )
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["data"]["features"] == ["x1", "x2"] and s["data"]["target"] == "y"
     assert s["metrics"]["test"]["r2"] > 0.999

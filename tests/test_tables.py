@@ -5,9 +5,10 @@ import torch
 
 from conftest import write_csv
 from torchwork import TorchworkError
+from torchwork.kinds.base import Source
+from torchwork.kinds.encoder import Encoder
 from torchwork.tables import read
 from torchwork.tables.check import check_values, detect_task, select_columns
-from torchwork.tables.encode import TableEncoder
 from torchwork.tables.read import read_table
 
 
@@ -120,62 +121,90 @@ def test_detect_task_refuses_impossible_requests():
         detect_task(pa.chunked_array([[1, 1, 1]]), "auto", "y", "t.csv")
 
 
+def _fitted(table, features, task, rows, source="t.csv"):
+    return Encoder.fit(table, features, "y", task, np.array(rows), Source(source))
+
+
 def test_encoder_scales_on_training_rows_only_and_round_trips():
     table = pa.table(
         {"x": [1.0, 2.0, 3.0, 100.0], "c": ["u", "v", "u", "w"], "y": [1.0, 2.0, 3.0, 4.0]}
     )
-    encoder = TableEncoder.fit(table, ["x", "c"], "y", "regression", np.array([0, 1, 2]), "t.csv")
-    x = encoder.features[0]
-    assert x.mean == pytest.approx(2.0) and x.std == pytest.approx(np.std([1.0, 2.0, 3.0]))
-    assert encoder.features[1].categories == ["u", "v", "w"]  # names from every row
+    encoder = _fitted(table, ["x", "c"], "regression", [0, 1, 2])
+    numbers, categories = encoder.blocks
+    assert numbers.mean[0] == pytest.approx(2.0)
+    assert numbers.std[0] == pytest.approx(np.std([1.0, 2.0, 3.0]))
+    assert categories.categories == [["u", "v", "w"]]  # names from every row
     assert encoder.input_names == ["x", "c=u", "c=v", "c=w"]
     X = encoder.transform(table)
-    assert X.shape == (4, 4) and X.is_contiguous()
-    assert torch.equal(X[:, 1:], torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]]))
-    again = TableEncoder.from_dict(encoder.to_dict())
-    assert torch.equal(again.transform(table), X)
+    assert X.tensors[0].shape == (4, 1) and X.tensors[0].is_contiguous()
+    # A category is one integer a row: its place in the column's categories
+    assert X.tensors[1].tolist() == [[0], [1], [0], [2]]
+    again = Encoder.from_dict(encoder.to_dict())
+    assert all(
+        torch.equal(a, b) for a, b in zip(again.transform(table).tensors, X.tensors, strict=True)
+    )
     y = encoder.encode_target(table)
     assert torch.allclose(encoder.decode(y)["prediction"], torch.tensor([1.0, 2.0, 3.0, 4.0]))
 
 
 def _encoder_dict():
     table = pa.table({"x": [1.0, 2.0, 5.0], "c": ["u", "v", "u"], "y": ["a", "b", "c"]})
-    encoder = TableEncoder.fit(table, ["x", "c"], "y", "multiclass", np.array([0, 1, 2]), "t")
-    return encoder.to_dict()
+    return _fitted(table, ["x", "c"], "multiclass", [0, 1, 2], "t").to_dict()
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda d: d["features"][0].update(std=0.0), "feature 'x' has std 0.0"),
-        (lambda d: d["features"][0].update(mean=float("nan")), "finite mean and std"),
-        (lambda d: d["features"][1].update(categories=[]), "feature 'c' has no categories"),
-        (lambda d: d["features"][1].update(categories=["u", "u"]), "category twice"),
-        (lambda d: d["features"][1].update(kind="date"), "unknown kind 'date'"),
-        (lambda d: d["features"][1].update(name="x"), "appears twice"),
+        (lambda d: d["blocks"][0].update(std=[0.0]), "number column 'x' has std 0.0, not above 0"),
+        (lambda d: d["blocks"][0].update(mean=[float("nan")]), "finite mean each"),
+        (lambda d: d["blocks"][1].update(categories=[[]]), "column 'c' has no categories"),
+        (lambda d: d["blocks"][1].update(categories=[["u", "u"]]), "category twice"),
+        (lambda d: d["blocks"][1].update(kind="date"), "unknown kind of data 'date'"),
+        (lambda d: d["blocks"][1].update(columns=["x"]), "appears twice|not the feature columns"),
         (lambda d: d.update(features=[]), "no feature columns"),
         (lambda d: d.update(task="ranking"), "unknown task 'ranking'"),
         (lambda d: d.update(labels=["a"]), "multiclass model cannot have 1 labels"),
         (lambda d: d.update(labels=["a", "b", "a"]), "a label appears twice"),
         (lambda d: d.update(task="regression"), "regression model cannot have 3 labels"),
         (lambda d: d.update(target_std=-1.0), "target's std is -1.0"),
-        (lambda d: d["features"][0].update(colour="red"), "malformed: .*colour"),
         (lambda d: d.pop("target"), "incomplete or malformed: 'target'"),
         (lambda d: d.update(labels=[[0], [1], [2]]), "labels must be a list of names or numbers"),
         (lambda d: d.update(labels="abc"), "labels must be a list of names or numbers"),
+        (lambda d: d.update(blocks="abc"), "blocks must be a list"),
     ],
 )
 def test_stored_encoder_is_checked_field_by_field(change, message):
     raw = _encoder_dict()
-    TableEncoder.from_dict(raw)  # the untouched one loads
+    Encoder.from_dict(raw)  # the untouched one loads
     change(raw)
     with pytest.raises(TorchworkError, match=message):
-        TableEncoder.from_dict(raw)
+        Encoder.from_dict(raw)
+
+
+def test_an_encoder_stored_before_the_kinds_of_data_still_loads():
+    # A binary table model's preprocessing as torchwork wrote it before blocks (format 1)
+    old = {
+        "features": [
+            {"name": "x", "kind": "numeric", "categories": [], "mean": 2.0, "std": 0.5},
+            {"name": "c", "kind": "categorical", "categories": ["u", "v"], "other": True},
+        ],
+        "target": "y",
+        "task": "binary",
+        "labels": ["no", "yes"],
+        "threshold": 0.3,
+    }
+    encoder = Encoder.from_dict(old)
+    assert encoder.features == ["x", "c"] and encoder.threshold == 0.3
+    assert encoder.input_names == ["x", "c=u", "c=v", "c=(other)"]
+    X = encoder.transform(pa.table({"x": [2.5], "c": ["w"]}))
+    assert X.tensors[0].tolist() == [[1.0]] and X.tensors[1].tolist() == [[2]]
+    with pytest.raises(TorchworkError, match="unknown kind 'date'"):
+        Encoder.from_dict(old | {"features": [{"name": "d", "kind": "date"}]})
 
 
 def test_unseen_category_and_label_are_clear_errors():
     table = pa.table({"c": ["u", "v"], "y": ["a", "b"]})
-    encoder = TableEncoder.fit(table, ["c"], "y", "binary", np.array([0, 1]), "t.csv")
+    encoder = _fitted(table, ["c"], "binary", [0, 1])
     with pytest.raises(TorchworkError, match="category 'z' in row 2, which the model never saw"):
         encoder.transform(pa.table({"c": ["u", "z"]}), "new.csv")
     with pytest.raises(TorchworkError, match="label 'q' in row 1"):
@@ -185,8 +214,8 @@ def test_unseen_category_and_label_are_clear_errors():
 def test_a_table_of_only_constant_columns_is_refused():
     # One constant column among others is left out (test_messy_tables); alone, it is an error.
     table = pa.table({"x": [1.0, 1.0, 1.0], "y": [1.0, 2.0, 3.0]})
-    with pytest.raises(TorchworkError, match=r"same value in every row.*\('x' \(1\)\)"):
-        TableEncoder.fit(table, ["x"], "y", "regression", np.array([0, 1]), "t.csv")
+    with pytest.raises(TorchworkError, match=r"same value in every row: 'x' \(1\)"):
+        _fitted(table, ["x"], "regression", [0, 1])
 
 
 def test_numbers_stored_as_text_are_read_as_numbers_and_huge_values_refused():

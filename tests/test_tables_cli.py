@@ -69,10 +69,13 @@ def test_multiclass_with_string_labels(species):
     assert s["task"] == "multiclass" and s["labels"] == ["setosa", "versicolor", "virginica"]
     assert s["loss"] == "CrossEntropyLoss"
     assert s["data"]["inputs"] == ["p", "q", "colour=blue", "colour=red"]
-    assert len(s["learned"]["linear_layer.weight"]) == 3 * len(s["data"]["inputs"])
+    # The numbers' weights, and each category's as one row of its embedding: 3 classes each
+    learned = s["learned"]
+    weights = len(learned["linear_layer.weight"]) + len(learned["blocks.1.weight"])
+    assert weights == 3 * len(s["data"]["inputs"])
     assert s["metrics"]["test"]["accuracy"] > 0.9
     assert len(s["confusion_matrix"]["test"]) == 3
-    assert "one-hot encoded" in stdout
+    assert "Columns: number p, q; category colour" in stdout
     # a validation split turns on early stopping for tables by default
     assert "patience = 20" in (folder / "run" / "config.toml").read_text()
     predictions = pcsv.read_csv(folder / "run" / "predictions.csv")
@@ -196,12 +199,12 @@ def test_predict_column_errors(species, tw, tmp_path):
     ("change", "message"),
     [
         (
-            lambda p: p["features"][0].update(std=0.0),
-            "tampered.safetensors: the stored preprocessing is malformed: feature 'p' has std 0.0",
+            lambda p: p["blocks"][0].update(std=[0.0, 1.0]),
+            "tampered.safetensors: the stored preprocessing is malformed: number column 'p' has std 0.0",
         ),
         (
             lambda p: p.update(labels=["setosa", "versicolor"]),  # the model has 3 outputs
-            "does not match the model's input or output size",
+            "does not match the model's inputs or outputs",
         ),
     ],
 )
@@ -259,7 +262,7 @@ BAD_TABLES = [
     (("--data", "text.csv"), "column 'a' of text.csv has a non-numeric value 'abc' in row 3"),
     (
         ("--data", "const.csv", "--features", "c"),  # one constant among others is left out
-        "every feature column of const.csv has the same value in every row",
+        "every feature column of const.csv was left out (1 column(s) with the same value in every row",
     ),
     (("--data", "ok.csv", "--exclude", "a,zz"), "--exclude: column 'zz' not in ok.csv"),
     (("--data", "few.csv", "--train", "0.5"), "has 3 rows, too few for the split"),

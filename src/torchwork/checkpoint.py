@@ -18,6 +18,7 @@ from torch import nn
 from torchwork.config import stored_config
 from torchwork.errors import ModelFileError, few, one_line
 from torchwork.fileio import atomic_path
+from torchwork.kinds.legacy import upgrade_spec, upgrade_state
 from torchwork.models import (
     build_from_spec,
     check_tensors,
@@ -124,7 +125,7 @@ def stored_spec(path: str | Path) -> dict[str, Any]:
     task = (meta["preprocess"] or {}).get("task")
     if "task" not in spec and spec.get("kind") == "linear" and task in ("binary", "multiclass"):
         spec = {**spec, "task": task}
-    return spec
+    return upgrade_spec(spec, meta["preprocess"])
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -183,6 +184,9 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     path = Path(path)
     spec = stored_spec(path) if path.suffix.lower() == ".safetensors" else None
     state = load_state_dict(path)
+    if spec is not None:
+        meta = read_metadata(path)  # a file written before the kinds of data: its weights
+        state = upgrade_state(meta["model"], state, meta["preprocess"])
     if model is None:
         if spec is not None:
             check_tensors(spec, state, str(path))  # before building anything it describes

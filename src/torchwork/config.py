@@ -106,6 +106,7 @@ class DataConfig:
     target: str = ""  # the table's target column; empty = its last column
     features: list[str] = field(default_factory=list)  # feature columns; empty = all the others
     exclude: list[str] = field(default_factory=list)  # columns left out (IDs, leaks)
+    kinds: list[str] = field(default_factory=list)  # column=kind pairs over recognition
     task: str = "auto"  # auto, regression, binary or multiclass
     dropna: bool = False  # drop rows with empty or NaN cells (else they are an error)
     categorical: str = "auto"  # auto: one-hot encode text feature columns; none: refuse them
@@ -255,6 +256,7 @@ class RunConfig:
             _known_encoding(d.encoding),
             f"unknown --encoding {d.encoding!r}: use for example latin-1",
         )
+        config_kinds(d.kinds)  # column=kind pairs of known kinds
         _check(
             not set(d.features) & set(d.exclude),
             f"column(s) {', '.join(sorted(set(d.features) & set(d.exclude)))} are both in "
@@ -563,6 +565,21 @@ def _known_encoding(name: str) -> bool:
         return codecs.lookup(name)._is_text_encoding  # rot13 or zlib are codecs, not encodings
     except (LookupError, ValueError):  # ValueError: a name with a NUL character
         return False
+
+
+def config_kinds(pairs: list[str]) -> list[tuple[str, str]]:
+    """--kind's column=kind pairs, each kind one of registry.KINDS; a ConfigError naming the
+    right syntax for anything else, before data is read."""
+    found = []
+    for pair in pairs:
+        column, sep, kind = pair.rpartition("=")
+        if not sep or not column.strip() or kind.strip() not in registry.KINDS:
+            raise ConfigError(
+                f"--kind takes column=kind pairs such as review=text, the kind one of "
+                f"{', '.join(registry.KINDS)} (got {_shown(pair)})"
+            )
+        found.append((column.strip(), kind.strip()))
+    return found
 
 
 def class_weight_pairs(spec: str) -> dict[str, float]:

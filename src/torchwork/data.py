@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from torchwork.config import SPLITS
+from torchwork.config import SPLITS, config_kinds
 from torchwork.errors import ConfigError, DataError, TorchworkError
 from torchwork.registry import Task
 
 if TYPE_CHECKING:
     from torchwork.config import RunConfig
     from torchwork.images.encode import ImageEncoder
-    from torchwork.tables.encode import TableEncoder
+    from torchwork.kinds.encoder import Encoder
 
 
 def make_line(
@@ -222,12 +222,14 @@ EVAL_IMAGES = 32  # images evaluated at a time: the CNN at 64 x 64 ran 1,900 ima
 # chunks of 32, 840 in chunks of 256, whose 64 MB layers do not stay in the caches
 
 
-def eval_chunk(X: torch.Tensor) -> int:
-    """How many rows (EVAL_ROWS) or images (EVAL_IMAGES) of X are evaluated at a time."""
-    return EVAL_IMAGES if X.dim() == 4 else EVAL_ROWS
+def eval_chunk(X: Any) -> int:
+    """How many rows (EVAL_ROWS) or images (EVAL_IMAGES) of X (a tensor or Inputs) are
+    evaluated at a time: as few as the largest tensor of a row asks for."""
+    tensors = X.tensors if hasattr(X, "tensors") else (X,)
+    return EVAL_IMAGES if any(t.dim() == 4 for t in tensors) else EVAL_ROWS
 
 
-def evaluation_batches(X: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def evaluation_batches(X: Any, y: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
     """A split in chunks (eval_chunk) for test_step: an MLP's activations for 400,000 rows
     at once took 400 MB; in chunks, 16 MB a layer. Up to EVAL_ROWS rows are one chunk, as
     the course evaluates its 10 test rows at once."""
@@ -323,7 +325,7 @@ class Prepared:
     rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
     task: Task
     description: str
-    encoder: TableEncoder | ImageEncoder | None = None  # None for the line
+    encoder: Encoder | ImageEncoder | None = None  # None for the line
     target: Any = None  # tables: the target column as read, for predictions.csv
     x_plot: dict[str, torch.Tensor] | None = None  # the one raw feature for the course's picture
     true: dict[str, float] | None = None  # the line's known parameters
@@ -347,7 +349,9 @@ class Prepared:
 
     @property
     def in_features(self) -> int:
-        return self.X["train"].shape[1]
+        """The line: its one column; images: their channels (tables: see encoder.blocks)."""
+        X = self.X["train"]
+        return X.shape[1] if isinstance(X, torch.Tensor) else self.encoder.in_features
 
 
 def prepare_data(
@@ -383,14 +387,20 @@ def prepare_data(
 
     if is_image_folder(d.path):
         return prepare_images(config, log)
+    from torchwork.kinds.base import Source
+    from torchwork.kinds.encoder import Encoder, decode_columns, recognise, say_kinds
     from torchwork.tables.check import check_values, detect_task, select_columns
-    from torchwork.tables.encode import TableEncoder
     from torchwork.tables.read import CsvFormat, give_back_memory, read_table
 
     source = d.path
     table = read_table(source, CsvFormat.of(d))
     target, features = select_columns(table, d.target, d.features, source, d.exclude)
     table = check_values(table, [*features, target], source, dropna=d.dropna, log=log)
+    where = Source(source, Path(source).parent, d.skip_bad, d.encoding, log)
+    options = fit_options(config)
+    kinds = recognise(table, features, options.kinds, where)
+    say_kinds(kinds, where)
+    table, decoded = decode_columns(table, kinds, where, options)
     task, why = detect_task(table.column(target), d.task, target, source)
     chosen_split = choose_split(config, table.num_rows)
     if chosen_split:
@@ -405,19 +415,9 @@ def prepare_data(
         )
     except TorchworkError as e:
         raise DataError(f"{source} has {table.num_rows} rows, too few for the split: {e}") from None
-    encoder = TableEncoder.fit(
-        table,
-        features,
-        target,
-        task,
-        rows["train"].numpy(),
-        source,
-        categorical=d.categorical,
-        scale=d.scale,
-        scale_target=d.scale_target and task == "regression",
-        max_categories=d.max_categories,
-        log=log,
-        keep_ids=bool(d.features),
+    options.scale_target = options.scale_target and task == "regression"
+    encoder = Encoder.fit(
+        table, features, target, task, rows["train"].numpy(), where, options, kinds, decoded
     )
     y = encoder.encode_target(table, source)
     y_raw = encoder.target_values(table) if task == "regression" else y.reshape(-1).long()
@@ -425,22 +425,17 @@ def prepare_data(
         raise DataError(
             f"the training rows of {source} hold only one class of '{target}': add rows or use --shuffle"
         )
-    # Every row of every split is written once, in split order, straight into one tensor:
-    # each split is a slice of it, and the inputs exist once.
+    # Every row of every split is written once, in split order, straight into one tensor
+    # per block: each split is a slice of it, and the inputs exist once.
     order = torch.cat([rows[name] for name in SPLITS]).numpy()
-    one_numeric = len(encoder.features) == 1 and encoder.features[0].kind == "numeric"
+    X = encoder.transform(table, where, decoded, order=order)
+    del decoded
     x_plot = None
-    if one_numeric:
-        x_plot = _slices(encoder.transform(table, source, scaled=False, order=order), rows)
-    X = encoder.transform(table, source, order=order)
-    text_columns = [f for f in encoder.features if f.kind == "categorical"]
-    encoded = (
-        f" ({len(text_columns)} text column(s) one-hot encoded into {sum(f.width for f in text_columns)})"
-        if text_columns
-        else ""
-    )
+    if len(encoder.features) == 1 and len(X.tensors[0].shape) == 2 and X.tensors[0].shape[1] == 1:
+        # One feature that is one number a row: the course's picture of x against y
+        x_plot = _slices(encoder.blocks[0].raw(table, where)[order], rows)
     description = (
-        f"{source}, {table.num_rows} rows x {len(encoder.features)} features{encoded}, target '{target}'\n"
+        f"{source}, {table.num_rows} rows x {len(encoder.features)} features, target '{target}'\n"
         f"   Task: {task} ({why}; --task to change)"
     )
     kept, source_rows = table.column(target), table.num_rows
@@ -463,14 +458,36 @@ def prepare_data(
     )
 
 
+def fit_options(config: RunConfig) -> Any:
+    """What the config says about encoding a table's columns (kinds.encoder.FitOptions)."""
+    from torchwork.kinds.encoder import FitOptions
+
+    d, m = config.data, config.model
+    return FitOptions(
+        scale=d.scale,
+        scale_target=d.scale_target,
+        categorical=d.categorical,
+        max_categories=d.max_categories,
+        keep_ids=bool(d.features),
+        kinds=dict(config_kinds(d.kinds)),
+        model=m.kind,
+        hidden=list(m.hidden),
+        image_size=d.image_size,
+        channels=d.channels,
+    )
+
+
 def _parts(tensor: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor[index] for name, index in rows.items()}
 
 
-def _slices(tensor: torch.Tensor, rows: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The splits of a tensor whose rows are in split order."""
-    sizes = [len(rows[name]) for name in SPLITS]
-    return dict(zip(SPLITS, torch.split(tensor, sizes), strict=True))
+def _slices(tensor: Any, rows: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The splits of a tensor (or Inputs) whose rows are in split order."""
+    result, start = {}, 0
+    for name in SPLITS:
+        result[name] = tensor[start : start + len(rows[name])]
+        start += len(rows[name])
+    return result
 
 
 def stratified_indices(

@@ -28,10 +28,12 @@ from torchwork.data import EVAL_ROWS, split_sizes
 from torchwork.engine import FEATURE_MAJOR_ROWS
 from torchwork.errors import ConfigError, DataError, RunFolderError
 from torchwork.fileio import file_sha256, write_text_atomic
+from torchwork.kinds.legacy import upgrade_preprocess, upgrade_spec
 from torchwork.predict import check_out_name, refuse_overwrite
 from torchwork.runfolder import MODEL_SAFETENSORS, read_run_folder
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")  # what the script reads, with pyarrow
+SCRIPTED_KINDS = ("number", "category")  # the kinds of column whose encoding it writes out
 
 
 @dataclass
@@ -90,17 +92,26 @@ def read_recipe(run_dir: str | Path) -> Recipe:
     _refuse_what_differs(folder, config, summary, meta["model"], rows)
     t = config.train
     loss = registry.LOSSES[registry.AUTO_LOSS[task] if t.loss == "auto" else t.loss].target
+    preprocess = upgrade_preprocess(meta["preprocess"]) if meta["preprocess"] else None
     recipe = Recipe(
         run.name,
         config,
         summary,
         task,
-        meta["model"],
+        upgrade_spec(meta["model"], meta["preprocess"]),
         rows,
         0,
         loss.partition(":")[2],
-        preprocess=meta["preprocess"],
+        preprocess=preprocess,
     )
+    kinds = [b["kind"] for b in (preprocess or {}).get("blocks", [])]
+    other = [k for k in kinds if k not in SCRIPTED_KINDS]
+    if other:
+        columns = [c for b in preprocess["blocks"] if b["kind"] in other for c in b["columns"]]
+        raise RunFolderError(
+            f"cannot eject {folder}: its {other[0]} column(s) {', '.join(columns[:3])}, which "
+            "the script does not read (it reads number and category columns)"
+        )
     if config.data.path:
         _read_table_facts(recipe, folder)
     else:
@@ -180,12 +191,12 @@ def _read_table_facts(recipe: Recipe, folder: Path) -> None:
     table = read_table(path, csv)
     recipe.source_rows = table.num_rows
     encoder = recipe.preprocess or {}
-    for feature in encoder.get("features", []):
-        type_ = table.schema.field(feature["name"]).type
-        if feature["kind"] == "numeric" and not _plain_number(type_):
-            recipe.as_float64.append(feature["name"])
-        elif feature["kind"] == "categorical" and not _plain_string(type_):
-            recipe.as_string.append(feature["name"])
+    for name in _numbers(recipe).get("columns", []):
+        if not _plain_number(table.schema.field(name).type):
+            recipe.as_float64.append(name)
+    for name in _categories(recipe).get("columns", []):
+        if not _plain_string(table.schema.field(name).type):
+            recipe.as_string.append(name)
     target = encoder.get("target")
     if target is not None:
         type_ = table.schema.field(target).type
@@ -195,6 +206,17 @@ def _read_table_facts(recipe: Recipe, folder: Path) -> None:
             recipe.as_string.append(target)
         if recipe.task != "regression" and not (is_numeric(type_) or is_text(type_)):
             raise DataError(f"cannot eject {folder}: its target column holds {type_} values")
+
+
+def _numbers(r: Recipe) -> dict[str, Any]:
+    """The run's block of number columns, as its model file stores it ({} when none)."""
+    return next((b for b in (r.preprocess or {}).get("blocks", []) if b["kind"] == "number"), {})
+
+
+def _categories(r: Recipe) -> dict[str, Any]:
+    """The run's block of category columns ({} when none)."""
+    blocks = (r.preprocess or {}).get("blocks", [])
+    return next((b for b in blocks if b["kind"] == "category"), {})
 
 
 def _py(value: Any) -> str:
@@ -276,9 +298,7 @@ def _imports(r: Recipe) -> str:
 
 def _uses_arrow_compute(r: Recipe) -> bool:
     """Whether the script looks values up or casts columns (text, classes): pyarrow.compute."""
-    features = (r.preprocess or {}).get("features", [])
-    text = any(f["kind"] == "categorical" for f in features)
-    return text or r.task != "regression" or bool(r.as_float64 or r.as_string)
+    return bool(_categories(r)) or r.task != "regression" or bool(r.as_float64 or r.as_string)
 
 
 # --- 1. Data ------------------------------------------------------------------------------
@@ -354,7 +374,7 @@ def _scaled_target(r: Recipe) -> bool:
 
 def _table(r: Recipe) -> str:
     assert r.path is not None
-    d, e = r.config.data, r.preprocess or {}
+    d = r.config.data
     lines = [
         f"# 1. Data: the table the run trained on, {r.source_rows} rows",
         f"path = {_py(str(r.path))}",
@@ -384,23 +404,29 @@ def _table(r: Recipe) -> str:
     lines += _column_helpers(r)
     lines.append("")
     lines.append(
-        "# The model's inputs, column by column in the run's order: numbers standardized with"
+        "# The model's inputs: the numbers standardized with their mean and standard deviation"
     )
     lines.append(
-        "# their mean and standard deviation over the training rows (as the run measured them,"
+        "# over the training rows (as the run measured them, in float64, stored as float32),"
     )
-    lines.append("# in float64, stored as float32), text one-hot encoded: one input per category")
+    lines.append("# then each category column's code, its place in the column's categories")
     inputs = []
-    for f in e.get("features", []):
-        name = f["name"]
-        if f["kind"] == "numeric":
-            if (f["mean"], f["std"]) == (0.0, 1.0):
-                inputs.append(f"numbers({_py(name)}).reshape(-1, 1)")
-            else:
-                inputs.append(f"standardized({_py(name)}, mean={f['mean']!r}, std={f['std']!r})")
+    numbers = _numbers(r)
+    for name, mean, std in zip(
+        numbers.get("columns", []), numbers.get("mean", []), numbers.get("std", []), strict=True
+    ):
+        if (mean, std) == (0.0, 1.0):
+            inputs.append(f"numbers({_py(name)}).reshape(-1, 1)")
         else:
-            other = ", other=True" if f.get("other") else ""
-            inputs.append(f"one_hot({_py(name)}, {_py(f['categories'])}{other})")
+            inputs.append(f"standardized({_py(name)}, mean={mean!r}, std={std!r})")
+    categories = _categories(r)
+    for name, listed, other in zip(
+        categories.get("columns", []),
+        categories.get("categories", []),
+        categories.get("other", []),
+        strict=True,
+    ):
+        inputs.append(f"codes({_py(name)}, {_py(listed)}{', other=True' if other else ''})")
     lines.append("X_all = torch.from_numpy(")
     lines.append("    np.concatenate(")
     lines.append("        [")
@@ -416,8 +442,7 @@ def _table(r: Recipe) -> str:
 
 
 def _column_helpers(r: Recipe) -> list[str]:
-    e = r.preprocess or {}
-    features = e.get("features", [])
+    numbers = _numbers(r)
     lines = ["", "def numbers(name):"]
     if r.as_float64:
         lines += [
@@ -432,7 +457,8 @@ def _column_helpers(r: Recipe) -> list[str]:
             '    """A column of numbers as float32, as the model sees them."""',
             "    return table[name].to_numpy().astype(np.float32)",
         ]
-    if any(f["kind"] == "numeric" and (f["mean"], f["std"]) != (0.0, 1.0) for f in features):
+    scaled = zip(numbers.get("mean", []), numbers.get("std", []), strict=True)
+    if any((mean, std) != (0.0, 1.0) for mean, std in scaled):
         lines += [
             "",
             "",
@@ -440,19 +466,19 @@ def _column_helpers(r: Recipe) -> list[str]:
             '    """A number column less its mean, divided by its standard deviation (float32)."""',
             "    return ((numbers(name) - np.float32(mean)) / np.float32(std)).reshape(-1, 1)",
         ]
-    if any(f["kind"] == "categorical" for f in features):
+    if _categories(r):
         column = "table[name].cast(pa.string())" if r.as_string else "table[name]"
         lines += [
             "",
             "",
-            "def one_hot(name, categories, other=False):",
-            '    """One input per category, 1 where the row holds it; with `other`, one more for',
-            '    the categories not listed (--max-categories)."""',
+            "def codes(name, categories, other=False):",
+            '    """Each row\'s place in the categories (as a float32 column beside the numbers:',
+            "    exact below 2**24); with `other`, the categories not listed (--max-categories)",
+            '    take the place after them."""',
             f"    codes = pc.index_in({column}, value_set=pa.array(categories))",
             "    if other:",
             "        codes = pc.fill_null(codes, len(categories))",
-            "    width = len(categories) + other",
-            "    return np.eye(width, dtype=np.float32)[codes.to_numpy()]",
+            "    return codes.to_numpy().astype(np.float32).reshape(-1, 1)",
         ]
     return [*lines, ""]
 
@@ -505,6 +531,8 @@ def _model_class(r: Recipe) -> tuple[str, str]:
     """(the class's name, its code)."""
     spec = r.spec
     n_in, n_out = spec["in_features"], spec["out_features"]
+    if _categories(r):
+        return _model_with_categories(r)
     if spec["kind"] == "params":
         return (
             "LinearRegressionModel",
@@ -571,6 +599,101 @@ def _model_class(r: Recipe) -> tuple[str, str]:
         return self.layers(x)
 ''',
     )
+
+
+CATEGORIES_CLASS = '''class Categories(nn.Module):
+    """Each category column's code picks its row of one table of weights (a row for every
+    category of every column, as wide as the first layer), and a row's picks are summed:
+    the one-hot inputs of the categories times their weights, without the one-hot columns."""
+
+    def __init__(self, sizes, width):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(sum(sizes), width))
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.register_buffer("offsets", torch.tensor(starts), persistent=False)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding_bag(codes + self.offsets, self.weight, mode="sum")
+'''
+
+
+def _model_with_categories(r: Recipe) -> tuple[str, str]:
+    """The model of a table with category columns, as the run built it (TabularModel): the
+    first layer over the numbers, the categories' weights as an embedding, added."""
+    spec = r.spec
+    n_out, hidden = spec["out_features"], list(spec.get("hidden", []))
+    k = len(_numbers(r).get("columns", []))
+    sizes = next(b["sizes"] for b in spec["blocks"] if b["kind"] == "category")
+    mlp = spec["kind"] == "mlp"
+    width = hidden[0] if mlp else n_out
+    at = 1 if k else 0  # the categories' place among the blocks
+    blocks = "[nn.Identity(), Categories(sizes, width)]" if k else "[Categories(sizes, width)]"
+    first = "self.layers[0]" if mlp else "self.linear_layer"
+    if mlp:
+        name, what = "MLP", "A multilayer perceptron: Linear and ReLU layers, then a Linear layer"
+        rest = []
+        for a, b in itertools.pairwise(hidden):
+            rest += [f"nn.Linear(in_features={a}, out_features={b})", "nn.ReLU()"]
+        rest.append(f"nn.Linear(in_features={hidden[-1]}, out_features={n_out})")
+        made = (
+            "        # The layers after the first, made in order as the run made them\n"
+            "        self.layers = nn.Sequential(\n"
+            "            first,\n"
+            "            nn.ReLU(),\n"
+            + "".join(f"            {layer},\n" for layer in rest)
+            + "        )"
+        )
+    else:
+        name = "LinearRegressionModelV2" if r.task == "regression" else "LinearClassifier"
+        what = (
+            "The course's model_1, over numbers and categories"
+            if r.task == "regression"
+            else f"Logistic regression over numbers and categories ({r.task})"
+        )
+        made = "        self.linear_layer = first"
+    if not k:
+        first_step = f"        h = {first}.bias.expand(len(x), -1)  # no numbers: the bias alone"
+    elif width == 1:
+        first_step = (
+            "        # One output: the matrix-vector product torch.addmv, as the run computed it\n"
+            f"        layer = {first}\n"
+            f"        h = torch.addmv(layer.bias, x[:, :{k}].contiguous(), layer.weight[0]).unsqueeze(dim=1)"
+        )
+    else:
+        first_step = f"        h = {first}(x[:, :{k}].contiguous())"
+    after = (
+        "        for layer in list(self.layers)[1:]:\n            h = layer(h)\n        return h"
+        if mlp
+        else "        return h"
+    )
+    code = f'''{CATEGORIES_CLASS}
+
+class {name}(nn.Module):
+    """{what}: the first layer takes the {k} number columns; each category's weights are a row
+    of an embedding (the weights its one-hot input would have), added to that layer's output."""
+
+    def __init__(self):
+        super().__init__()
+        sizes, width = {sizes!r}, {width}
+        self.blocks = nn.ModuleList({blocks})
+        # One layer over every input, the categories' one-hot inputs included, as the run
+        # started it: its category columns become the embedding's rows. The first layer
+        # itself is made without drawing from the generator, as the run made it.
+        whole = nn.Linear(in_features={k + sum(sizes)}, out_features=width)
+        first = torch.nn.utils.skip_init(nn.Linear, in_features={k}, out_features=width)
+        with torch.no_grad():
+            first.weight.copy_(whole.weight[:, :{k}])
+            first.bias.copy_(whole.bias)
+            self.blocks[{at}].weight.copy_(whole.weight[:, {k}:].t())
+{made}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: the numbers, then each category column's code (as float32)
+{first_step}
+        h = h + self.blocks[{at}](x[:, {k}:].long())
+{after}
+'''
+    return name, code
 
 
 def _model(r: Recipe) -> str:
@@ -770,7 +893,7 @@ def _training(r: Recipe) -> str:
 def _by_column(r: Recipe, minibatches: bool) -> bool:
     """Whether the run trained on its full batch stored column by column (engine.feature_major:
     a linear model of one output, on enough rows of two or more inputs)."""
-    one_output = r.spec["kind"] == "linear" and r.spec["out_features"] == 1
+    one_output = r.spec["kind"] == "linear" and r.spec["out_features"] == 1 and not _categories(r)
     big = r.rows.get("train", 0) >= FEATURE_MAJOR_ROWS and r.spec["in_features"] >= 2
     return one_output and big and not minibatches
 

@@ -26,7 +26,7 @@ from torchwork.fileio import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
     from torchwork.images.encode import ImageEncoder
-    from torchwork.tables.encode import TableEncoder
+    from torchwork.kinds.encoder import Encoder
 
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-5  # largest difference allowed between the export and PyTorch, per unit of output
@@ -37,7 +37,7 @@ INPUT_NAME = "X"
 IMAGE_INPUT_NAME = "pixels"  # an image model's graph input: uint8 [N, channels, size, size]
 SIDECAR_SUFFIX = ".preprocess.json"
 SIDECAR_FORMAT = "torchwork-export-preprocess"
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: one graph input per block of columns (kinds)
 ONNX_HINT = "pip install 'torchwork[onnx]'"
 
 
@@ -60,50 +60,43 @@ class ExportResult:
 class ExportPipeline(nn.Module):
     """The model with its stored scaling and output transform, as one graph.
 
-    Input: rows with numeric columns in their own units and text columns already one-hot
-    encoded; for an image model, uint8 pixels [N, channels, size, size], which the model
-    normalises itself. Output: predictions in the target's own units [rows, 1] (regression),
-    or class probabilities [rows, classes] (binary: [1 - p, p]).
+    Inputs: a table model takes one tensor per block of its columns, as each block's
+    `export_input` describes (numbers in their own units, which the graph standardizes;
+    category codes; ...); a model of the line or a bare .pth, its inputs as they are; an
+    image model, uint8 pixels [N, channels, size, size], which it normalises itself.
+    Output: predictions in the target's own units [rows, 1] (regression), or class
+    probabilities [rows, classes] (binary: [1 - p, p]).
     """
 
-    def __init__(
-        self, model: nn.Module, encoder: TableEncoder | ImageEncoder | None = None
-    ) -> None:
-        from torchwork.images.encode import ImageEncoder
-
+    def __init__(self, model: nn.Module, encoder: Encoder | ImageEncoder | None = None) -> None:
         super().__init__()
         self.model = model
         self.picture = picture_shape(model)
-        # An image model's preprocessing (decoding, resizing) is outside any graph; its
-        # normalisation is the model's first layer, so nothing is scaled here.
-        table = None if isinstance(encoder, ImageEncoder) else encoder
+        blocks = getattr(encoder, "blocks", None)
+        self.inputs = [block.export_input() for block in blocks] if blocks else []
+        # What the graph does to each input before the model (numbers: standardized)
+        self.prepare = nn.ModuleList(
+            [block.graph_layer() or nn.Identity() for block in blocks] if blocks else []
+        )
         if encoder is not None:
             self.task = encoder.task
         else:  # a bare .pth: an image model knows its task, a table model is the line
             self.task = model.spec()["task"] if self.picture is not None else "regression"
-        means, stds = [], []
-        for f in table.features if table is not None else []:
-            if f.kind == "numeric":
-                means.append(f.mean)
-                stds.append(f.std)
-            else:
-                # One-hot columns pass through unchanged: 0 and 1 are already model inputs.
-                means += [0.0] * f.width
-                stds += [1.0] * f.width
-        self.scale_inputs = any(m != 0.0 for m in means) or any(s != 1.0 for s in stds)
-        self.register_buffer("mean", torch.tensor(means, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(stds, dtype=torch.float32))
+        table = encoder if blocks else None
         self.scale_target = table is not None and table.scale_target
         self.target_mean = float(table.target_mean) if table is not None else 0.0
         self.target_std = float(table.target_std) if table is not None else 1.0
         self.temperature = float(getattr(encoder, "temperature", 1.0))  # --calibrate
 
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        # The same float32 operations, in the same order, as TableEncoder.transform and
+    def forward(self, *X: torch.Tensor) -> torch.Tensor:
+        # The same float32 operations, in the same order, as the encoder's transform and
         # decode, so the export reproduces `torchwork predict` and not an approximation.
-        if self.scale_inputs:
-            X = (X - self.mean) / self.std
-        outputs = self.model(X)
+        if self.inputs:
+            from torchwork.kinds.base import Inputs
+
+            outputs = self.model(Inputs(step(x) for step, x in zip(self.prepare, X, strict=True)))
+        else:
+            outputs = self.model(X[0])
         if self.temperature != 1.0:
             outputs = outputs / self.temperature
         if self.task == "binary":
@@ -116,19 +109,26 @@ class ExportPipeline(nn.Module):
         return outputs
 
     @property
-    def input_name(self) -> str:
-        return INPUT_NAME if self.picture is None else IMAGE_INPUT_NAME
+    def input_names(self) -> list[str]:
+        if self.inputs:
+            return [spec["name"] for spec in self.inputs]
+        return [INPUT_NAME if self.picture is None else IMAGE_INPUT_NAME]
 
     @property
     def output_name(self) -> str:
         return "prediction" if self.task == "regression" else "probabilities"
 
-    def example(self) -> torch.Tensor:
-        """An input to trace the graph with: two rows (or pictures), as a batch of one would
+    def example(self) -> tuple[torch.Tensor, ...]:
+        """Inputs to trace the graph with: two rows (or pictures), as a batch of one would
         let torch.export specialize the batch size to 1."""
+        if self.inputs:
+            return tuple(
+                torch.zeros(2, *spec["shape"][1:], dtype=getattr(torch, spec["dtype"]))
+                for spec in self.inputs
+            )
         if self.picture is not None:
-            return torch.zeros(2, *self.picture, dtype=torch.uint8)
-        return torch.zeros(2, int(self.model.spec()["in_features"]))
+            return (torch.zeros(2, *self.picture, dtype=torch.uint8),)
+        return (torch.zeros(2, int(self.model.spec()["in_features"])),)
 
 
 def picture_shape(model: nn.Module) -> tuple[int, int, int] | None:
@@ -179,10 +179,11 @@ def export_model(
         in_features = int(predictor.model.spec()["in_features"])
         X_check, checked_on, why_random = check_rows(model_path, table, in_features)
     else:
-        X_check, checked_on, why_random = check_images(model_path, picture)
+        images, checked_on, why_random = check_images(model_path, picture)
+        X_check = [images]
     with torch.inference_mode():
-        expected = pipeline(X_check)
-    tolerance = TOLERANCE * max(1.0, float(expected.abs().max()))
+        expected = pipeline(*X_check)
+    tolerance = TOLERANCE * max(1.0, float(expected.abs().max())) if len(expected) else TOLERANCE
 
     with atomic_path(out) as tmp:
         if fmt == "onnx":
@@ -194,7 +195,7 @@ def export_model(
         if not diff <= tolerance:
             raise ModelFileError(
                 f"the {fmt} export of {model_path} differs from PyTorch by {diff:.3g} on "
-                f"{len(X_check)} {checked_on} (allowed {tolerance:.0e}); nothing was written: "
+                f"{len(X_check[0])} {checked_on} (allowed {tolerance:.0e}); nothing was written: "
                 "report this with the model file"
             )
 
@@ -203,14 +204,14 @@ def export_model(
     if picture is not None:
         input_names = ["R", "G", "B"] if picture[0] == 3 else ["L"]
     else:
-        input_names = predictor.feature_names if table is None else table.input_names
+        input_names = predictor.feature_names if table is None else pipeline.input_names
     if encoder is not None:
         sidecar = Path(f"{out}{SIDECAR_SUFFIX}")
         if isinstance(encoder, ImageEncoder):
             notes = _image_notes(encoder, out.name)
             contents = image_sidecar_contents(encoder, out.name, pipeline, notes)
         else:
-            notes = _outside_graph_notes(encoder, out.name)
+            notes = _outside_graph_notes(encoder, out.name, pipeline)
             contents = sidecar_contents(encoder, out.name, pipeline, notes)
         write_text_atomic(sidecar, json.dumps(contents, indent=2))
     if encoder is None and model_path.suffix.lower() != ".safetensors":
@@ -227,14 +228,14 @@ def export_model(
         else f"{tolerance:.1e} = {TOLERANCE:.0e} x the largest output"
     )
     log(
-        f"Exported {out}; checked on {len(X_check)} {checked_on}: max difference {diff:.2g} "
+        f"Exported {out}; checked on {len(X_check[0])} {checked_on}: max difference {diff:.2g} "
         f"(within {allowed})"
     )
     for note in notes:
         log(f"   {note}")
     if sidecar is not None:
         holds = (
-            "the input columns in order, categories and labels"
+            "how each input is made from the columns, and the labels"
             if picture is None
             else "how to decode and resize a picture, and the labels"
         )
@@ -243,7 +244,7 @@ def export_model(
         out,
         fmt,
         diff,
-        len(X_check),
+        len(X_check[0]),
         checked_on,
         tolerance,
         input_names,
@@ -279,28 +280,22 @@ def _require_onnx() -> None:
 
 
 def check_rows(
-    model_path: Path, encoder: TableEncoder | None, in_features: int
-) -> tuple[torch.Tensor, str, str | None]:
-    """Rows to compare the export with PyTorch on, in the export's input layout: the model's
-    test rows when its config and data can be found, else random rows around the stored
-    means. Returns (rows, which rows: "test rows" or "random rows", why random or None)."""
+    model_path: Path, encoder: Encoder | None, in_features: int
+) -> tuple[list[torch.Tensor], str, str | None]:
+    """Rows to compare the export with PyTorch on, as the export's inputs (one tensor per
+    input): the model's test rows when its config and data can be found, else made-up rows
+    (around the stored means, of the stored categories, ...). Returns (inputs, which rows:
+    "test rows" or "random rows", why random or None)."""
     rows, split_or_why = _test_rows(model_path, encoder, in_features)
     if rows is not None:
-        return rows.contiguous(), f"{split_or_why} rows", None
+        return [x.contiguous() for x in rows], f"{split_or_why} rows", None
     why = split_or_why
     generator = torch.Generator().manual_seed(0)
     if encoder is None:
         X = torch.randn(RANDOM_CHECK_ROWS, in_features, generator=generator)
-        return X, "random rows", why
-    parts = []
-    for f in encoder.features:
-        if f.kind == "numeric":
-            noise = torch.randn(RANDOM_CHECK_ROWS, 1, generator=generator)
-            parts.append(f.mean + f.std * noise)
-        else:
-            index = torch.randint(f.width, (RANDOM_CHECK_ROWS,), generator=generator)
-            parts.append(nn.functional.one_hot(index, f.width).to(torch.float32))
-    return torch.cat(parts, dim=1), "random rows", why
+        return [X], "random rows", why
+    made_up = [block.example(RANDOM_CHECK_ROWS, generator) for block in encoder.blocks]
+    return made_up, "random rows", why
 
 
 def check_images(
@@ -361,10 +356,11 @@ def _stored_run_config(model_path: Path) -> tuple[Any, str]:
 
 
 def _test_rows(
-    model_path: Path, encoder: TableEncoder | None, in_features: int
-) -> tuple[torch.Tensor | None, str]:
+    model_path: Path, encoder: Encoder | None, in_features: int
+) -> tuple[list[torch.Tensor] | None, str]:
     from torchwork.data import prepare_data
     from torchwork.errors import one_line
+    from torchwork.kinds.base import Source
     from torchwork.tables import arrow
 
     run_config, why = _stored_run_config(model_path)
@@ -381,14 +377,14 @@ def _test_rows(
         rows = data.rows[split][:MAX_CHECK_ROWS]
         # Tables: the raw rows, encoded by the model's own stored encoder, not the one
         # prepare_data refitted: the data file may have changed since training.
-        X = (
-            data.X[split][:MAX_CHECK_ROWS]
-            if encoder is None
-            else raw_inputs(encoder, data.table.take(arrow.from_numpy(rows.numpy())))
-        )
+        if encoder is None:
+            X = [data.X[split][:MAX_CHECK_ROWS]]
+        else:
+            where = Source(source, Path(source).parent)
+            X = encoder.raw_inputs(data.table.take(arrow.from_numpy(rows.numpy())), where)
     except TorchworkError as e:
         return None, f"its training data cannot be used ({one_line(e)})"
-    if X.ndim != 2 or X.shape[1] != in_features:
+    if encoder is None and (X[0].ndim != 2 or X[0].shape[1] != in_features):
         return None, "its training data no longer fits the model"
     return X, split
 
@@ -414,31 +410,23 @@ def _shown(source: str) -> str:
     return source if len(source) <= 200 and source.isprintable() else few([source])
 
 
-def raw_inputs(encoder: TableEncoder, table: Any, source: str = "the input") -> torch.Tensor:
-    """A table's feature columns in the export's input layout: numeric columns as they are
-    (the graph scales them), text columns one-hot encoded (which the graph cannot do)."""
-    return encoder.transform(table, source, scaled=False)
-
-
 def sidecar_contents(
-    encoder: TableEncoder, export_name: str, pipeline: ExportPipeline, notes: list[str]
+    encoder: Encoder, export_name: str, pipeline: ExportPipeline, notes: list[str]
 ) -> dict[str, Any]:
-    """The preprocessing the graph cannot hold, as plain JSON (with --interval, the
-    split-conformal bounds: `interval` [level, half-width], lower and upper = output ∓
-    half-width)."""
-    interval = {"interval": encoder.interval} if encoder.interval else {}
+    """The preprocessing the graph cannot hold, as plain JSON: each graph input, and how it
+    is made from the table's columns (`inputs`); the output and the labels (with --interval,
+    the split-conformal bounds: `interval` [level, half-width], lower and upper = output ∓
+    half-width; with --threshold, the binary decision threshold)."""
+    decision = {"interval": encoder.interval} if encoder.interval else {}
     if encoder.threshold != 0.5:  # --threshold: the graph gives probabilities, not classes
-        interval["threshold"] = encoder.threshold
-    return interval | {
+        decision["threshold"] = encoder.threshold
+    return decision | {
         "format": SIDECAR_FORMAT,
         "format_version": SIDECAR_VERSION,
         "export": export_name,
         "task": encoder.task,
         "target": encoder.target,
-        "input": INPUT_NAME,
-        "input_columns": encoder.input_names,
-        "numeric_columns": [f.name for f in encoder.features if f.kind == "numeric"],
-        "categories": {f.name: f.categories for f in encoder.features if f.kind == "categorical"},
+        "inputs": pipeline.inputs,
         "output": pipeline.output_name,
         "labels": encoder.labels,
         "note": " ".join(notes),
@@ -456,7 +444,7 @@ def image_sidecar_contents(
         "format_version": SIDECAR_VERSION,
         "export": export_name,
         "task": encoder.task,
-        "input": pipeline.input_name,
+        "input": pipeline.input_names[0],
         "input_shape": ["batch", channels, height, width],
         "input_dtype": "uint8",
         "preprocess": encoder.to_dict(),
@@ -487,29 +475,18 @@ def _image_notes(encoder: ImageEncoder, export_name: str) -> list[str]:
     ]
 
 
-def _outside_graph_notes(encoder: TableEncoder, export_name: str) -> list[str]:
-    text = [f for f in encoder.features if f.kind == "categorical"]
-    numeric = [f for f in encoder.features if f.kind == "numeric"]
+def _outside_graph_notes(encoder: Encoder, export_name: str, pipeline: ExportPipeline) -> list[str]:
+    inputs = pipeline.inputs
     notes = [
-        f"{export_name} takes float32 rows [N, {encoder.in_features}] with the columns listed in "
-        f"'input_columns' of {export_name}{SIDECAR_SUFFIX}, in that order."
+        f"{export_name} takes {len(inputs)} input{'s' if len(inputs) > 1 else ''}, as 'inputs' "
+        f"of {export_name}{SIDECAR_SUFFIX} describes: "
+        + "; ".join(
+            f"'{spec['name']}' {spec['dtype']} [N, {', '.join(map(str, spec['shape'][1:]))}], "
+            f"{spec['how']}"
+            for spec in inputs
+        )
+        + "."
     ]
-    if numeric:
-        notes.append(
-            "Numeric columns go in as they are, in their own units: the graph standardizes them."
-        )
-    if text:
-        names = ", ".join(f.name for f in text)
-        notes.append(
-            f"Text columns ({names}) cannot be encoded inside the graph: give one 0/1 column per "
-            "category (1 for the row's category), in the order of 'categories'."
-        )
-    other = [f.name for f in text if f.other]
-    if other:
-        notes.append(
-            f"For {', '.join(other)}, a category not listed (grouped by --max-categories, or "
-            "new) takes 1 in the column named '<column>=(other)' instead."
-        )
     if encoder.task == "regression":
         notes.append(
             f"It outputs the prediction of '{encoder.target}' in its own units, as [N, 1]."
@@ -539,38 +516,43 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _batch_dim() -> dict[int, Any]:
-    return {0: torch.export.Dim("batch")}
+def _batch_dims(inputs: int) -> tuple[dict[int, Any], ...]:
+    """Every input's first dimension is the one batch size, free."""
+    batch = torch.export.Dim("batch")
+    return tuple({0: batch} for _ in range(inputs))
 
 
 def _export_onnx(
-    pipeline: ExportPipeline, example: torch.Tensor, path: Path, X_check: torch.Tensor
+    pipeline: ExportPipeline, example: tuple[torch.Tensor, ...], path: Path, X_check: list
 ) -> torch.Tensor:
     import onnxruntime
 
     with _quiet_exporter():
         program = torch.onnx.export(
             pipeline,
-            (example,),
+            example,
             dynamo=True,  # the TorchScript exporter is deprecated
-            input_names=[pipeline.input_name],
+            input_names=pipeline.input_names,
             output_names=[pipeline.output_name],
-            dynamic_shapes=(_batch_dim(),),
+            dynamic_shapes=(_batch_dims(len(example)),),  # forward(*X): one argument
             verbose=False,
         )
         # One self-contained file: torchwork models are far below ONNX's 2 GB limit.
         program.save(str(path), external_data=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (outputs,) = session.run(None, {pipeline.input_name: X_check.numpy()})
+    feed = {name: x.numpy() for name, x in zip(pipeline.input_names, X_check, strict=True)}
+    (outputs,) = session.run(None, feed)
     return torch.from_numpy(outputs)
 
 
 def _export_pt2(
-    pipeline: ExportPipeline, example: torch.Tensor, path: Path, X_check: torch.Tensor
+    pipeline: ExportPipeline, example: tuple[torch.Tensor, ...], path: Path, X_check: list
 ) -> torch.Tensor:
     with _quiet_exporter():
-        program = torch.export.export(pipeline, (example,), dynamic_shapes=(_batch_dim(),))
+        program = torch.export.export(
+            pipeline, example, dynamic_shapes=(_batch_dims(len(example)),)
+        )
         torch.export.save(program, path)
         loaded = torch.export.load(path).module()
     with torch.inference_mode():
-        return loaded(X_check)
+        return loaded(*X_check)

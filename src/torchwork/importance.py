@@ -3,8 +3,8 @@ and a linear model's coefficients in the columns' own units.
 
 Permutation importance (Breiman; scikit-learn's `permutation_importance`): shuffle one
 column's values across the test rows, score again, and take the drop in the metric (R² for
-regression, accuracy otherwise). A text column's one-hot inputs move together, as the column
-they came from; every column is shuffled `repeats` times from a seeded generator, so the
+regression, accuracy otherwise). A column's inputs (a number, a category's code, a text's
+tokens, a picture's pixels) move together; every column is shuffled `repeats` times from a seeded generator, so the
 same run gives the same numbers, and the spread says how much of a drop is noise.
 """
 
@@ -20,7 +20,7 @@ from torchwork.predict import outputs_of
 from torchwork.registry import Task
 
 if TYPE_CHECKING:
-    from torchwork.tables.encode import TableEncoder
+    from torchwork.kinds.encoder import Encoder
 
 REPEATS = 5  # shuffles of each column
 MAX_ROWS = 100_000  # test rows shuffled: a seeded sample of a larger split...
@@ -28,13 +28,13 @@ MAX_WORK = 2e9  # ...and of fewer on a wide table: rows x inputs x shuffles of a
 MIN_ROWS = 2_000  # but never fewer than this (or the split's own)
 
 
-def input_groups(encoder: TableEncoder) -> list[tuple[str, slice]]:
-    """Each source column and the slice of model inputs it became, in input order."""
-    groups, start = [], 0
-    for feature in encoder.features:
-        groups.append((feature.name, slice(start, start + feature.width)))
-        start += feature.width
-    return groups
+def input_groups(encoder: Encoder) -> list[tuple[str, int, tuple[Any, ...]]]:
+    """Each source column, the block it is in, and the part of that block's tensor it is."""
+    return [
+        (name, k, block.column_part(name))
+        for k, block in enumerate(encoder.blocks)
+        for name in block.columns
+    ]
 
 
 def metric_of(task: Task) -> str:
@@ -43,26 +43,28 @@ def metric_of(task: Task) -> str:
 
 def permutation_importance(
     model: torch.nn.Module,
-    X: torch.Tensor,
+    X: Any,
     y_raw: torch.Tensor,
     task: Task,
-    encoder: TableEncoder,
+    encoder: Encoder,
     seed: int,
     repeats: int = REPEATS,
 ) -> dict[str, Any]:
     """The drop in the test metric when each source column is shuffled, as summary.json's
     `importance`: {metric, split, repeats, rows, baseline, columns: [{column, mean, std,
-    drops}]}, the columns from the most to the least important."""
+    drops}]}, the columns from the most to the least important. `X`: the model's inputs
+    (kinds.base.Inputs) of the test rows."""
     g = torch.Generator().manual_seed(seed)
     groups = input_groups(encoder)
-    work = len(groups) * repeats * max(1, X.shape[1])
+    width = sum(t[0].numel() for t in X.tensors) if len(X) else 1
+    work = len(groups) * repeats * max(1, width)
     most = min(MAX_ROWS, max(MIN_ROWS, int(MAX_WORK // work)))
     if len(X) > most:
         keep = torch.sort(torch.randperm(len(X), generator=g)[:most]).values
         X, y_raw = X[keep], y_raw[keep]
     metric = metric_of(task)
 
-    def measured(inputs: torch.Tensor) -> float:
+    def measured(inputs: Any) -> float:
         # The one metric, not score()'s every one: 105 scorings of 40,000 rows by score()
         # took 1.1 s of a 2.0 s logistic regression run.
         decoded = encoder.decode(outputs_of(model, inputs))
@@ -71,16 +73,18 @@ def permutation_importance(
         return accuracy(decoded["index"], y_raw)
 
     baseline = measured(X)
-    X = X.clone()  # shuffled one column at a time in place, then put back
+    X = X.contiguous()
+    tensors = [t.clone() for t in X.tensors]  # shuffled one column at a time, then put back
+    X = type(X)(tensors)
     columns = []
-    for name, inputs in groups:
+    for name, k, part in groups:
         drops = []
-        original = X[:, inputs].clone()
+        original = tensors[k][part].clone()
         for _ in range(repeats):
             order = torch.randperm(len(X), generator=g)
-            X[:, inputs] = original[order]  # the column's inputs move together
+            tensors[k][part] = original[order]  # the column's inputs move together
             drops.append(baseline - measured(X))
-        X[:, inputs] = original
+        tensors[k][part] = original
         columns.append(
             {
                 "column": name,
@@ -101,20 +105,23 @@ def permutation_importance(
 
 
 def raw_coefficients(
-    weight: torch.Tensor, bias: torch.Tensor, encoder: TableEncoder, target_scaled: bool
+    weight: torch.Tensor, bias: torch.Tensor, encoder: Encoder, target_scaled: bool
 ) -> dict[str, Any]:
-    """A linear model's weights [outputs, inputs] and bias [outputs] in the columns' own
-    units: the standardisation of each numeric column undone (a one-hot input is 0 or 1
-    already), and for a `target_scaled` regression the target's too, so that
-    prediction = bias + sum(weight * raw value). Returns {inputs, weight, bias}."""
-    w = weight.detach().double().cpu().reshape(-1, encoder.in_features).clone()
+    """A linear model's weights [outputs, inputs] (its inputs as `encoder.input_names` lists
+    them) and bias [outputs] in the columns' own units: the standardisation of each number
+    column undone (a category's weight applies to a row of that category as it is), and for
+    a `target_scaled` regression the target's too, so that prediction = bias + sum(weight *
+    raw value). Returns {inputs, weight, bias}."""
+    names = encoder.input_names
+    w = weight.detach().double().cpu().reshape(-1, len(names)).clone()
     b = bias.detach().double().cpu().reshape(-1).clone()
     if target_scaled:
         w *= encoder.target_std
         b = b * encoder.target_std + encoder.target_mean
-    for feature, (_, inputs) in zip(encoder.features, input_groups(encoder), strict=True):
-        if feature.kind == "numeric":
-            j = inputs.start
-            w[:, j] /= feature.std
-            b -= w[:, j] * feature.mean
-    return {"inputs": encoder.input_names, "weight": w.tolist(), "bias": b.tolist()}
+    start = 0
+    for block in encoder.blocks:
+        for j, (mean, std) in enumerate(zip(*block.standardization(), strict=True)):
+            w[:, start + j] /= std
+            b -= w[:, start + j] * mean
+        start += len(block.input_names())
+    return {"inputs": names, "weight": w.tolist(), "bias": b.tolist()}

@@ -146,6 +146,139 @@ class MLP(_Shown, nn.Module):
         }
 
 
+class TabularModel(_Shown, nn.Module):
+    """The model of a table of any kinds of columns: each block of the inputs (the number
+    columns, the category columns, a text column, ...) goes through its kind's layer, and
+    one combiner joins them into the head, linear or an MLP.
+
+    A layer either gives features, which are joined side by side into the first linear layer
+    (numbers, a text column's bag of n-grams, a picture's pooled features), or adds its own
+    rows of that layer's weights (categories: one row per category, the function of a one-hot
+    input times its weights). For a table of numbers alone this is exactly the linear model
+    (`linear_layer`) or the MLP (`layers`), with their state_dict keys; the blocks' own
+    parameters are under `blocks.<position>`.
+    """
+
+    def __init__(
+        self,
+        blocks: list[dict[str, Any]],
+        out_features: int = 1,
+        hidden: list[int] | None = None,
+        task: Task = "regression",
+        kind: str = "linear",
+    ) -> None:
+        from torchwork.kinds.encoder import kind_of
+
+        super().__init__()
+        mlp = kind == "mlp"
+        hidden = list(hidden or []) if mlp else []
+        width = hidden[0] if mlp else out_features
+        layers = [kind_of(b["kind"]).layer(b, width) for b in blocks]
+        self.blocks = nn.ModuleList(layers)
+        dense = sum(layer.features for layer in layers if not layer.adds)
+        added = sum(layer.inputs for layer in layers if layer.adds)
+        # One layer over every input, as a one-hot model would initialise it; the columns of
+        # the added blocks become their weights, the rest the first layer.
+        first = nn.Linear(dense + added, width)
+        if added:
+            whole = first
+            first = _uninitialised_linear(dense, width, whole.weight.device)
+            with torch.no_grad():
+                first.weight.copy_(whole.weight[:, :dense])
+                first.bias.copy_(whole.bias)
+                start = dense
+                for layer in layers:
+                    if layer.adds:
+                        layer.weight.copy_(whole.weight[:, start : start + layer.inputs].t())
+                        start += layer.inputs
+        if mlp:
+            # The MLP's layers, made in its order: the same draws as MLP for numbers alone.
+            rest: list[nn.Module] = [first, nn.ReLU()]
+            for a, b in itertools.pairwise(hidden):
+                rest += [nn.Linear(a, b), nn.ReLU()]
+            rest.append(nn.Linear(hidden[-1], out_features))
+            self.layers = nn.Sequential(*rest)
+        else:
+            self.linear_layer = first
+        self.kind, self.task, self.hidden = kind, task, hidden
+        self.out_features, self.in_features = out_features, dense + added
+        self.block_specs = [dict(b) for b in blocks]
+        self._adds = [layer.adds for layer in layers]
+
+    @property
+    def first_layer(self) -> nn.Linear:
+        return self.layers[0] if self.kind == "mlp" else self.linear_layer
+
+    @property
+    def feature_major_inputs(self) -> bool:
+        """As the linear model's (engine.feature_major): one output, numbers only."""
+        return self.kind != "mlp" and self.out_features == 1 and not any(self._adds)
+
+    def forward(self, X: Any) -> torch.Tensor:
+        tensors = X.tensors
+        dense = [
+            layer(x)
+            for layer, x, adds in zip(self.blocks, tensors, self._adds, strict=True)
+            if not adds
+        ]
+        first = self.first_layer
+        if not dense:
+            h = first.bias.expand(len(tensors[0]), -1)
+        else:
+            x = dense[0] if len(dense) == 1 else torch.cat(dense, dim=1)
+            if first.out_features == 1 and x.dim() == 2:
+                # As the linear model computes one output (_LinearLayer.forward): the same
+                # sums, so a table of numbers gives the same bits as before the kinds.
+                h = torch.addmv(first.bias, x, first.weight[0]).unsqueeze(1)
+            else:
+                h = first(x)
+        for layer, x, adds in zip(self.blocks, tensors, self._adds, strict=True):
+            if adds:
+                h = h + layer(x)
+        if self.kind != "mlp":
+            return h
+        for layer in itertools.islice(self.layers, 1, None):
+            h = layer(h)
+        return h
+
+    def input_weights(self) -> torch.Tensor:
+        """The first layer's weights [width, inputs], its inputs in block order (a one-hot
+        input for each category): a linear model's coefficients, as encoder.input_names
+        names them."""
+        first = self.first_layer.weight
+        parts, start = [], 0
+        for layer, adds in zip(self.blocks, self._adds, strict=True):
+            if adds:
+                parts.append(layer.weight.t())
+            else:
+                parts.append(first[:, start : start + layer.features])
+                start += layer.features
+        return torch.cat(parts, dim=1)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "hidden": list(self.hidden),
+            "task": self.task,
+            "blocks": [dict(b) for b in self.block_specs],
+        }
+
+    def extra_repr(self) -> str:
+        return f"task={self.task}"
+
+
+def _uninitialised_linear(in_features: int, out_features: int, device: torch.device) -> nn.Linear:
+    """An nn.Linear whose values are set by the caller: made without drawing from the random
+    generator, so the layers made after it draw what they would have."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Initializing zero-element tensors is a no-op"
+        return torch.nn.utils.skip_init(nn.Linear, in_features, out_features, device=device)
+
+
 class Normalize(nn.Module):
     """An image model's first layer: pixels (uint8, or float 0..255 once augmented) to
     float32, standardised per channel with the training images' mean and standard deviation
@@ -267,10 +400,13 @@ def build_model(
     hidden: list[int] | None = None,
     task: Task = "regression",
     image_size: int = 0,
+    blocks: list[dict[str, Any]] | None = None,
 ) -> nn.Module:
     """Make a fresh model by name: params, linear or mlp for rows (a linear model for a
     binary or multiclass `task` is a LinearClassifier, logistic regression); tinyvgg or cnn
-    for images of `in_features` channels, `image_size` pixels a side.
+    for images of `in_features` channels, `image_size` pixels a side. With `blocks` (the
+    specs of a table's blocks, kinds.encoder.Encoder.model_blocks), the TabularModel of a
+    table of any kinds of columns, whose head the kind names (linear or mlp).
 
     >>> build_model("linear", in_features=3)
     LinearRegressionModelV2(
@@ -288,6 +424,23 @@ def build_model(
             f"the {kind} model would have {len(hidden):,} hidden layers, more than "
             f"{MAX_HIDDEN_LAYERS}: give fewer --hidden sizes"
         )
+    if blocks is not None:
+        if kind not in BLOCK_KINDS:
+            raise ConfigError(
+                f"--model {kind} learns the line's one weight and bias: use --model "
+                f"{' or '.join(BLOCK_KINDS)} for a table"
+            )
+        spec = {"kind": kind, "out_features": out_features, "hidden": hidden, "task": task}
+        parameters = sum(
+            math.prod(shape) for shape in _block_shapes(spec | {"blocks": blocks}).values()
+        )
+        if parameters > MAX_PARAMETERS:
+            raise ConfigError(
+                f"the {kind} model would have {parameters:,} parameters, more than "
+                f"{MAX_PARAMETERS:,}: use smaller --hidden sizes, or fewer categories "
+                "(--max-categories)"
+            )
+        return TabularModel(blocks, out_features, hidden, task, kind)
     if entry.data == "images":
         _check_image_model(kind, in_features, hidden, task, image_size)
     parameters = _parameter_count(kind, in_features, out_features, hidden, task, image_size)
@@ -377,7 +530,8 @@ def build_cnn(
 
 def parse_spec(spec: Any, source: str = "the model description") -> dict[str, Any]:
     """A stored model description, checked against the limits `run` applies before anything
-    is built; complete: kind, in_features, out_features, hidden ([] unless an mlp), task.
+    is built; complete: kind, in_features, out_features, hidden ([] unless an mlp), task,
+    and for a table's model its blocks.
 
     Files written before descriptions named the task read as regression models.
     """
@@ -386,6 +540,8 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
     kind = spec.get("kind")
     if not isinstance(kind, str) or kind not in MODELS:
         raise ModelFileError(f"{source} names no known model kind (got {kind!r:.40})")
+    if "blocks" in spec:
+        return _parse_block_spec(spec, kind, source)
     sizes = {}
     for key in ("in_features", "out_features"):
         value = spec.get(key)
@@ -428,6 +584,62 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
 
 
 HIDDEN_KINDS = ("mlp", "tinyvgg", "cnn")  # the kinds whose --hidden sizes shape them
+BLOCK_KINDS = ("linear", "mlp")  # the model kinds a table of any kinds of columns may have
+MAX_BLOCKS = 10_000  # blocks of a table's model: one per text or picture column at most
+
+
+def _parse_block_spec(spec: dict[str, Any], kind: str, source: str) -> dict[str, Any]:
+    """parse_spec of a table's model: its blocks checked by their kinds."""
+    from torchwork.kinds.encoder import kind_of
+
+    if kind not in BLOCK_KINDS:
+        raise ModelFileError(f"{source} gives a {kind} model blocks of columns")
+    blocks = spec["blocks"]
+    if not isinstance(blocks, list) or not blocks or len(blocks) > MAX_BLOCKS:
+        raise ModelFileError(f"{source} has no valid list of blocks")
+    for block in blocks:
+        name = block.get("kind") if isinstance(block, dict) else None
+        if not isinstance(name, str) or name not in registry.KINDS:
+            raise ModelFileError(f"{source} has a block of no known kind (got {name!r:.40})")
+        problem = kind_of(name).check_spec(block)
+        if problem:
+            raise ModelFileError(f"{source} describes {problem}")
+    out = spec.get("out_features")
+    if isinstance(out, bool) or not isinstance(out, int) or out < 1:
+        raise ModelFileError(f"{source} has no valid 'out_features' (got {out!r:.40})")
+    hidden: Any = spec.get("hidden", []) if kind == "mlp" else []
+    if kind == "mlp" and (
+        not isinstance(hidden, list)
+        or not 1 <= len(hidden) <= MAX_HIDDEN_LAYERS
+        or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)
+    ):
+        raise ModelFileError(f"{source} has no valid hidden layer sizes (got {hidden!r:.40})")
+    task = spec.get("task", "regression")
+    if not isinstance(task, str) or task not in MODEL_TASKS:
+        raise ModelFileError(f"{source} names no known task (got {task!r:.40})")
+    parsed = {"kind": kind, "out_features": out, "hidden": hidden, "task": task}
+    parsed["blocks"] = [dict(b) for b in blocks]
+    try:
+        shapes = _block_shapes(parsed)
+    except (TorchworkError, KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{source} describes a model torchwork would not build: {e}") from None
+    parameters = sum(math.prod(shape) for shape in shapes.values())
+    if parameters > MAX_PARAMETERS:
+        raise ModelFileError(
+            f"{source} says {parameters:,} parameters, more than {MAX_PARAMETERS:,}"
+        )
+    with torch.device("meta"):
+        parsed["in_features"] = TabularModel(parsed["blocks"], out, hidden, task, kind).in_features
+    return parsed
+
+
+def _block_shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes of a table's model, found by building it without memory."""
+    with torch.device("meta"):
+        model = TabularModel(
+            spec["blocks"], spec["out_features"], spec["hidden"], spec["task"], spec["kind"]
+        )
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def parameter_shapes(
@@ -440,6 +652,8 @@ def parameter_shapes(
 
 def _shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     # The state_dict layout of each class above; tests check it against the classes.
+    if "blocks" in spec:
+        return _block_shapes(spec)
     kind, hidden = spec["kind"], spec["hidden"]
     n_in, n_out = spec["in_features"], spec["out_features"]
     if registry.MODELS[kind].data == "images":
@@ -491,6 +705,7 @@ def build_from_spec(spec: dict[str, Any]) -> nn.Module:
         s["hidden"],
         s["task"],
         s.get("image_size", 0),
+        s.get("blocks"),
     )
 
 
@@ -545,6 +760,8 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
     }[task]
     n = s["in_features"]
     inputs = f"{n} input{'s' if n != 1 else ''}"
+    if "blocks" in s:
+        inputs += " (" + ", ".join(_block_words(b) for b in s["blocks"]) + ")"
     if s["kind"] == "params":
         return f"linear regression (LinearRegressionModel, the course's model_0) on {inputs}"
     if s["kind"] == "linear":
@@ -562,6 +779,13 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
             return f"TinyVGG ({layers} channels) for {purpose} of {pictures}"
         return f"CNN (blocks of {layers} channels) for {purpose} of {pictures}"
     return f"MLP (hidden layers {layers}) for {purpose} on {inputs}"
+
+
+def _block_words(block: dict[str, Any]) -> str:
+    """A block of a model description in a few words: "3 number columns"."""
+    kind = block["kind"]
+    count = len(block["sizes"]) if "sizes" in block else block.get("columns", 1)
+    return f"{count} {kind} column{'s' if count != 1 else ''}"
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

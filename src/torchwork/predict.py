@@ -23,7 +23,8 @@ from torchwork.registry import Task
 
 if TYPE_CHECKING:
     from torchwork.images.encode import ImageEncoder
-    from torchwork.tables.encode import TableEncoder
+    from torchwork.kinds.base import Source
+    from torchwork.kinds.encoder import Encoder
 
 
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
@@ -48,12 +49,12 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     return result
 
 
-def _forward(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
-    if X.dim() == 4 and len(X) == 1:
+def _forward(model: nn.Module, X: Any) -> torch.Tensor:
+    if len(X) == 1 and (not isinstance(X, torch.Tensor) or X.dim() == 4):
         # A convolution of one image takes another path than of several, which differed in
-        # the last bits (1e-6): one image goes through as a batch of two, so that `serve`
-        # and `predict` of one picture give the numbers a folder's prediction gives.
-        return model(X.expand(2, *X.shape[1:]))[:1]
+        # the last bits (1e-6): one row goes through as a batch of two, so that `serve`
+        # and `predict` of one row give the numbers a file's prediction gives.
+        return model(X[[0, 0]])[:1]
     return model(X)
 
 
@@ -66,9 +67,7 @@ class Score:
     confusion_matrix: list[list[int]] | None = None  # classification: [true][predicted]
 
 
-def score(
-    task: Task, encoder: TableEncoder | None, outputs: torch.Tensor, y_raw: torch.Tensor
-) -> Score:
+def score(task: Task, encoder: Encoder | None, outputs: torch.Tensor, y_raw: torch.Tensor) -> Score:
     """Metrics of raw model outputs against the true target (its own units, or class indices)."""
     if task == "regression":
         predictions = (
@@ -83,7 +82,7 @@ def score(
     return Score(metrics, confusion_matrix=confusion_matrix(decoded["index"], y_raw, classes))
 
 
-def prediction_columns(encoder: TableEncoder, outputs: torch.Tensor) -> dict[str, Any]:
+def prediction_columns(encoder: Encoder, outputs: torch.Tensor) -> dict[str, Any]:
     """Predictions in the data's own terms, as named columns (plus class probabilities)."""
     from torchwork.tables import arrow
 
@@ -136,7 +135,7 @@ class Predictor:
     """A saved model with the preprocessing it was trained with."""
 
     model: nn.Module
-    encoder: TableEncoder | ImageEncoder | None  # None: models of the line, bare .pth files
+    encoder: Encoder | ImageEncoder | None  # None: models of the line, bare .pth files
     path: Path
     csv: Any = None  # read.CsvFormat: how the training table was written (--decimal, ...)
 
@@ -196,29 +195,31 @@ class Predictor:
     def encode(
         self,
         table: Any,
-        source: str,
+        where: Source,
         fix: str = "fix or remove those rows",
         also: Sequence[str] = (),
-    ) -> tuple[Any, torch.Tensor]:
+    ) -> tuple[Any, Any]:
         """The one path from rows to model inputs, for files, --x and serve: the feature
         columns (and the columns `also` names, such as the target) checked in one pass
-        (missing values, text in number columns), then the features encoded as the model
-        was trained (scaling, one-hot). Returns (the checked table, the input tensor)."""
+        (missing values, text in number columns), what they name read (files), then the
+        features encoded as the model was trained (scaling, categories, ...). Returns (the
+        checked table, less any rows dropped with `where.skip_bad`; the model's inputs)."""
         from torchwork.tables.check import check_values
         from torchwork.tables.convert import table_to_tensor
 
         names = self.feature_names
-        table = check_values(table, [*names, *also], source, fix=fix)
+        table = check_values(table, [*names, *also], where.name, fix=fix)
         if self.encoder is None:
             return table, table_to_tensor(table, names)
-        return table, self.encoder.transform(table, source)
+        table, decoded = self.encoder.prepare(table, where)
+        return table, self.encoder.transform(table, where, decoded)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
         from torchwork.config import stored_config
         from torchwork.images.encode import KIND as IMAGES
         from torchwork.images.encode import ImageEncoder
-        from torchwork.tables.encode import TableEncoder
+        from torchwork.kinds.encoder import Encoder
         from torchwork.tables.read import CsvFormat
 
         path = Path(path)
@@ -245,22 +246,25 @@ class Predictor:
                 if preprocess and preprocess.get("kind") == IMAGES:
                     encoder = ImageEncoder.from_dict(preprocess)
                 else:
-                    encoder = TableEncoder.from_dict(preprocess) if preprocess else None
+                    encoder = Encoder.from_dict(preprocess) if preprocess else None
             except TorchworkError as e:
                 raise DataError(f"{path}: {one_line(e)}") from None
             spec = model.spec()
-            if encoder is not None and (encoder.in_features, encoder.out_features) != (
-                spec["in_features"],
-                spec["out_features"],
+            if isinstance(encoder, Encoder):
+                matches = encoder.model_blocks() == spec.get("blocks")
+            else:
+                matches = encoder is None or encoder.in_features == spec["in_features"]
+            if not matches or (
+                encoder is not None and encoder.out_features != spec["out_features"]
             ):
                 raise DataError(
-                    f"{path}: its preprocessing does not match the model's input or output size"
+                    f"{path}: its preprocessing does not match the model's inputs or outputs"
                 )
         return cls(model, encoder, path, csv)
 
     def read(
-        self, data: str | Path, target: str = "", need_target: bool = False
-    ) -> tuple[Any, torch.Tensor]:
+        self, data: str | Path, target: str = "", need_target: bool = False, skip_bad: bool = False
+    ) -> tuple[Any, Any]:
         """Read a table for this model: (table, encoded inputs), with every column checked."""
         from torchwork.tables.check import require_numbers
         from torchwork.tables.convert import table_to_tensor
@@ -314,9 +318,30 @@ class Predictor:
             raise DataError(
                 f"{source} has no target column '{self.encoder.target}': name it with --target"
             )
-        return self.encode(table, source, also=[self.encoder.target] if need_target else [])
+        where = self.source(data, skip_bad)
+        return self.encode(table, where, also=[self.encoder.target] if need_target else [])
 
-    def outputs(self, X: torch.Tensor) -> torch.Tensor:
+    def from_json(self, column: str, values: list[Any], where: Source) -> Any:
+        """A column of JSON values (a request's rows, --x) as its kind takes them, every
+        value checked: numbers for a model without an encoder."""
+        if self.encoder is None or not hasattr(self.encoder, "blocks"):
+            from torchwork.kinds.number import NumberBlock
+
+            return NumberBlock([column], [0.0], [1.0]).from_json(column, values, where)
+        block = next(b for b in self.encoder.blocks if column in b.columns)
+        return block.from_json(column, values, where)
+
+    def source(self, data: str | Path, skip_bad: bool = False) -> Source:
+        """Where a file's rows come from: the file, and its folder for the files a column
+        names (read as the training table's text was: --encoding)."""
+        from torchwork.kinds.base import Source
+
+        encoding = self.csv.encoding if self.csv is not None else "utf-8"
+        return Source(str(data), Path(data).parent, skip_bad, encoding, _stderr)
+
+    def outputs(self, X: Any) -> torch.Tensor:
+        if not isinstance(X, torch.Tensor):
+            return outputs_of(self.model, X)
         in_features = self.model.spec()["in_features"]
         if X.shape[1] != in_features:
             raise DataError(
@@ -360,7 +385,7 @@ def predict_images(predictor: Predictor, data: str | Path, skip_bad: bool = Fals
     )
 
 
-def with_predictions(table: Any, encoder: TableEncoder | None, outputs: torch.Tensor) -> Any:
+def with_predictions(table: Any, encoder: Encoder | None, outputs: torch.Tensor) -> Any:
     """The input rows with `prediction` (and class probability) columns added. An input
     column is never replaced: where the input has a column of that name already, the new
     one is `prediction_1` (or the next free number)."""
@@ -465,6 +490,10 @@ def refuse_overwrite(path: Path, force: bool, named: str = "--out ") -> None:
         raise ConfigError(
             f"{named}{path} already exists: choose another --out, or add --force to overwrite it"
         )
+
+
+def _stderr(line: str) -> None:
+    print(line.strip(), file=sys.stderr)
 
 
 def input_names(count: int) -> list[str]:

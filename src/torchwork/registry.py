@@ -80,6 +80,16 @@ MODELS: dict[str, Entry] = {
 }
 
 
+# The kinds of data a table's columns may hold, each one module under torchwork.kinds (its
+# `KIND`), in the order their blocks come in a model's inputs. A column is recognised by the
+# last kind here that claims it: the more specific kinds are listed later. `suffixes`: the
+# files a kind reads from a folder of class folders, or from a column naming them.
+KINDS: dict[str, Entry] = {
+    "number": Entry("torchwork.kinds.number:KIND", help="numbers, standardized"),
+    "category": Entry("torchwork.kinds.category:KIND", help="text of a few distinct values"),
+}
+
+
 def learned_line(learned: Mapping[str, Any]) -> tuple[float, float] | None:
     """(weight, bias) when `learned` (each parameter's values as a flat list, as in
     summary.json) is a line: a params or linear model of one input and one output; else None."""

@@ -15,7 +15,7 @@ from torchwork.config import (
 from torchwork.errors import ConfigError, DataError, ModelFileError, RunFolderError
 
 if TYPE_CHECKING:
-    from torchwork.tables.encode import TableEncoder
+    from torchwork.kinds.encoder import Encoder
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -131,7 +131,7 @@ def _parse_rows(values: Sequence[str]) -> list[list[float]]:
     return rows
 
 
-def _check_row_width(rows: list[list[float]], width: int, encoder: TableEncoder | None) -> None:
+def _check_row_width(rows: list[list[float]], width: int, encoder: Encoder | None) -> None:
     """--x rows as wide as the model's inputs; else say how to write one row."""
     given = len(rows[0])
     if given == width:
@@ -185,14 +185,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DataError(
             f"{args.model} learned from images: give an image file or a folder with --input"
         )
+    from torchwork.kinds.base import Source
+
     rows = _parse_rows(args.x)
     encoder = predictor.encoder
-    if encoder is not None and any(f.kind != "numeric" for f in encoder.features):
-        raise DataError("this model has text columns: give its rows in a file with --data FILE")
-    _check_row_width(rows, predictor.model.spec()["in_features"], encoder)
     names = predictor.feature_names
-    table = pa.table({name: [r[j] for r in rows] for j, name in enumerate(names)})
-    _, X = predictor.encode(table, "--x", fix="give finite numbers")
+    _check_row_width(rows, len(names), encoder)
+    where = Source("--x")
+    try:  # each column as its kind takes it from numbers
+        table = pa.table(
+            {n: predictor.from_json(n, [r[j] for r in rows], where) for j, n in enumerate(names)}
+        )
+    except DataError as e:
+        raise DataError(f"{e}; give rows of such columns in a file with --data FILE") from None
+    _, X = predictor.encode(table, where, fix="give finite numbers")
     outputs = predictor.outputs(X)
     write_table(with_predictions(table, encoder, outputs), args.out)
     return 0

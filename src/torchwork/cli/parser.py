@@ -137,6 +137,14 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "columns to leave out, such as IDs",
     ),
     (
+        "--kind",
+        "data.kinds",
+        {"type": _name_list, "metavar": "COL=KIND"},
+        "a column's kind of data, over what torchwork recognises: "
+        + ", ".join(registry.KINDS)
+        + " (e.g. zip=category,review=text)",
+    ),
+    (
         "--max-categories",
         "data.max_categories",
         {"type": int, "metavar": "N"},

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from torchwork.errors import ConfigError, TorchworkError
+from torchwork.kinds.base import Source
 from torchwork.predict import Predictor
 from torchwork.runfolder import MODEL_FILES
 
@@ -27,7 +27,6 @@ MAX_ROWS = 10_000  # more rows in one request get 413
 MAX_DIGITS = 400  # a longer integer gets 400 as it is parsed (float32 stops at 39 digits)
 SOURCE = "the request"  # how error messages name the data, as they name a file
 FIX = "fix or remove those rows"
-FLOAT32_MAX = 3.4028234663852886e38
 ROUTES = {"/health": ("GET", "HEAD"), "/predict": ("POST",)}
 # An upload decodes to a few bytes a pixel; Pillow's own limit (89 million pixels) would let
 # each of the server's threads hold a gigabyte. 25 million is a 24-megapixel camera's photo.
@@ -95,15 +94,7 @@ class PredictionApp:
             return
         self.features = predictor.feature_names
         self.takes = f"features {', '.join(self.features)}"
-        if self.encoder is None:
-            self.numeric = list(self.features)
-        else:
-            self.numeric = [f.name for f in self.encoder.features if f.kind == "numeric"]
-        self.categories = (
-            {f.name: f.categories for f in self.encoder.features if f.kind == "categorical"}
-            if self.encoder is not None
-            else {}
-        )
+        self.where = Source(SOURCE)  # a request: no folder that a path in it could name
         self.health = {
             "status": "ok",
             "model": predictor.path.name,
@@ -205,17 +196,19 @@ class PredictionApp:
         raw = self.columns(rows)
         table = pa.table(
             {
-                name: _numbers(values, name)
-                if name in self.numeric
-                else _texts(values, name, self.categories[name])
+                name: self.predictor.from_json(name, values, self.where)
                 for name, values in raw.items()
             }
         )
-        _, X = self.predictor.encode(table, SOURCE, FIX)
-        names = self.encoder.input_names if self.encoder is not None else self.features
-        finite = torch.isfinite(X)
-        if not bool(finite.all()):
+        _, X = self.predictor.encode(table, self.where, FIX)
+        blocks = self.encoder.blocks if self.encoder is not None else []
+        tensors = X.tensors if self.encoder is not None else (X,)
+        for k, tensor in enumerate(tensors):
+            finite = torch.isfinite(tensor) if tensor.is_floating_point() else None
+            if finite is None or bool(finite.all()) or tensor.dim() != 2:
+                continue
             row, column = (int(i) for i in (~finite).nonzero()[0])
+            names = blocks[k].input_names() if blocks else self.features
             raise RequestError(
                 400,
                 f"column '{names[column]}' of {SOURCE} has a value in row {row + 1} too large for "
@@ -288,52 +281,6 @@ def _rows_of(body: Any) -> list[Any]:
             "send them in several requests",
         )
     return rows
-
-
-def _numbers(values: list[Any], name: str) -> Any:
-    """A float64 column of JSON numbers; None stays empty. true and false are refused as "3" is:
-    neither is a number, and reading them as 1 and 0 would hide a client's mixed-up columns."""
-    import pyarrow as pa
-
-    out: list[float | None] = []
-    for i, value in enumerate(values):
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            out.append(value)  # empty, NaN and infinite cells are check_values' to name
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RequestError(
-                400,
-                f"column '{name}' of {SOURCE} must hold numbers; row {i + 1} has {_short(value)}",
-            )
-        if abs(value) > FLOAT32_MAX:
-            raise RequestError(
-                400,
-                f"column '{name}' of {SOURCE} has a number too large for the model in row {i + 1}: "
-                "it computes in 32-bit floats, at most about 3.4e38",
-            )
-        out.append(float(value))
-    return pa.array(out, pa.float64())
-
-
-def _texts(values: list[Any], name: str, categories: list[Any]) -> Any:
-    """A text column; an empty cell is refused here, as check_values refuses one."""
-    import pyarrow as pa
-
-    # check_values' other test on text columns (numbers typed as text) is for training data;
-    # here the categories decide, and the encoder names any it never saw.
-    for i, value in enumerate(values):
-        if value is None:
-            raise RequestError(
-                400,
-                f"column '{name}' of {SOURCE} has an empty cell in row {i + 1}: fill it in, or {FIX}",
-            )
-        if not isinstance(value, str):
-            raise RequestError(
-                400,
-                f"column '{name}' of {SOURCE} must hold text, one of "
-                f"{', '.join(map(str, categories))}; row {i + 1} has {_short(value)}",
-            )
-    return pa.array(values, pa.string())
 
 
 def _short(value: Any) -> str:

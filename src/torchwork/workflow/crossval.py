@@ -24,6 +24,7 @@ import torch
 from torchwork.data import fold_indices
 from torchwork.engine import fit
 from torchwork.errors import ConfigError
+from torchwork.kinds.base import cat_rows
 from torchwork.metrics import spread
 from torchwork.optim import make_optimizer
 from torchwork.predict import outputs_of, score
@@ -47,7 +48,7 @@ def cross_validate(session: Session, log: Callable[[str], None]) -> dict[str, An
     data, X, y = session.data, session.X, session.y
     classification = data.task != "regression"
     pool = {
-        "X": torch.cat([X["train"], X["val"]]),
+        "X": cat_rows([X["train"], X["val"]]),
         "y": torch.cat([y["train"], y["val"]]),
         "y_raw": torch.cat([data.y_raw["train"], data.y_raw["val"]]),
     }

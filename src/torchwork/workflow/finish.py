@@ -241,7 +241,7 @@ def inputs_that_matter(
     """A table model's permutation importance on the test split, and a linear model's
     coefficients in the columns' own units beside the closed-form ones (importance.py)."""
     data, model = session.data, session.model
-    if data.images or data.encoder is None or not len(data.X["test"]):
+    if getattr(data.encoder, "blocks", None) is None or not len(data.X["test"]):
         return None, None
     from torchwork.importance import permutation_importance, raw_coefficients
 
@@ -259,9 +259,9 @@ def inputs_that_matter(
     log(f"   Importance, the drop in test {metric} with a column shuffled: {top}{more}")
     coefficients = None
     if session.config.model.kind == "linear":
-        layer = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
         scaled = data.task == "regression" and data.encoder.scale_target
-        coefficients = {"learned": raw_coefficients(layer.weight, layer.bias, data.encoder, scaled)}
+        weight, bias = model.input_weights(), model.first_layer.bias
+        coefficients = {"learned": raw_coefficients(weight, bias, data.encoder, scaled)}
         if "weight" in reference:
             exact = torch.tensor(reference["weight"]).reshape(1, -1)
             coefficients["closed_form"] = raw_coefficients(
@@ -284,7 +284,11 @@ def save_and_verify(
         save(model, out / name, config=saved_config, preprocess=preprocess)
         # A .pth holds the weights alone: an image model's is loaded into one built from
         # its description, as the course loads a state_dict into a new model.
-        template = build_from_spec(model.spec()) if data.images and name == MODEL_PTH else None
+        template = (
+            build_from_spec(model.spec())
+            if data.encoder is not None and name == MODEL_PTH
+            else None
+        )
         loaded = load(out / name, template).to(session.device)
         if not torch.equal(outputs_of(loaded, session.X[check_rows]), expected):
             raise RuntimeError(
@@ -475,7 +479,11 @@ def reference_scores(
     """
     if not enabled:
         return {}, {"skipped": "--no-reference"}
-    rows, width = data.X["train"].shape[0], data.X["train"][0].numel()
+    rows = len(data.X["train"])
+    width = data.X["train"][0].numel() if isinstance(data.X["train"], torch.Tensor) else 0
+    blocks = getattr(data.encoder, "blocks", None)
+    if blocks is not None:
+        width = len(data.encoder.input_names)
     if data.task == "regression" and (
         width > REFERENCE_MAX_INPUTS or rows * width * width > REFERENCE_MAX_WORK
     ):
@@ -485,9 +493,15 @@ def reference_scores(
             "rows x inputs²); fewer inputs (--max-categories, --exclude) bring it back"
         }
     if data.task == "regression":
-        exact = least_squares(data.X["train"], data.y_raw["train"])
+        design = {name: linear_design(data, data.X[name]) for name in ("train", *used)}
+        if design["train"] is None:
+            return {}, {
+                "skipped": "closed-form least squares needs columns of numbers and categories "
+                "alone: this table has columns a linear model of its values cannot take"
+            }
+        exact = least_squares(design["train"], data.y_raw["train"])
         metrics = {
-            name: regression_metrics(exact.predict(data.X[name]), data.y_raw[name]) for name in used
+            name: regression_metrics(exact.predict(design[name]), data.y_raw[name]) for name in used
         }
         return metrics, {
             "method": "closed-form least squares on the training split (normal equations of "
@@ -512,6 +526,18 @@ def reference_scores(
         "label": data.labels[majority],
         "metrics": metrics,
     }
+
+
+def linear_design(data: Prepared, X: Any) -> torch.Tensor | None:
+    """A split's inputs as a linear model of their values takes them (numbers, one-hot
+    categories): what the closed form is solved on; None when a block has no such form."""
+    blocks = getattr(data.encoder, "blocks", None)
+    if blocks is None:
+        return X
+    parts = [block.linear_inputs(x) for block, x in zip(blocks, X.tensors, strict=True)]
+    if any(p is None for p in parts):
+        return None
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def log_parameters(

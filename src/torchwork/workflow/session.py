@@ -72,6 +72,7 @@ def fresh_model(config: RunConfig, data: Prepared) -> torch.nn.Module:
     initialised from the seed; an image model's first layer set to the training images'
     mean and standard deviation."""
     torch.manual_seed(config.train.seed)
+    blocks = getattr(data.encoder, "blocks", None)
     model = build_model(
         config.model.kind,
         in_features=data.in_features,
@@ -79,7 +80,12 @@ def fresh_model(config: RunConfig, data: Prepared) -> torch.nn.Module:
         hidden=config.model.hidden,
         task=data.task,
         image_size=data.image_size,
+        blocks=data.encoder.model_blocks() if blocks is not None else None,
     )
     if data.pixel_stats is not None:
         model.normalize.set(*data.pixel_stats)
+    if blocks is not None:
+        # What a block's layer takes from the training rows before training
+        for block, layer, x in zip(blocks, model.blocks, data.X["train"].tensors, strict=True):
+            block.prime(layer, x)
     return model

@@ -1,0 +1,312 @@
+"""What every kind of data shares: where rows come from (Source), the model's inputs for some
+rows (Inputs), one kind's columns encoded as one of those inputs (Block), and the kind
+itself (Kind), which recognises its columns and fits their blocks.
+
+A kind is one module (or package) under `kinds/` and one line in `registry.KINDS`. It knows
+everything about its columns: how to recognise them, read and decode them once, encode them
+(fitted on the training rows, stored as plain data), turn them into features for the model
+(its layer), augment them, take them from a request, hand them to an exported graph, and
+say what it found. Nothing outside a kind asks which kind it holds: the code above calls the
+methods below, whose defaults fit a kind that has nothing to say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from torchwork.errors import DataError
+
+# What decoding a table's columns gives: the table (less the rows dropped), the decoded
+# values by column, and the rows kept (None: all of them).
+Decoded = tuple[pa.Table, dict[str, Any], "np.ndarray | None"]
+
+
+@dataclass
+class Source:
+    """Where rows come from, for messages and for the files a column names: `name` as a
+    message says it ("data/reviews.csv", "the request"); `root`, the folder that relative
+    paths in a column are read from (None: a column may not name files, as in a request
+    that serve answers)."""
+
+    name: str = "the input"
+    root: Path | None = None
+    skip_bad: bool = False  # drop rows whose file cannot be used (else they are an error)
+    encoding: str = "utf-8"  # of the text files a column names
+    log: Callable[[str], None] | None = None  # where a kind says what it dropped or capped
+
+    def say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
+
+
+class Inputs:
+    """A model's inputs for some rows: one tensor per block, in the blocks' order, each with
+    one row per row. Indexed, sliced, moved and joined row-wise as a tensor is, so that the
+    training loop, batches, chunks and shards handle them without knowing what they hold.
+
+    >>> X = Inputs([torch.zeros(5, 2), torch.zeros(5, 3, dtype=torch.long)])
+    >>> len(X), len(X[1:3]), X[torch.tensor([0, 4])].tensors[1].shape
+    (5, 2, torch.Size([2, 3]))
+    """
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors: Iterable[torch.Tensor]) -> None:
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: Any) -> Inputs:
+        return Inputs(t[index] for t in self.tensors)
+
+    def index_select(self, dim: int, index: torch.Tensor) -> Inputs:
+        return Inputs(t.index_select(dim, index) for t in self.tensors)
+
+    def to(self, *args: Any, **kwargs: Any) -> Inputs:
+        return Inputs(t.to(*args, **kwargs) for t in self.tensors)
+
+    def contiguous(self) -> Inputs:
+        return Inputs(t.contiguous() for t in self.tensors)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tensors[0].device
+
+    @staticmethod
+    def cat(parts: Sequence[Inputs]) -> Inputs:
+        return Inputs(torch.cat(ts) for ts in zip(*(p.tensors for p in parts), strict=True))
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{t.dtype} {list(t.shape)}" for t in self.tensors)
+        return f"Inputs({shapes})"
+
+
+def cat_rows(parts: Sequence[Any]) -> Any:
+    """Rows of tensors, or of Inputs, one after another."""
+    if parts and isinstance(parts[0], Inputs):
+        return Inputs.cat(parts)
+    return torch.cat(list(parts))
+
+
+@dataclass
+class Block:
+    """One input of a model: one kind's columns, encoded. Fitted on the training rows, stored
+    in the model file as plain data (`to_dict`, the kind's `from_dict`); `spec` is what the
+    model's layer for it is built from."""
+
+    kind: ClassVar[str] = ""
+    columns: list[str] = field(default_factory=list)
+
+    # --- Step 1: rows to tensors ---------------------------------------------------------
+
+    def decode(self, table: pa.Table, where: Source) -> Decoded:
+        """Read what the columns name (files) once, as the block was fitted to: see
+        Kind.decode. Most blocks read nothing."""
+        return table, {}, None
+
+    def encode(
+        self,
+        table: pa.Table,
+        where: Source,
+        decoded: dict[str, Any] | None = None,
+        order: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """The block's tensor for the table's rows (with `order`: row k is table row
+        order[k]), one row per row. `decoded`: what `decode` gave for this table, by
+        column."""
+        raise NotImplementedError
+
+    def raw(
+        self, table: pa.Table, where: Source, decoded: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        """The rows as an exported graph takes them (`graph_layer` runs first in the graph)."""
+        return self.encode(table, where, decoded)
+
+    def example(self, rows: int, generator: torch.Generator) -> torch.Tensor:
+        """Made-up rows as an exported graph takes them, for checking an export whose
+        training data is gone."""
+        raise NotImplementedError
+
+    def from_json(self, column: str, values: list[Any], where: Source) -> pa.Array:
+        """A column of a request's JSON rows, every value checked, as the table column that
+        `encode` reads. A file path is never accepted: a server opens no path a client sends."""
+        raise NotImplementedError
+
+    # --- Step 2: the model's part ---------------------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """The shape of the layer this block's tensor goes through (the kind's `layer`)."""
+        return {"kind": self.kind, "columns": len(self.columns)}
+
+    def prime(self, layer: nn.Module, X_train: torch.Tensor) -> None:
+        """Set what the layer takes from the training rows before training (an image
+        layer's pixel statistics); most layers take nothing."""
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator, how: str) -> torch.Tensor:
+        """A training batch of the block's tensor, changed at random (`how`: --augment)."""
+        return x
+
+    def graph_layer(self) -> nn.Module | None:
+        """What an exported graph does to `raw` inputs before the model (standardizing
+        numbers); None: they go in as they are."""
+        return None
+
+    # --- In words, and in the files beside an export --------------------------------------
+
+    def input_names(self) -> list[str]:
+        """What the block gives the model's first layer, one name each: the names of a
+        linear model's weights."""
+        return list(self.columns)
+
+    def standardization(self) -> tuple[list[float], list[float]]:
+        """The mean and std that the block's first inputs were standardized with (a linear
+        model's weights are read in the columns' own units through them); none: ([], [])."""
+        return [], []
+
+    def linear_inputs(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The block's tensor as the float inputs of a linear model (one-hot categories): what
+        the closed-form reference fits; None when no linear model of them can be solved."""
+        return None
+
+    def column_part(self, column: str) -> tuple[Any, ...]:
+        """The part of the block's tensor that one source column is (permutation importance
+        shuffles it): the whole tensor, for a block of one column."""
+        return (slice(None),)
+
+    def describe(self) -> str:
+        """What the block is, in a few words, for the terminal, the report and the card."""
+        return f"{self.kind}: {', '.join(self.columns)}"
+
+    def export_input(self) -> dict[str, Any]:
+        """What an exported graph takes for this block: name, dtype, shape, and how rows
+        become it (for the file beside the export)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Kind:
+    """A kind of data: recognises its columns and fits their blocks; builds the layer a
+    block's tensor goes through from the block's spec. One object per kind module."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+
+    def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
+        """Why `column` holds this kind of data ("numbers", "free text: ..."), or None."""
+        return None
+
+    def decode(self, table: pa.Table, columns: list[str], where: Source, options: Any) -> Decoded:
+        """Read what these columns name (files) once, before the rows are split: the table,
+        less the rows whose file cannot be used when `where.skip_bad` (else such a file is
+        an error that names it), what `encode` takes from each column, and the table rows
+        kept (None when every row was)."""
+        return table, {}, None
+
+    def fit(
+        self,
+        table: pa.Table,
+        columns: list[str],
+        train: TrainingRows,
+        options: Any,
+        where: Source,
+        left_out: list[tuple[str, str, str]],
+        decoded: dict[str, Any],
+    ) -> list[Block]:
+        """The blocks of these columns, fitted on the training rows. A column that cannot
+        be learned from is added to `left_out` as (name, why, a detail or ""), `why` the
+        rest of "Left out 2 ...: 'a', 'b'" ("column(s) with the same value in every row")."""
+        raise NotImplementedError
+
+    def from_dict(self, raw: dict[str, Any]) -> Block:
+        """A block as a model file stores it, every field checked (a DataError otherwise)."""
+        raise NotImplementedError
+
+    def layer(self, spec: dict[str, Any], width: int) -> nn.Module:
+        """The layer for a block of this spec. It either gives `features` numbers a row,
+        joined with the other blocks' into the model's first layer (`adds` False), or
+        adds its own [rows, width] to that layer's output (`adds` True: a category's
+        weights, which a one-hot input would have multiplied)."""
+        raise NotImplementedError
+
+    def check_spec(self, spec: dict[str, Any]) -> str:
+        """What is wrong with a block spec read from a model file, or ""."""
+        return ""
+
+
+SAME = "column(s) with the same value in every row"  # why a column is left out (Kind.fit)
+
+
+def short(value: Any) -> str:
+    """A value as a client or a file wrote it, cut short, for a message."""
+    import json
+
+    try:
+        text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def malformed(problem: str) -> DataError:
+    return DataError(f"the stored preprocessing is malformed: {problem}")
+
+
+class TrainingRows:
+    """Counts, means and standard deviations over the training rows of a column, from sums
+    over whichever is fewer: the training rows themselves, or all rows less the others. A
+    sum over all rows reads them in order; a gather of 1.6M of 2M rows took 40 ms a column
+    here."""
+
+    def __init__(self, rows: np.ndarray, total: int) -> None:
+        self.count = len(rows)
+        self.total = total
+        self.negate = 2 * len(rows) > total
+        if self.negate:
+            others = np.ones(total, dtype=bool)
+            others[rows] = False
+            rows = np.flatnonzero(others)
+        self.rows = rows
+
+    def mask(self) -> np.ndarray:
+        """True at every training row."""
+        mask = np.zeros(self.total, dtype=bool)
+        mask[self.rows] = True
+        return ~mask if self.negate else mask
+
+    def counts(self, codes: np.ndarray, size: int) -> np.ndarray:
+        """How many training rows hold each code in range(size)."""
+        counts = np.bincount(codes[self.rows], minlength=size)
+        return np.bincount(codes, minlength=size) - counts if self.negate else counts
+
+    def mean_std(self, values: np.ndarray) -> tuple[float, float]:
+        """In float64, each rounded to float32 as stored; a std of 0 (constant on the
+        training rows) becomes 1: centre the column, do not divide by zero."""
+        import math
+
+        # Sums of values less a shift near their mean: the variance from them keeps its
+        # digits however far from zero the values lie.
+        shift = float(np.mean(values[:1024], dtype=np.float64))
+
+        def sums(part: np.ndarray) -> tuple[float, float]:
+            centred = part.astype(np.float64) - shift
+            return float(centred.sum()), float(np.dot(centred, centred))
+
+        first, second = sums(values[self.rows])
+        if self.negate:
+            every = sums(values)
+            first, second = every[0] - first, every[1] - second
+        mean = first / self.count
+        variance = max(second / self.count - mean * mean, 0.0) if self.count > 1 else 0.0
+        std = math.sqrt(variance)
+        return float(np.float32(shift + mean)), float(np.float32(std)) if std > 0 else 1.0

@@ -1,0 +1,208 @@
+"""Numbers: a column of numbers is one model input, standardized with its mean and standard
+deviation over the training rows. Every number column of a table is one block: one float32
+tensor [rows, columns], written in one pass over the table (tables.convert.write_rows)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from torchwork.errors import DataError
+from torchwork.kinds.base import SAME, Block, Kind, Source, TrainingRows, malformed, short
+from torchwork.tables import arrow
+from torchwork.tables.check import is_numeric
+from torchwork.tables.convert import NumericColumn, write_rows
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+@dataclass
+class NumberBlock(Block):
+    """The number columns, with each one's standardization (mean 0 and std 1: none)."""
+
+    kind = "number"
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    @property
+    def scaled(self) -> bool:
+        return any(m != 0.0 for m in self.mean) or any(s != 1.0 for s in self.std)
+
+    def encode(
+        self,
+        table: pa.Table,
+        where: Source,
+        decoded: dict[str, Any] | None = None,
+        order: np.ndarray | None = None,
+        scaled: bool = True,
+    ) -> torch.Tensor:
+        writers = []
+        for name, mean, std in zip(self.columns, self.mean, self.std, strict=True):
+            column = table.column(name)
+            if not is_numeric(column.type):
+                raise DataError(
+                    f"column '{name}' of {where.name} must hold numbers (it holds {column.type})"
+                )
+            writers.append(NumericColumn(column, mean, std) if scaled else NumericColumn(column))
+        return write_rows(table.num_rows, writers, order)
+
+    def raw(
+        self, table: pa.Table, where: Source, decoded: dict[str, Any] | None = None
+    ) -> torch.Tensor:
+        return self.encode(table, where, scaled=False)  # the graph standardizes them
+
+    def example(self, rows: int, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(rows, len(self.columns), generator=generator)
+        return torch.tensor(self.mean) + torch.tensor(self.std) * noise
+
+    def graph_layer(self) -> nn.Module | None:
+        return Standardize(self.mean, self.std) if self.scaled else None
+
+    def from_json(self, column: str, values: list[Any], where: Source) -> pa.Array:
+        """JSON numbers; None, NaN and infinities stay for check_values to name. true and
+        false are refused as "3" is: neither is a number, and reading them as 1 and 0 would
+        hide a client's mixed-up columns."""
+        out: list[float | None] = []
+        for i, value in enumerate(values):
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                out.append(value)
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise DataError(
+                    f"column '{column}' of {where.name} must hold numbers; row {i + 1} has "
+                    f"{short(value)}"
+                )
+            if abs(value) > FLOAT32_MAX:
+                raise DataError(
+                    f"column '{column}' of {where.name} has a number too large for the model in "
+                    f"row {i + 1}: it computes in 32-bit floats, at most about 3.4e38"
+                )
+            out.append(float(value))
+        return pa.array(out, pa.float64())
+
+    def standardization(self) -> tuple[list[float], list[float]]:
+        return list(self.mean), list(self.std)
+
+    def linear_inputs(self, x: torch.Tensor) -> torch.Tensor | None:
+        return x
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "columns": len(self.columns)}
+
+    def column_part(self, column: str) -> tuple[Any, ...]:
+        return (slice(None), slice(j := self.columns.index(column), j + 1))
+
+    def describe(self) -> str:
+        how = " (standardized on the training rows)" if self.scaled else ""
+        return f"{len(self.columns)} number column(s){how}: {_names(self.columns)}"
+
+    def export_input(self) -> dict[str, Any]:
+        return {
+            "name": "X",
+            "dtype": "float32",
+            "shape": ["batch", len(self.columns)],
+            "columns": list(self.columns),
+            "how": "the number columns in this order, in their own units: the graph "
+            + ("standardizes them" if self.scaled else "takes them as they are"),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "columns": self.columns, "mean": self.mean, "std": self.std}
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std per column, in float32, as NumericColumn computes it."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class Numbers(nn.Module):
+    """A number block's layer: the standardized numbers are the features themselves."""
+
+    adds = False
+
+    def __init__(self, columns: int) -> None:
+        super().__init__()
+        self.features = columns
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class NumberKind(Kind):
+    name = "number"
+    help = "numbers, standardized"
+
+    def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
+        return "numbers" if is_numeric(column.type) else None
+
+    def fit(
+        self,
+        table: pa.Table,
+        columns: list[str],
+        train: TrainingRows,
+        options: Any,
+        where: Source,
+        left_out: list[tuple[str, str, str]],
+        decoded: dict[str, Any],
+    ) -> list[Block]:
+        kept, means, stds = [], [], []
+        for name in columns:
+            values = arrow.float_values(table.column(name), np.float32)
+            if values.max() == values.min():
+                left_out.append((name, SAME, f"{float(values[0]):g}"))
+                continue
+            mean, std = train.mean_std(values) if options.scale else (0.0, 1.0)
+            kept.append(name)
+            means.append(mean)
+            stds.append(std)
+        return [NumberBlock(kept, means, stds)] if kept else []
+
+    def from_dict(self, raw: dict[str, Any]) -> Block:
+        columns, mean, std = raw.get("columns"), raw.get("mean"), raw.get("std")
+        if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
+            raise malformed("a number block needs its column names")
+        for name, values in (("mean", mean), ("std", std)):
+            if not (
+                isinstance(values, list)
+                and len(values) == len(columns)
+                and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in values
+                )
+            ):
+                raise malformed(f"the number columns need a finite {name} each")
+        for name, value in zip(columns, std, strict=True):
+            if not value > 0:
+                raise malformed(f"number column '{name}' has std {value}, not above 0")
+        return NumberBlock(list(columns), [float(v) for v in mean], [float(v) for v in std])
+
+    def layer(self, spec: dict[str, Any], width: int) -> nn.Module:
+        return Numbers(int(spec["columns"]))
+
+    def check_spec(self, spec: dict[str, Any]) -> str:
+        n = spec.get("columns")
+        ok = isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_COLUMNS
+        return "" if ok else f"a number block of {n!r:.40} columns"
+
+
+MAX_COLUMNS = 1_000_000  # a guard against hostile model files, far above any table's width
+
+KIND = NumberKind()
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
