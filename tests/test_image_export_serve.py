@@ -63,7 +63,7 @@ def trained(tmp_path_factory):
 
 def pixels_from_sidecar(sidecar: dict, paths) -> np.ndarray:
     """The export's input built with Pillow from the JSON file alone, as another program would."""
-    preprocess = sidecar["preprocess"]
+    preprocess = sidecar["inputs"][0]["preprocess"]
     assert preprocess["resize"] == "squeeze" and preprocess["filter"] == "bilinear"
     size = preprocess["image_size"]
     images = []
@@ -94,35 +94,38 @@ def run_export(path, pixels: np.ndarray) -> np.ndarray:
 
 def check_sidecar(sidecar: dict, encoder) -> None:
     """The JSON beside an export: the model file's own image preprocessing, and its outputs."""
-    classes, channels = len(encoder.labels), encoder.channels
-    assert sidecar["preprocess"] == encoder.to_dict()
-    assert sidecar["preprocess"] | {"labels": None} == {
-        "kind": "images",
-        "task": encoder.task,
-        "labels": None,
-        "image_size": 16,  # --image-size auto for 8x8 pictures
-        "channels": channels,
-        "mode": "RGB" if channels == 3 else "L",
-        "resize": "squeeze",
-        "filter": "bilinear",
-        "input": "uint8 NCHW pixels; the model normalises them itself",
-    }
+    (block,) = encoder.blocks
+    classes, channels = len(encoder.labels), block.channels
+    (pixels,) = sidecar["inputs"]
+    assert (
+        pixels["preprocess"]
+        == block.reading()
+        == {
+            "image_size": 16,  # --image-size auto for 8x8 pictures
+            "channels": channels,
+            "mode": "RGB" if channels == 3 else "L",
+            "resize": "squeeze",
+            "filter": "bilinear",
+            "input": "uint8 NCHW pixels; the model normalises them itself",
+        }
+    )
     assert sidecar["labels"] == encoder.labels == [str(d) for d in range(classes)]
     assert sidecar["task"] == ("multiclass" if classes > 2 else "binary")
-    assert sidecar["input"] == "pixels" and sidecar["input_dtype"] == "uint8"
-    assert sidecar["input_shape"] == ["batch", channels, 16, 16]
+    assert pixels["name"] == "pixels" and pixels["dtype"] == "uint8"
+    assert pixels["shape"] == ["batch", channels, 16, 16] and pixels["column"] == "file"
     assert sidecar["output"] == "probabilities"
-    assert sidecar["output_shape"] == ["batch", classes]
-    assert sidecar["activation"] == ("softmax" if classes > 2 else "sigmoid")
     assert "normalises them itself" in sidecar["note"] and "not in the graph" in sidecar["note"]
 
 
 def expected_for(predictor, paths) -> tuple[np.ndarray, np.ndarray]:
     """(the pixels torchwork decodes the files to, the class probabilities it predicts)."""
-    kept, decoded = predictor.read_images(paths)
-    assert kept == list(range(len(paths)))
-    encoder = predictor.image_encoder()
-    return decoded.numpy(), encoder.decode(predictor.outputs(decoded))["probabilities"].numpy()
+    pixels, probabilities = [], []
+    for path in paths:  # each file as `torchwork predict --data FILE` reads it
+        _, X = predictor.read(path)
+        pixels.append(X.tensors[0])
+        outputs = predictor.outputs(X)
+        probabilities.append(predictor.encoder.decode(outputs)["probabilities"])
+    return torch.cat(pixels).numpy(), torch.cat(probabilities).numpy()
 
 
 def test_export_takes_pixels_and_predicts_what_torchwork_predicts(
@@ -135,12 +138,12 @@ def test_export_takes_pixels_and_predicts_what_torchwork_predicts(
     assert result.path.is_file() and result.checked_on == "images of its training folder"
     assert result.rows_checked == 100  # of 300, spread over the classes
     assert result.max_abs_diff <= 1e-5 and result.output_name == "probabilities"
-    assert result.input_names == ["R", "G", "B"]
+    assert result.input_names == ["pixels"]
     assert logged[0].startswith(f"Exported {result.path}; checked on 100 images of its training")
     assert result.sidecar == tmp_path / f"model.{fmt}.preprocess.json"
     predictor = Predictor.from_file(model_path)
     sidecar = json.loads(result.sidecar.read_text())
-    check_sidecar(sidecar, predictor.image_encoder())
+    check_sidecar(sidecar, predictor.encoder)
 
     paths = [sorted((trained["folder"] / "digits" / str(d)).glob("*.png"))[d] for d in range(10)]
     pixels = pixels_from_sidecar(sidecar, paths)
@@ -158,9 +161,9 @@ def test_a_binary_image_model_whose_folder_is_gone_is_checked_on_random_pixels(
 ):
     monkeypatch.chdir(tmp_path)  # pair/ is not here
     result = export_model(trained["binary"], "pt2", out="b.pt2", log=lambda *_: None)
-    assert result.checked_on == "random images" and result.rows_checked == 64
-    assert result.max_abs_diff <= 1e-5 and result.input_names == ["L"]
-    assert result.notes[0] == "Checked on random images: its training images pair are not here."
+    assert result.checked_on == "random rows" and result.rows_checked == 64
+    assert result.max_abs_diff <= 1e-5 and result.input_names == ["pixels"]
+    assert result.notes[0] == "Checked on random rows: its training data pair is not here."
     predictor = Predictor.from_file(trained["binary"])
     check_sidecar(json.loads((tmp_path / "b.pt2.preprocess.json").read_text()), predictor.encoder)
 
@@ -203,7 +206,7 @@ def predict_cli(model, image, tmp_path):
 )
 def test_serve_answers_a_picture_as_predict_does(trained, tmp_path, name, file, kind):
     app = make_app(trained[name])
-    labels = Predictor.from_file(trained[name]).image_encoder().labels
+    labels = Predictor.from_file(trained[name]).encoder.labels
     status, answer = call(
         app, trained[file].read_bytes(), f"{kind}; q=1" if file == "jpg" else kind
     )

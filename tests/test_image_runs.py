@@ -305,7 +305,8 @@ def test_skip_bad_drops_the_unusable_files_and_says_how_many(tw, tmp_path):
     assert "2 unusable files dropped (--skip-bad)" in out
     assert "Dropped pics/cat/zz_cut.png" in out and "Dropped pics/dog/zz_text.png" in out
     s = summary(tmp_path / "r")
-    assert sum(s["rows"].values()) == s["data"]["images"] == 20
+    assert sum(s["rows"].values()) == s["data"]["table_rows"] == 20
+    assert s["data"]["folder"] == "images"
     files = {r["file"] for r in read_rows(tmp_path / "r" / "predictions.csv")}
     assert len(files) == 20 and not {"cat/zz_cut.png", "dog/zz_text.png"} & files
 
@@ -456,7 +457,7 @@ def test_the_same_seed_gives_the_same_model_and_augmentation_matters(tw, tmp_pat
     assert (first / "predictions.csv").read_bytes() == (second / "predictions.csv").read_bytes()
     assert tw(*args, "--augment", "none", "--out", "plain")[0] == 0
     differ = same_tensors(first / "model.safetensors", tmp_path / "plain" / "model.safetensors")
-    assert "head.2.weight" in differ
+    assert "linear_layer.weight" in differ
 
 
 # --- 7. torchrun ---------------------------------------------------------------------------
@@ -479,11 +480,12 @@ def test_nproc_2_trains_an_image_model(tmp_path, subset):
 def test_grey_images_make_a_one_channel_model(tw, tmp_path, subset):
     code, out, err = tw("run", "--data", str(subset), *FAST, "--channels", "1", "--out", "grey")
     assert code == 0, err
-    assert spec(tmp_path / "grey")["in_features"] == 1
-    assert summary(tmp_path / "grey")["data"]["channels"] == 1
+    assert spec(tmp_path / "grey")["blocks"][0]["channels"] == 1
+    (pictures,) = summary(tmp_path / "grey")["data"]["columns"]
+    assert pictures["kind"] == "image" and "16x16 grey" in pictures["about"]
     weights = load_file(tmp_path / "grey" / "model.safetensors")
-    assert weights["features.0.weight"].shape == (8, 1, 3, 3)
-    assert weights["normalize.mean"].numel() == 1
+    assert weights["blocks.0.features.0.weight"].shape == (8, 1, 3, 3)
+    assert weights["blocks.0.normalize.mean"].numel() == 1
     assert "16x16 grey" in out
 
 
@@ -493,11 +495,14 @@ def test_tinyvgg_with_four_channels(tw, tmp_path, subset):
     code, _, err = tw("run", *args, "--out", "vgg")
     assert code == 0, err
     model = spec(tmp_path / "vgg")
-    assert model["kind"] == "tinyvgg" and model["hidden"] == [4]
-    assert model["in_features"] == 3 and model["out_features"] == 10
+    (pictures,) = model["blocks"]
+    assert (
+        model["kind"] == "tinyvgg" and pictures["widths"] == [4] and pictures["trunk"] == "tinyvgg"
+    )
+    assert pictures["channels"] == 3 and model["out_features"] == 10
     weights = load_file(tmp_path / "vgg" / "model.safetensors")
-    assert weights["conv_block_1.0.weight"].shape == (4, 3, 3, 3)
-    assert weights["classifier.1.weight"].shape == (10, 4 * 4 * 4)  # 16 / 4 = 4 a side
+    assert weights["blocks.0.conv_block_1.0.weight"].shape == (4, 3, 3, 3)
+    assert weights["linear_layer.weight"].shape == (10, 4 * 4 * 4)  # 16 / 4 = 4 a side
     assert len(read_rows(tmp_path / "vgg" / "predictions.csv")) == 200
 
 

@@ -10,7 +10,13 @@ import torch
 from PIL import Image, features
 
 from torchwork.errors import ConfigError, DataError
-from torchwork.images.read import IMAGE_SUFFIXES, decode, find_images, summary
+from torchwork.kinds.image.read import IMAGE_SUFFIXES, decode
+from torchwork.tables.folder import find_files, summary
+
+
+def find_images(root):
+    """A folder of class folders of pictures, as a run finds it."""
+    return find_files(root, IMAGE_SUFFIXES, "images")
 
 
 def solid(path, colour=(10, 200, 30), mode="RGB", size=(16, 16), **save):
@@ -397,6 +403,6 @@ def test_the_package_imports_nothing():
     import subprocess
     import sys
 
-    code = "import sys, torchwork.images; print(sorted({'PIL', 'torch'} & set(sys.modules)))"
+    code = "import sys, torchwork.kinds.image; print(sorted({'PIL', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -161,9 +161,63 @@ def test_a_linear_model_of_categories_reaches_the_closed_form(tw, tmp_path):
     import pyarrow.csv as pcsv
 
     pcsv.write_csv(pa.table({"x": x, "shop": shop, "y": y}), tmp_path / "shops.csv")
-    code, out, err = tw("run", "--data", "shops.csv", "--out", "r", "--no-plots")
+    code, _, err = tw("run", "--data", "shops.csv", "--out", "r", "--no-plots")
     assert code == 0, err
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     learned = summary["metrics"]["test"]["r2"]
     exact = summary["reference"]["metrics"]["test"]["r2"]
     assert learned == pytest.approx(exact, abs=1e-4) and learned > 0.99
+
+
+def test_an_image_model_file_written_before_the_kinds_still_predicts(tmp_path):
+    """A format-1 CNN (its own class: normalize, features, head) loads as the model of one
+    column of pictures and gives the outputs it gave."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = build_model(
+        "cnn", in_features=1, out_features=1, hidden=[4], task="binary", image_size=16
+    )
+    model.eval()
+    old_keys = {
+        key: key.replace("blocks.0.", "", 1).replace("linear_layer.", "head.2.")
+        for key in model.state_dict()
+    }
+    state = {old_keys[k]: v.contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "torchwork",
+        "format_version": "1",
+        "torchwork_version": "0.1.0",
+        "model": json.dumps(
+            {
+                "kind": "cnn",
+                "in_features": 1,
+                "out_features": 1,
+                "hidden": [4],
+                "task": "binary",
+                "image_size": 16,
+            }
+        ),
+        "preprocess": json.dumps(
+            {
+                "kind": "images",
+                "task": "binary",
+                "labels": ["cat", "dog"],
+                "image_size": 16,
+                "channels": 1,
+            }
+        ),
+    }
+    path = tmp_path / "old.safetensors"
+    save_file(state, str(path), metadata)
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16)).save(picture)
+
+    predictor = Predictor.from_file(path)
+    assert predictor.encoder.labels == ["cat", "dog"] and predictor.file_block is not None
+    table, X = predictor.read(picture)
+    assert table.column("file").to_pylist() == ["p.png"]
+    with torch.inference_mode():
+        expected = model(X)
+    torch.testing.assert_close(predictor.outputs(X), expected, rtol=0, atol=1e-6)

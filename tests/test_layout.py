@@ -28,7 +28,6 @@ LAYERS = [
     "data",
     "kinds",
     "tables",
-    "images",
     "notebook",
     "plots",
     "metrics",

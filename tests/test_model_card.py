@@ -57,10 +57,11 @@ def test_a_table_card_names_the_file_by_its_sha256_and_counts_the_classes(
 def test_an_image_card(digits):
     folder, _ = digits
     text = card(folder / "run")
-    assert "1,797 images, each resized to 16x16 RGB" in text
+    assert "1,797 images in one sub-folder per class" in text
+    assert "Pictures 'file': 16x16 RGB, through a CNN" in text
     assert "multiclass classification of `label`" in text
     assert text.count("| 0 |") == 1 and "| 9 |" in text  # a balance row per digit
-    assert "Pictures unlike the training folder's" in text
+    assert "Pictures unlike the training pictures of 'file'" in text
 
 
 def test_force_clears_the_card_with_the_rest(tw, tmp_path, small_table_files):

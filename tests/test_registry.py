@@ -39,10 +39,12 @@ def test_each_optimizer_builds_and_steps(name):
 
 @pytest.mark.parametrize("kind", sorted(registry.MODELS))
 def test_each_model_kind_builds(kind):
-    if registry.MODELS[kind].data == "images":  # grey 16 x 16 pictures, two classes
+    if registry.MODELS[kind].needs == "image":  # grey 16 x 16 pictures, two classes
+        from torchwork.kinds.base import Inputs
+
         model = build_model(kind, in_features=1, out_features=1, task="binary", image_size=16)
-        assert model(torch.zeros(4, 1, 16, 16, dtype=torch.uint8)).shape == (4, 1)
-        assert model.spec()["image_size"] == 16
+        assert model(Inputs([torch.zeros(4, 1, 16, 16, dtype=torch.uint8)])).shape == (4, 1)
+        assert model.spec()["blocks"][0]["image_size"] == 16
         return
     model = build_model(kind, in_features=1, out_features=1)
     assert model(torch.zeros(4, 1)).shape == (4, 1)

@@ -222,19 +222,26 @@ class RunConfig:
             f"unknown --schedule {_shown(t.schedule)}: use {' or '.join(SCHEDULES)}",
         )
         if not stored and m.kind in MODELS:
-            images = bool(d.path) and is_image_folder(d.path)
-            learns = registry.MODELS[m.kind].data
-            fits = [
-                k for k, e in registry.MODELS.items() if e.data == ("images" if images else "rows")
-            ]
-            source = (
-                f"{d.path} is a folder of images" if images else f"{d.path or 'the line'} is rows"
-            )
-            _check(
-                (learns == "images") == images,
-                f"--model {m.kind} learns from {'images' if learns == 'images' else 'rows'}, and "
-                f"{source}: use --model {' or '.join(fits)}",
-            )
+            # What a folder of class folders holds decides the models that fit it; a table's
+            # columns are known once it is read (models.build_model says then).
+            kind = folder_kind(d.path) if d.path and is_folder(d.path) else ""
+            needs = registry.MODELS[m.kind].needs
+            if kind:
+                fits = [k for k, e in registry.MODELS.items() if e.needs == kind]
+                noun = registry.KINDS[kind].noun
+                learns = registry.KINDS[needs].noun if needs else "rows"
+                _check(
+                    needs == kind,
+                    f"--model {m.kind} learns from {learns}, and {d.path} is a folder of {noun}: "
+                    f"use --model {' or '.join(fits) or 'linear or mlp'}",
+                )
+            elif not d.path:
+                fits = [k for k, e in registry.MODELS.items() if not e.needs]
+                _check(
+                    not needs,
+                    f"--model {m.kind} learns from {registry.KINDS[needs].noun if needs else ''}, "
+                    f"and the line is rows: use --model {' or '.join(fits)}",
+                )
         _check(
             d.categorical in CATEGORICAL,
             f"unknown --categorical '{d.categorical}': use {' or '.join(CATEGORICAL)}",
@@ -400,9 +407,11 @@ class RunConfig:
         data = file.get("data")
         path = overrides.get("data.path", data.get("path", "") if isinstance(data, dict) else "")
         config = cls()
-        images = bool(path) and is_image_folder(path)
-        table = bool(path) and not images
-        for name, value in (IMAGE_DEFAULTS if images else TABLE_DEFAULTS if table else {}).items():
+        folder = folder_kind(path) if path and is_folder(path) else ""
+        images = folder == "image"
+        table = bool(path) and not folder
+        defaults = FOLDER_DEFAULTS.get(folder, {}) if folder else TABLE_DEFAULTS if table else {}
+        for name, value in defaults.items():
             config.set(name, value)
         config = cls.from_dict(file, source, base=config)
         for name, value in overrides.items():
@@ -410,8 +419,8 @@ class RunConfig:
         kind = registry.MODELS.get(config.model.kind)
         if "model.hidden" not in given and kind is not None:
             config.model.hidden = list(kind.hidden)  # tinyvgg's 10 channels, cnn's widths
-        if images:
-            if config.model.kind == "tinyvgg":
+        if folder:
+            if images and config.model.kind == "tinyvgg":
                 for name, value in TINYVGG_DEFAULTS.items():
                     if name not in given:
                         config.set(name, value)
@@ -459,9 +468,31 @@ MIN_IMAGE_SIZE = 8  # pixels a side: smaller is no picture to learn from
 MAX_IMAGE_SIZE = 1024
 
 
-def is_image_folder(path: str | Path) -> bool:
-    """Whether a run's --data names images (a folder of class folders) rather than a table."""
+# The defaults of a folder of class folders, by the kind of its files
+FOLDER_DEFAULTS: dict[str, dict[str, Any]] = {"image": IMAGE_DEFAULTS}
+
+
+def is_folder(path: str | Path) -> bool:
+    """Whether a run's --data names a folder of class folders rather than a table."""
     return Path(path).is_dir()
+
+
+def folder_kind(folder: str | Path) -> str:
+    """The kind of data a folder holds: the kind (registry.KINDS) whose files it holds the
+    most of ("image" for a folder of pictures with a notes.txt); the first kind that reads
+    files when it holds none (reading it then says what was looked for)."""
+    import os
+
+    readers = {name: entry for name, entry in registry.KINDS.items() if entry.suffixes}
+    counts = dict.fromkeys(readers, 0)
+    for _, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
+        for name in names:
+            suffix = os.path.splitext(name)[1].lower()
+            for kind, entry in readers.items():
+                if suffix in entry.suffixes and not name.startswith("."):
+                    counts[kind] += 1
+    return max(counts, key=counts.__getitem__) if any(counts.values()) else next(iter(readers))
 
 
 def choose_split(config: RunConfig, rows: int) -> str:

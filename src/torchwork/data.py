@@ -15,7 +15,6 @@ from torchwork.registry import Task
 
 if TYPE_CHECKING:
     from torchwork.config import RunConfig
-    from torchwork.images.encode import ImageEncoder
     from torchwork.kinds.encoder import Encoder
 
 
@@ -319,29 +318,20 @@ def _generator(seed: int | None) -> torch.Generator:
 class Prepared:
     """Step 1's result: the rows of each split, encoded, and where they came from."""
 
-    X: dict[str, torch.Tensor]  # split name -> model inputs
+    X: dict[str, Any]  # split name -> model inputs (a tensor for the line; Inputs otherwise)
     y: dict[str, torch.Tensor]  # split name -> the target as the loss function wants it
     y_raw: dict[str, torch.Tensor]  # regression: in the target's units [rows, 1]; else classes
     rows: dict[str, torch.Tensor]  # split name -> row numbers in the source
     task: Task
     description: str
-    encoder: Encoder | ImageEncoder | None = None  # None for the line
+    encoder: Encoder | None = None  # None for the line
     target: Any = None  # tables: the target column as read, for predictions.csv
     x_plot: dict[str, torch.Tensor] | None = None  # the one raw feature for the course's picture
     true: dict[str, float] | None = None  # the line's known parameters
     source_rows: int = 0  # rows in the source, every split and any unused ones
     table: Any = None  # the table itself, when prepare_data was asked to keep it
-    files: list[str] | None = None  # images: each row's file, relative to the folder
-    pixel_stats: tuple[list[float], list[float]] | None = None  # images: training mean, std
-
-    @property
-    def images(self) -> bool:
-        return self.files is not None
-
-    @property
-    def image_size(self) -> int:
-        """Images: the side every image was resized to (the encoder's); 0 for rows."""
-        return getattr(self.encoder, "image_size", 0) if self.images else 0
+    files: list[str] | None = None  # a folder: each row's file, relative to the folder
+    folder: bool = False  # the data is a folder of class folders (the table it stands for)
 
     @property
     def labels(self) -> list[Any]:
@@ -349,7 +339,7 @@ class Prepared:
 
     @property
     def in_features(self) -> int:
-        """The line: its one column; images: their channels (tables: see encoder.blocks)."""
+        """The line: its one column (tables: see encoder.blocks)."""
         X = self.X["train"]
         return X.shape[1] if isinstance(X, torch.Tensor) else self.encoder.in_features
 
@@ -358,7 +348,7 @@ def prepare_data(
     config: RunConfig, log: Callable[[str], None] = print, keep_table: bool = False
 ) -> Prepared:
     """Step 1: the line with known parameters, the user's table, split and encoded, or a
-    folder of images (prepare_images).
+    folder of class folders (prepare_folder).
 
     The table itself is let go once encoded (a run needs only its target column after
     that), unless `keep_table`.
@@ -383,10 +373,10 @@ def prepare_data(
             source_rows=len(X),
         )
 
-    from torchwork.config import choose_split, is_image_folder
+    from torchwork.config import choose_split, is_folder
 
-    if is_image_folder(d.path):
-        return prepare_images(config, log)
+    if is_folder(d.path):
+        return prepare_folder(config, log, keep_table)
     from torchwork.kinds.base import Source
     from torchwork.kinds.encoder import Encoder, decode_columns, recognise, say_kinds
     from torchwork.tables.check import check_values, detect_task, select_columns
@@ -549,107 +539,102 @@ def _class_sizes(rows: int, train: float, val: float, test: float) -> tuple[int,
     return max(1, min(n_train, rows - n_test - n_val)), n_val, n_test
 
 
-def prepare_images(config: RunConfig, log: Callable[[str], None] = print) -> Prepared:
-    """Step 1 for a folder of images: found, decoded once into one uint8 tensor (in split
+def prepare_folder(
+    config: RunConfig, log: Callable[[str], None] = print, keep_table: bool = False
+) -> Prepared:
+    """Step 1 for a folder of class folders: the table (file, label) it stands for, its files
+    read once as their kind reads them (pictures decoded into one uint8 tensor, in split
     order, each split a slice of it), split by class unless the folder has its own train/
-    and test/, and labelled by folder name."""
-    import pyarrow as pa
-
-    from torchwork.images.encode import ImageEncoder, pixel_statistics
-    from torchwork.images.read import choose_size, decode, find_images, summary
+    and test/, labelled by folder name."""
+    from torchwork import registry
+    from torchwork.config import folder_kind
+    from torchwork.kinds.base import Source
+    from torchwork.kinds.encoder import Encoder, decode_columns
+    from torchwork.tables.folder import find_files, summary
 
     d, seed = config.data, config.train.seed
-    folder = find_images(d.path)
-    first = folder.splits[0]
-    if d.image_size:
-        size, why_size = d.image_size, "--image-size"
-    else:
-        size, why = choose_size(folder.files[first])
-        why_size = f"auto: {why}; --image-size to change"
-    paths = [p for split in folder.splits for p in folder.files[split]]
-    decoded = decode(paths, size, d.channels, skip_bad=d.skip_bad)
-    if decoded.bad:
-        folder = folder.without(b.path for b in decoded.bad)
-        for bad in decoded.bad[:3]:
-            log(f"   Dropped {bad.path}: it {bad.reason}")
-        if len(decoded.bad) > 3:
-            log(f"   ... and {len(decoded.bad) - 3:,} more files that could not be used")
-    images = decoded.images
-    labels = torch.tensor(
-        [y for split in folder.splits for y in folder.labels[split]], dtype=torch.long
-    )
+    kind = folder_kind(d.path)
+    entry = registry.KINDS[kind]
+    noun = entry.noun
+    folder = find_files(d.path, entry.suffixes, noun)
     classes = list(folder.classes)
-    if len(classes) < 2:
-        raise DataError(
-            f"{folder.root} has one class ({classes[0]}): a classifier needs two or more class folders"
-        )
     task: Task = "binary" if len(classes) == 2 else "multiclass"
     if d.task not in ("auto", task):
         raise ConfigError(
-            f"--task {d.task}: {len(classes)} classes of images make a {task} task: drop --task"
+            f"--task {d.task}: {len(classes)} classes of {noun} make a {task} task: drop --task"
         )
-    notes = []
+    notes: list[str] = []
+    where = Source(str(folder.root), folder.root, d.skip_bad, d.encoding, notes.append)
+    options = fit_options(config)
+    kinds = {"file": (kind, "the files of a folder")}
+    table = folder.table()
+    files_before = table.column("file").to_pylist()
+    table, decoded = decode_columns(table, kinds, where, options)
+    files = table.column("file").to_pylist()
+    dropped = len(files_before) - len(files)
+    if dropped:
+        kept = set(files)
+        folder = folder.without(folder.root / f for f in files_before if f not in kept)
+    index = {name: k for k, name in enumerate(classes)}
+    labels = torch.tensor([index[v] for v in table.column("label").to_pylist()], dtype=torch.long)
     if folder.layout == "classes":
         try:
             parts = stratified_indices(labels, d.train, d.val, d.test, seed)
         except TorchworkError as e:
-            raise DataError(f"{folder.root} has too few images for the split: {e}") from None
+            raise DataError(f"{folder.root} has too few {noun} for the split: {e}") from None
         rows = dict(zip(SPLITS, parts, strict=True))
         how = "stratified by class"
     else:
-        sizes = {split: len(folder.files[split]) for split in folder.splits}
-        starts = {}
-        at = 0
-        for split in folder.splits:
-            starts[split] = torch.arange(at, at + sizes[split])
-            at += sizes[split]
-        rows = {split: starts.get(split, torch.zeros(0, dtype=torch.long)) for split in SPLITS}
+        given = table.column("split").to_pylist()
+        rows = {
+            split: torch.tensor([i for i, s in enumerate(given) if s == split], dtype=torch.long)
+            for split in SPLITS
+        }
         how = "as the folder gives it"
         if "val" not in folder.files and d.val > 0:
-            # Early stopping needs images the model does not train on: a share of train/.
+            # Early stopping needs files the model does not train on: a share of train/.
             share = d.val / (d.train + d.val)
             train_rows = rows["train"]
             keep, _, held = stratified_indices(labels[train_rows], 1 - share, 0.0, share, seed)
             rows["train"], rows["val"] = train_rows[keep], train_rows[held]
             notes.append(
-                f"   Validation: {len(rows['val']):,} images of {folder.folders['train']} "
+                f"   Validation: {len(rows['val']):,} {noun} of {folder.folders['train']} "
                 f"({share:.0%}, by class) held out to stop early on (--val 0 to train on all)"
             )
     if len(torch.unique(labels[rows["train"]])) < 2:
-        raise DataError(f"the training images of {folder.root} hold only one class: add images")
+        raise DataError(f"the training {noun} of {folder.root} hold only one class: add {noun}")
     for name, fraction in (("val", d.val), ("test", d.test)):
         if fraction > 0 and not len(rows[name]):
             raise DataError(
-                f"{folder.root} has too few images of each class for a {name} split "
-                f"(--{name} {fraction:g}): add images, or raise --{name}"
+                f"{folder.root} has too few {noun} of each class for a {name} split "
+                f"(--{name} {fraction:g}): add {noun}, or raise --{name}"
             )
-    order = torch.cat([rows[name] for name in SPLITS])
-    if not torch.equal(order, torch.arange(len(images))):
-        images = images[order]  # in split order: each split a slice of one tensor
+    encoder = Encoder.fit(
+        table, ["file"], "label", task, rows["train"].numpy(), where, options, kinds, decoded
+    )
+    encoder.labels = classes  # every class of train/, as the folders name them
+    order = torch.cat([rows[name] for name in SPLITS]).numpy()
+    X = encoder.transform(table, where, decoded, order=order)
+    del decoded
     y_raw = labels
     y = y_raw.to(torch.float32).unsqueeze(1) if task == "binary" else y_raw
-    root = folder.root
-    files = [str(Path(p).relative_to(root)) for split in folder.splits for p in folder.files[split]]
-    X = _slices(images, rows)
-    stats = pixel_statistics(X["train"])
-    channels = "RGB" if d.channels == 3 else "grey"
     description = (
-        f"{summary(folder, len(decoded.bad))}\n"
-        f"   Task: {task} ({len(classes)} classes, the folder names); images {size}x{size} "
-        f"{channels} ({why_size}); split {how}"
+        f"{summary(folder, dropped)}\n"
+        f"   Task: {task} ({len(classes)} classes, the folder names); split {how}"
     )
     for note in notes:
         description += "\n" + note
     return Prepared(
-        X,
+        _slices(X, rows),
         _parts(y, rows),
         _parts(y_raw, rows),
         rows,
         task,
         description,
-        encoder=ImageEncoder(classes, task, size, d.channels),
-        target=pa.array([classes[k] for k in labels.tolist()]),
-        source_rows=len(labels),
+        encoder=encoder,
+        target=table.column("label"),
+        source_rows=table.num_rows,
+        table=table if keep_table else None,
         files=files,
-        pixel_stats=stats,
+        folder=True,
     )

@@ -23,7 +23,7 @@ from typing import Any
 
 from torchwork import __version__, registry
 from torchwork.checkpoint import read_metadata
-from torchwork.config import RunConfig, is_image_folder
+from torchwork.config import RunConfig
 from torchwork.data import EVAL_ROWS, split_sizes
 from torchwork.engine import FEATURE_MAJOR_ROWS
 from torchwork.errors import ConfigError, DataError, RunFolderError
@@ -135,7 +135,6 @@ def _refuse_what_differs(
         if isinstance(r, dict) and r.get("epochs") != r.get("epochs_before")
     ]
     problems = [
-        (d.path and is_image_folder(d.path), "it trained on a folder of images"),
         (
             t.schedule != "none" and bool(horizons),
             f"it was resumed with --epochs changed from {horizons[0].get('epochs_before')} to "

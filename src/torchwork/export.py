@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from torchwork import registry
 from torchwork.errors import ConfigError, ModelFileError, TorchworkError
 from torchwork.fileio import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
-    from torchwork.images.encode import ImageEncoder
     from torchwork.kinds.encoder import Encoder
 
 FORMATS = ("onnx", "pt2")
@@ -34,7 +34,6 @@ MAX_CHECK_ROWS = 1000  # enough rows to catch a wrong graph; more only makes exp
 MAX_CHECK_IMAGES = 100  # pictures, spread over the training folder: every class, a few seconds
 RANDOM_CHECK_ROWS = 64
 INPUT_NAME = "X"
-IMAGE_INPUT_NAME = "pixels"  # an image model's graph input: uint8 [N, channels, size, size]
 SIDECAR_SUFFIX = ".preprocess.json"
 SIDECAR_FORMAT = "torchwork-export-preprocess"
 SIDECAR_VERSION = 2  # 2: one graph input per block of columns (kinds)
@@ -68,20 +67,16 @@ class ExportPipeline(nn.Module):
     probabilities [rows, classes] (binary: [1 - p, p]).
     """
 
-    def __init__(self, model: nn.Module, encoder: Encoder | ImageEncoder | None = None) -> None:
+    def __init__(self, model: nn.Module, encoder: Encoder | None = None) -> None:
         super().__init__()
         self.model = model
-        self.picture = picture_shape(model)
         blocks = getattr(encoder, "blocks", None)
         self.inputs = [block.export_input() for block in blocks] if blocks else []
         # What the graph does to each input before the model (numbers: standardized)
         self.prepare = nn.ModuleList(
             [block.graph_layer() or nn.Identity() for block in blocks] if blocks else []
         )
-        if encoder is not None:
-            self.task = encoder.task
-        else:  # a bare .pth: an image model knows its task, a table model is the line
-            self.task = model.spec()["task"] if self.picture is not None else "regression"
+        self.task = encoder.task if encoder is not None else "regression"  # bare: the line
         table = encoder if blocks else None
         self.scale_target = table is not None and table.scale_target
         self.target_mean = float(table.target_mean) if table is not None else 0.0
@@ -112,7 +107,7 @@ class ExportPipeline(nn.Module):
     def input_names(self) -> list[str]:
         if self.inputs:
             return [spec["name"] for spec in self.inputs]
-        return [INPUT_NAME if self.picture is None else IMAGE_INPUT_NAME]
+        return [INPUT_NAME]
 
     @property
     def output_name(self) -> str:
@@ -126,16 +121,7 @@ class ExportPipeline(nn.Module):
                 torch.zeros(2, *spec["shape"][1:], dtype=getattr(torch, spec["dtype"]))
                 for spec in self.inputs
             )
-        if self.picture is not None:
-            return (torch.zeros(2, *self.picture, dtype=torch.uint8),)
         return (torch.zeros(2, int(self.model.spec()["in_features"])),)
-
-
-def picture_shape(model: nn.Module) -> tuple[int, int, int] | None:
-    """An image model's input picture (channels, height, width); None for a table model."""
-    spec = model.spec()
-    size = spec.get("image_size")
-    return (int(spec["in_features"]), int(size), int(size)) if size else None
 
 
 def export_model(
@@ -167,20 +153,13 @@ def export_model(
     if fmt == "onnx":
         _require_onnx()
 
-    from torchwork.images.encode import ImageEncoder
     from torchwork.predict import Predictor
 
     predictor = Predictor.from_file(model_path)
     encoder = predictor.encoder
-    table = None if isinstance(encoder, ImageEncoder) else encoder
     pipeline = ExportPipeline(predictor.model, encoder).eval()
-    picture = pipeline.picture
-    if picture is None:
-        in_features = int(predictor.model.spec()["in_features"])
-        X_check, checked_on, why_random = check_rows(model_path, table, in_features)
-    else:
-        images, checked_on, why_random = check_images(model_path, picture)
-        X_check = [images]
+    in_features = int(predictor.model.spec()["in_features"])
+    X_check, checked_on, why_random = check_rows(model_path, encoder, in_features)
     with torch.inference_mode():
         expected = pipeline(*X_check)
     tolerance = TOLERANCE * max(1.0, float(expected.abs().max())) if len(expected) else TOLERANCE
@@ -201,24 +180,16 @@ def export_model(
 
     notes: list[str] = []
     sidecar = None
-    if picture is not None:
-        input_names = ["R", "G", "B"] if picture[0] == 3 else ["L"]
-    else:
-        input_names = predictor.feature_names if table is None else pipeline.input_names
+    input_names = predictor.feature_names if encoder is None else pipeline.input_names
     if encoder is not None:
         sidecar = Path(f"{out}{SIDECAR_SUFFIX}")
-        if isinstance(encoder, ImageEncoder):
-            notes = _image_notes(encoder, out.name)
-            contents = image_sidecar_contents(encoder, out.name, pipeline, notes)
-        else:
-            notes = _outside_graph_notes(encoder, out.name, pipeline)
-            contents = sidecar_contents(encoder, out.name, pipeline, notes)
+        notes = _outside_graph_notes(encoder, out.name, pipeline)
+        contents = sidecar_contents(encoder, out.name, pipeline, notes)
         write_text_atomic(sidecar, json.dumps(contents, indent=2))
     if encoder is None and model_path.suffix.lower() != ".safetensors":
-        keeps = "a table's scaling" if picture is None else "the labels and how to read a picture"
         notes.append(
             f"{model_path.name} keeps no preprocessing: {out.name} takes inputs as the model saw "
-            f"them; export the .safetensors file to include {keeps}."
+            "them; export the .safetensors file to include a table's scaling."
         )
     if why_random:
         notes.insert(0, f"Checked on {checked_on}: {why_random}.")
@@ -234,12 +205,7 @@ def export_model(
     for note in notes:
         log(f"   {note}")
     if sidecar is not None:
-        holds = (
-            "how each input is made from the columns, and the labels"
-            if picture is None
-            else "how to decode and resize a picture, and the labels"
-        )
-        log(f"   Wrote {sidecar}: {holds}")
+        log(f"   Wrote {sidecar}: how each input is made from the columns, and the labels")
     return ExportResult(
         out,
         fmt,
@@ -288,7 +254,8 @@ def check_rows(
     "test rows" or "random rows", why random or None)."""
     rows, split_or_why = _test_rows(model_path, encoder, in_features)
     if rows is not None:
-        return [x.contiguous() for x in rows], f"{split_or_why} rows", None
+        named = split_or_why if " " in split_or_why else f"{split_or_why} rows"
+        return [x.contiguous() for x in rows], named, None
     why = split_or_why
     generator = torch.Generator().manual_seed(0)
     if encoder is None:
@@ -296,48 +263,6 @@ def check_rows(
         return [X], "random rows", why
     made_up = [block.example(RANDOM_CHECK_ROWS, generator) for block in encoder.blocks]
     return made_up, "random rows", why
-
-
-def check_images(
-    model_path: Path, picture: tuple[int, int, int]
-) -> tuple[torch.Tensor, str, str | None]:
-    """Pictures to compare an image model's export with PyTorch on, as uint8 [N, channels,
-    size, size]: up to MAX_CHECK_IMAGES of its training folder, spread over every class,
-    decoded as `torchwork predict` decodes them, when that folder is here; else random
-    pixels. Returns (images, which images, why random or None)."""
-    images, why = _folder_images(model_path, picture)
-    if images is not None:
-        return images, "images of its training folder", None
-    generator = torch.Generator().manual_seed(0)
-    X = torch.randint(0, 256, (RANDOM_CHECK_ROWS, *picture), generator=generator, dtype=torch.uint8)
-    return X, "random images", why
-
-
-def _folder_images(
-    model_path: Path, picture: tuple[int, int, int]
-) -> tuple[torch.Tensor | None, str]:
-    from torchwork.errors import one_line
-    from torchwork.images.read import decode, find_images
-
-    run_config, why = _stored_run_config(model_path)
-    if run_config is None:
-        return None, why
-    source = run_config.data.path
-    if not source or not _is_dir(source):
-        return None, f"its training images {_shown(source)} are not here"
-    channels, size, _ = picture
-    try:
-        folder = find_images(source)
-        paths = [p for split in folder.splits for p in folder.files[split]]
-        n = min(len(paths), MAX_CHECK_IMAGES)
-        spread = [paths[i * len(paths) // n] for i in range(n)]
-        # The model's own size and channels: the folder may have changed since training.
-        decoded = decode(spread, size, channels, skip_bad=True)
-    except TorchworkError as e:
-        return None, f"its training images cannot be used ({one_line(e)})"
-    if not len(decoded.images):
-        return None, f"no picture of its training folder {_shown(source)} can be read"
-    return decoded.images, ""
 
 
 def _stored_run_config(model_path: Path) -> tuple[Any, str]:
@@ -368,6 +293,8 @@ def _test_rows(
         return None, why
     try:
         source = run_config.data.path
+        if source and _is_dir(source) and encoder is not None:
+            return _folder_rows(source, encoder)
         if source and not _is_file(source):
             return None, f"its training data {_shown(source)} is not here"
         data = prepare_data(run_config, log=lambda *_: None, keep_table=True)
@@ -387,6 +314,26 @@ def _test_rows(
     if encoder is None and (X[0].ndim != 2 or X[0].shape[1] != in_features):
         return None, "its training data no longer fits the model"
     return X, split
+
+
+def _folder_rows(source: str, encoder: Encoder) -> tuple[list[torch.Tensor] | None, str]:
+    """Up to MAX_CHECK_IMAGES files of a model's training folder, spread over every class,
+    read as `torchwork predict` reads them (unusable ones left out), in the export's inputs:
+    decoding a few files checks the graph as well as decoding the folder would."""
+    from torchwork.config import folder_kind
+    from torchwork.kinds.base import Source
+    from torchwork.tables.folder import find_files
+
+    entry = registry.KINDS[folder_kind(source)]
+    folder = find_files(source, entry.suffixes, entry.noun)
+    table = folder.table()
+    n = min(table.num_rows, MAX_CHECK_IMAGES)
+    spread = [i * table.num_rows // n for i in range(n)]
+    rows = table.take(spread).rename_columns([encoder.features[0], *table.column_names[1:]])
+    X = encoder.raw_inputs(rows, Source(source, folder.root, skip_bad=True))
+    if not len(X[0]):
+        return None, f"no file of its training folder {_shown(source)} can be read"
+    return X, f"{entry.noun} of its training folder"
 
 
 def _is_file(path: str) -> bool:
@@ -431,48 +378,6 @@ def sidecar_contents(
         "labels": encoder.labels,
         "note": " ".join(notes),
     }
-
-
-def image_sidecar_contents(
-    encoder: ImageEncoder, export_name: str, pipeline: ExportPipeline, notes: list[str]
-) -> dict[str, Any]:
-    """What an image model's graph cannot hold, as plain JSON: how a picture becomes its
-    uint8 input (`preprocess`: the model file's own record), and what its output columns are."""
-    channels, height, width = pipeline.picture or (encoder.channels, 0, 0)
-    return {
-        "format": SIDECAR_FORMAT,
-        "format_version": SIDECAR_VERSION,
-        "export": export_name,
-        "task": encoder.task,
-        "input": pipeline.input_names[0],
-        "input_shape": ["batch", channels, height, width],
-        "input_dtype": "uint8",
-        "preprocess": encoder.to_dict(),
-        "output": pipeline.output_name,
-        "output_shape": ["batch", len(encoder.labels)],
-        # In the graph already: the probabilities come out of it.
-        "activation": "sigmoid" if encoder.task == "binary" else "softmax",
-        "labels": encoder.labels,
-        "note": " ".join(notes),
-    }
-
-
-def _image_notes(encoder: ImageEncoder, export_name: str) -> list[str]:
-    size, mode = encoder.image_size, "RGB" if encoder.channels == 3 else "L"
-    if encoder.task == "binary":
-        how = f"a sigmoid of its one logit p, as [1 - p, p], for '{encoder.labels[1]}'"
-    else:
-        how = "a softmax of its logits"
-    return [
-        f"{export_name} takes uint8 pixels [N, {encoder.channels}, {size}, {size}] (NCHW, "
-        f"named '{IMAGE_INPUT_NAME}'): each picture upright by its EXIF orientation, "
-        f"transparency laid on white, converted to {mode}, and resized whole to {size}x{size} "
-        "(squeezed, not cropped) with Pillow's bilinear filter, as 'preprocess' of "
-        f"{export_name}{SIDECAR_SUFFIX} lists.",
-        "The pixels go in as they are, 0 to 255: the graph normalises them itself.",
-        f"It outputs class probabilities [N, {len(encoder.labels)}] ({how}, in the graph); the "
-        "class names are not in the graph: column j is 'labels'[j].",
-    ]
 
 
 def _outside_graph_notes(encoder: Encoder, export_name: str, pipeline: ExportPipeline) -> list[str]:

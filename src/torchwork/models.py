@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from torchwork import registry
-from torchwork.config import MAX_HIDDEN_LAYERS, MAX_IMAGE_SIZE, MODELS
+from torchwork.config import MAX_HIDDEN_LAYERS, MODELS
 from torchwork.errors import ConfigError, ModelFileError, TorchworkError, few
 from torchwork.registry import MODEL_TASKS, Task
 
@@ -175,7 +175,7 @@ class TabularModel(_Shown, nn.Module):
         width = hidden[0] if mlp else out_features
         layers = [kind_of(b["kind"]).layer(b, width) for b in blocks]
         self.blocks = nn.ModuleList(layers)
-        dense = sum(layer.features for layer in layers if not layer.adds)
+        dense = sum(layer.features_out for layer in layers if not layer.adds)
         added = sum(layer.inputs for layer in layers if layer.adds)
         # One layer over every input, as a one-hot model would initialise it; the columns of
         # the added blocks become their weights, the rest the first layer.
@@ -226,7 +226,7 @@ class TabularModel(_Shown, nn.Module):
             h = first.bias.expand(len(tensors[0]), -1)
         else:
             x = dense[0] if len(dense) == 1 else torch.cat(dense, dim=1)
-            if first.out_features == 1 and x.dim() == 2:
+            if self.kind == "linear" and first.out_features == 1 and x.dim() == 2:
                 # As the linear model computes one output (_LinearLayer.forward): the same
                 # sums, so a table of numbers gives the same bits as before the kinds.
                 h = torch.addmv(first.bias, x, first.weight[0]).unsqueeze(1)
@@ -251,8 +251,8 @@ class TabularModel(_Shown, nn.Module):
             if adds:
                 parts.append(layer.weight.t())
             else:
-                parts.append(first[:, start : start + layer.features])
-                start += layer.features
+                parts.append(first[:, start : start + layer.features_out])
+                start += layer.features_out
         return torch.cat(parts, dim=1)
 
     def spec(self) -> dict[str, Any]:
@@ -277,120 +277,6 @@ def _uninitialised_linear(in_features: int, out_features: int, device: torch.dev
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Initializing zero-element tensors is a no-op"
         return torch.nn.utils.skip_init(nn.Linear, in_features, out_features, device=device)
-
-
-class Normalize(nn.Module):
-    """An image model's first layer: pixels (uint8, or float 0..255 once augmented) to
-    float32, standardised per channel with the training images' mean and standard deviation
-    (in pixel units). The statistics are buffers, so they are saved with the weights and go
-    into every exported graph: a model file alone turns pixels into predictions."""
-
-    def __init__(self, channels: int = 3) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
-
-    def set(self, mean: list[float], std: list[float]) -> None:
-        with torch.no_grad():
-            self.mean.copy_(torch.tensor(mean).reshape(self.mean.shape))
-            self.std.copy_(torch.tensor(std).reshape(self.std.shape))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Channels-last (NHWC in memory) from here on: the CPU's convolutions, batch norm,
-        # ReLU and pooling ran 1.4x faster training and 3 to 5x faster evaluating that way
-        # (benchmarks/results.md): the same sums in another order, rounded differently.
-        x = x.contiguous(memory_format=torch.channels_last)
-        return (x.to(torch.float32) - self.mean) / self.std
-
-
-class _ImageModel(_Shown, nn.Module):
-    """What the image models share: pixels in (NCHW, image_size a side), logits out."""
-
-    kind = ""
-
-    def __init__(
-        self, channels: int, out_features: int, hidden: list[int], task: Task, image_size: int
-    ) -> None:
-        super().__init__()
-        self.normalize = Normalize(channels)
-        self.channels, self.out_features, self.hidden = channels, out_features, list(hidden)
-        self.task, self.image_size = task, image_size
-
-    def spec(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "in_features": self.channels,
-            "out_features": self.out_features,
-            "hidden": list(self.hidden),
-            "task": self.task,
-            "image_size": self.image_size,
-        }
-
-    def extra_repr(self) -> str:
-        return f"task={self.task}, image_size={self.image_size}"
-
-
-class TinyVGG(_ImageModel):
-    """The course's TinyVGG (its computer-vision chapter, after the CNN Explainer): two blocks
-    of conv-ReLU-conv-ReLU-maxpool with `hidden` channels, then one linear layer."""
-
-    kind = "tinyvgg"
-
-    def __init__(
-        self, channels: int, out_features: int, hidden: list[int], task: Task, image_size: int
-    ) -> None:
-        super().__init__(channels, out_features, hidden, task, image_size)
-        units = hidden[0]
-
-        def block(width: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(width, units, kernel_size=3, stride=1, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(units, units, kernel_size=3, stride=1, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(kernel_size=2, stride=2),
-            )
-
-        self.conv_block_1 = block(channels)
-        self.conv_block_2 = block(units)
-        side = image_size // 4
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(units * side * side, out_features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.conv_block_2(self.conv_block_1(self.normalize(x))))
-
-
-class CNN(_ImageModel):
-    """A small CNN that learns well from a few hundred pictures without downloaded weights:
-    a block of conv-batchnorm-ReLU twice per `hidden` width, each block but the last halving
-    the picture with max pooling, then global average pooling and one linear layer (so any
-    image size gives the same parameters, and few of them)."""
-
-    kind = "cnn"
-
-    def __init__(
-        self, channels: int, out_features: int, hidden: list[int], task: Task, image_size: int
-    ) -> None:
-        super().__init__(channels, out_features, hidden, task, image_size)
-        layers: list[nn.Module] = []
-        width = channels
-        for i, units in enumerate(hidden):
-            for _ in range(2):
-                layers += [
-                    nn.Conv2d(width, units, kernel_size=3, padding=1, bias=False),
-                    nn.BatchNorm2d(units),
-                    nn.ReLU(),
-                ]
-                width = units
-            if i < len(hidden) - 1:
-                layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, out_features)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x)))
 
 
 def build_model(
@@ -424,25 +310,11 @@ def build_model(
             f"the {kind} model would have {len(hidden):,} hidden layers, more than "
             f"{MAX_HIDDEN_LAYERS}: give fewer --hidden sizes"
         )
+    if blocks is None and entry.needs:
+        # A model of pictures alone: one column of them, the model's own layer
+        blocks = [picture_block(kind, in_features, hidden, image_size)]
     if blocks is not None:
-        if kind not in BLOCK_KINDS:
-            raise ConfigError(
-                f"--model {kind} learns the line's one weight and bias: use --model "
-                f"{' or '.join(BLOCK_KINDS)} for a table"
-            )
-        spec = {"kind": kind, "out_features": out_features, "hidden": hidden, "task": task}
-        parameters = sum(
-            math.prod(shape) for shape in _block_shapes(spec | {"blocks": blocks}).values()
-        )
-        if parameters > MAX_PARAMETERS:
-            raise ConfigError(
-                f"the {kind} model would have {parameters:,} parameters, more than "
-                f"{MAX_PARAMETERS:,}: use smaller --hidden sizes, or fewer categories "
-                "(--max-categories)"
-            )
-        return TabularModel(blocks, out_features, hidden, task, kind)
-    if entry.data == "images":
-        _check_image_model(kind, in_features, hidden, task, image_size)
+        return _tabular(kind, blocks, out_features, hidden, task)
     parameters = _parameter_count(kind, in_features, out_features, hidden, task, image_size)
     if parameters > MAX_PARAMETERS:
         raise ConfigError(
@@ -452,30 +324,50 @@ def build_model(
     return entry.load()(in_features, out_features, hidden, task, image_size)
 
 
-def _check_image_model(
-    kind: str, channels: int, hidden: list[int], task: Task, image_size: int
-) -> None:
-    if task == "regression":
-        raise ConfigError(f"--model {kind} classifies images: it has no regression task")
-    if channels not in (1, 3):
-        raise ConfigError(f"--model {kind} takes 1 (grey) or 3 (RGB) channels, not {channels}")
-    if kind == "tinyvgg" and len(hidden) != 1:
-        raise ConfigError(
-            f"--model tinyvgg has one --hidden size, its channels (the course's 10), not {len(hidden)}"
-        )
-    if kind == "cnn" and len(hidden) > MAX_CNN_BLOCKS:
-        raise ConfigError(
-            f"--model cnn takes at most {MAX_CNN_BLOCKS} --hidden widths, one per block (got {len(hidden)})"
-        )
-    smallest = 4 if kind == "tinyvgg" else 2 ** (len(hidden) - 1)
-    if image_size < smallest:
-        raise ConfigError(
-            f"--model {kind} with these --hidden sizes needs images of at least {smallest} "
-            f"pixels a side (got --image-size {image_size}): raise --image-size"
-        )
+def picture_block(kind: str, channels: int, widths: list[int], image_size: int) -> dict[str, Any]:
+    """The block spec of one column of pictures whose layer `kind` (cnn, tinyvgg) names."""
+    return {
+        "kind": "image",
+        "channels": channels,
+        "image_size": image_size,
+        "trunk": kind,
+        "widths": list(widths),
+    }
 
 
-MAX_CNN_BLOCKS = 6  # each block but the last halves the picture
+def _tabular(
+    kind: str, blocks: list[dict[str, Any]], out_features: int, hidden: list[int], task: Task
+) -> TabularModel:
+    """The TabularModel of these blocks, after the checks run applies before building it."""
+    from torchwork.kinds.encoder import kind_of
+
+    if kind not in BLOCK_KINDS:
+        raise ConfigError(
+            f"--model {kind} learns the line's one weight and bias: use --model "
+            f"{' or '.join(BLOCK_KINDS[:2])} for a table"
+        )
+    needs = registry.MODELS[kind].needs
+    if needs and not any(b["kind"] == needs for b in blocks):
+        raise ConfigError(
+            f"--model {kind} is the layer of a column of {registry.KINDS[needs].noun}, and this "
+            f"data has none: use --model {' or '.join(BLOCK_KINDS[:2])}"
+        )
+    for block in blocks:
+        problem = kind_of(block["kind"]).check_spec(block)
+        if problem:
+            raise ConfigError(problem)
+    head = hidden if kind == "mlp" else []
+    spec = {"kind": kind, "out_features": out_features, "hidden": head, "task": task}
+    parameters = sum(
+        math.prod(shape) for shape in _block_shapes(spec | {"blocks": blocks}).values()
+    )
+    if parameters > MAX_PARAMETERS:
+        raise ConfigError(
+            f"the {kind} model would have {parameters:,} parameters, more than "
+            f"{MAX_PARAMETERS:,}: use smaller --hidden sizes, or fewer categories "
+            "(--max-categories)"
+        )
+    return TabularModel(blocks, out_features, head, task, kind)
 
 
 def _parameter_count(
@@ -519,13 +411,18 @@ def build_mlp(
 def build_tinyvgg(
     in_features: int, out_features: int, hidden: list[int], task: Task, image_size: int
 ) -> nn.Module:
-    return TinyVGG(in_features, out_features, hidden, task, image_size)
+    """The course's TinyVGG on one column of pictures of `in_features` channels."""
+    block = picture_block("tinyvgg", in_features, hidden, image_size)
+    return _tabular("tinyvgg", [block], out_features, hidden, task)
 
 
 def build_cnn(
     in_features: int, out_features: int, hidden: list[int], task: Task, image_size: int
 ) -> nn.Module:
-    return CNN(in_features, out_features, hidden, task, image_size)
+    """The small CNN (kinds/image/layers.py) on one column of pictures."""
+    return _tabular(
+        "cnn", [picture_block("cnn", in_features, hidden, image_size)], out_features, hidden, task
+    )
 
 
 def parse_spec(spec: Any, source: str = "the model description") -> dict[str, Any]:
@@ -540,6 +437,10 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
     kind = spec.get("kind")
     if not isinstance(kind, str) or kind not in MODELS:
         raise ModelFileError(f"{source} names no known model kind (got {kind!r:.40})")
+    if "blocks" not in spec and registry.MODELS[kind].needs:
+        from torchwork.kinds.legacy import upgrade_spec
+
+        spec = upgrade_spec(spec, None)  # a picture model written before the kinds of data
     if "blocks" in spec:
         return _parse_block_spec(spec, kind, source)
     sizes = {}
@@ -564,17 +465,6 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
     if not isinstance(task, str) or task not in MODEL_TASKS:
         raise ModelFileError(f"{source} names no known task (got {task!r:.40})")
     parsed = {"kind": kind, **sizes, "hidden": hidden, "task": task}
-    if entry.data == "images":
-        size = spec.get("image_size")
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_IMAGE_SIZE:
-            raise ModelFileError(f"{source} has no valid 'image_size' (got {size!r:.40})")
-        parsed["image_size"] = size
-        try:
-            _check_image_model(kind, sizes["in_features"], hidden, task, size)
-        except ConfigError as e:
-            raise ModelFileError(
-                f"{source} describes a model torchwork would not build: {e}"
-            ) from None
     parameters = sum(math.prod(shape) for shape in _shapes(parsed).values())
     if parameters > MAX_PARAMETERS:
         raise ModelFileError(
@@ -584,7 +474,9 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
 
 
 HIDDEN_KINDS = ("mlp", "tinyvgg", "cnn")  # the kinds whose --hidden sizes shape them
-BLOCK_KINDS = ("linear", "mlp")  # the model kinds a table of any kinds of columns may have
+# the model kinds of a table of any kinds of columns: a linear head or an MLP; cnn and tinyvgg
+# name the layer of its pictures, with a linear head
+BLOCK_KINDS = ("linear", "mlp", "cnn", "tinyvgg")
 MAX_BLOCKS = 10_000  # blocks of a table's model: one per text or picture column at most
 
 
@@ -656,12 +548,6 @@ def _shapes(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
         return _block_shapes(spec)
     kind, hidden = spec["kind"], spec["hidden"]
     n_in, n_out = spec["in_features"], spec["out_features"]
-    if registry.MODELS[kind].data == "images":
-        with torch.device("meta"):  # built without memory for its numbers
-            model = registry.MODELS[kind].load()(
-                n_in, n_out, hidden, spec["task"], spec["image_size"]
-            )
-        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if kind == "params":
         return {"weights": (1,), "bias": (1,)}
     if kind == "linear":
@@ -713,10 +599,11 @@ def spec_from_state_dict(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Recognise which torchwork model a bare state_dict (a .pth file) belongs to."""
     keys = set(state)
     spec = None
-    if "normalize.mean" in keys:
+    if "normalize.mean" in keys or any(k.startswith("blocks.") for k in keys):
         raise ModelFileError(
-            "this .pth file holds an image model's weights alone, without its image size and "
-            "class names: use the run's model.safetensors"
+            "this .pth file holds the weights alone of a model of a table's columns (or of "
+            "images), without their encoding (image size, categories, class names): use the "
+            "run's model.safetensors"
         )
     if keys == {"weights", "bias"}:
         spec = {"kind": "params", "in_features": 1, "out_features": 1}
@@ -764,6 +651,13 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
         inputs += " (" + ", ".join(_block_words(b) for b in s["blocks"]) + ")"
     if s["kind"] == "params":
         return f"linear regression (LinearRegressionModel, the course's model_0) on {inputs}"
+    if s["kind"] == "linear" and "blocks" in s:
+        name = {
+            "regression": "linear regression",
+            "binary": "logistic regression",
+            "multiclass": f"multinomial logistic regression ({classes} classes)",
+        }[task]
+        return f"{name} (TabularModel) on {inputs}"
     if s["kind"] == "linear":
         name = {
             "regression": "linear regression (LinearRegressionModelV2)",
@@ -772,12 +666,15 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
         }[task]
         return f"{name} on {inputs}"
     layers = ", ".join(map(str, s["hidden"]))
-    if registry.MODELS[s["kind"]].data == "images":
-        side = s["image_size"]
-        pictures = f"{'grey' if n == 1 else 'RGB'} images of {side}x{side}"
+    if registry.MODELS[s["kind"]].needs:
+        picture = next(b for b in s["blocks"] if b["kind"] == "image")
+        side, widths = picture["image_size"], ", ".join(map(str, picture["widths"]))
+        pictures = f"{'grey' if picture['channels'] == 1 else 'RGB'} images of {side}x{side}"
+        if len(s["blocks"]) > 1:
+            pictures += f" and {inputs}"
         if s["kind"] == "tinyvgg":
-            return f"TinyVGG ({layers} channels) for {purpose} of {pictures}"
-        return f"CNN (blocks of {layers} channels) for {purpose} of {pictures}"
+            return f"TinyVGG ({widths} channels) for {purpose} of {pictures}"
+        return f"CNN (blocks of {widths} channels) for {purpose} of {pictures}"
     return f"MLP (hidden layers {layers}) for {purpose} on {inputs}"
 
 

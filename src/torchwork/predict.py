@@ -22,7 +22,6 @@ from torchwork.metrics import classification_metrics, confusion_matrix, regressi
 from torchwork.registry import Task
 
 if TYPE_CHECKING:
-    from torchwork.images.encode import ImageEncoder
     from torchwork.kinds.base import Source
     from torchwork.kinds.encoder import Encoder
 
@@ -74,7 +73,7 @@ def score(task: Task, encoder: Encoder | None, outputs: torch.Tensor, y_raw: tor
             encoder.decode(outputs)["prediction"] if encoder is not None else outputs.reshape(-1)
         )
         return Score(regression_metrics(predictions, y_raw), predictions=predictions)
-    assert encoder is not None  # a classifier is always trained on a table
+    assert encoder is not None  # a classifier is always trained on a table (or a folder)
     decoded = encoder.decode(outputs)
     classes = len(encoder.labels)
     positive = decoded["probabilities"][:, 1] if classes == 2 else None
@@ -135,55 +134,76 @@ class Predictor:
     """A saved model with the preprocessing it was trained with."""
 
     model: nn.Module
-    encoder: Encoder | ImageEncoder | None  # None: models of the line, bare .pth files
+    encoder: Encoder | None  # None: models of the line, bare .pth files
     path: Path
     csv: Any = None  # read.CsvFormat: how the training table was written (--decimal, ...)
 
     @property
-    def images(self) -> bool:
-        """Whether this model learned from images (its inputs are pictures, not rows)."""
-        from torchwork.images.encode import ImageEncoder
+    def file_block(self) -> Any:
+        """The block of the model's one column when its kind reads files (pictures): such
+        a model also takes a file, or a folder of them, as the table it stands for; None
+        otherwise."""
+        blocks = getattr(self.encoder, "blocks", None)
+        if blocks is None or len(blocks) != 1 or not blocks[0].suffixes:
+            return None
+        return blocks[0]
 
-        return isinstance(self.encoder, ImageEncoder)
+    def read_files(
+        self, data: str | Path, need_target: bool = False, skip_bad: bool = False
+    ) -> tuple[Any, Any]:
+        """A file, or a folder of them, as the table it stands for, read for this model:
+        (table, encoded inputs). A folder to evaluate on is class folders, or the test/ of a
+        train/ and test/ folder; its classes must be the model's."""
+        import pyarrow as pa
 
-    def read_images(
-        self, files: Sequence[str | Path], skip_bad: bool = False
-    ) -> tuple[list[int], torch.Tensor]:
-        """Image files decoded as this model was trained (size, channels): (the index in
-        `files` of each image kept, the uint8 pixels). A file that cannot be used is an
-        error that names it, or with `skip_bad` left out."""
-        from torchwork.images.read import decode
+        from torchwork import registry
+        from torchwork.kinds.base import Source
+        from torchwork.tables.folder import find_files, list_files
 
-        encoder = self.image_encoder()
-        decoded = decode(files, encoder.image_size, encoder.channels, skip_bad=skip_bad)
-        for bad in decoded.bad:
-            print(f"Skipped {bad.path}: it {bad.reason}", file=sys.stderr)
-        return decoded.kept, decoded.images
+        path, block = Path(data), self.file_block
+        noun = registry.KINDS[block.kind].noun
+        column, target = block.columns[0], self.encoder.target
+        if need_target:
+            folder = find_files(path, block.suffixes, noun)
+            unknown = [name for name in folder.classes if name not in self.encoder.labels]
+            split = folder.splits[0] if folder.layout == "classes" else "test"
+            if unknown:
+                labels = self.encoder.labels
+                raise DataError(
+                    f"class {unknown[0]} of {folder.folders[split]} is not one this model knows "
+                    f"({', '.join(map(str, labels[:10]))}{', ...' if len(labels) > 10 else ''}): "
+                    "remove its folder or rename it"
+                )
+            table = folder.table()
+            if folder.layout == "splits":
+                test = [i for i, s in enumerate(table.column("split").to_pylist()) if s == "test"]
+                table = table.take(pa.array(test, pa.int64()))
+            table = table.rename_columns([column, target, *table.column_names[2:]])
+            root = folder.root
+        else:
+            root, files = list_files(path, block.suffixes, noun)
+            names = [f.relative_to(root).as_posix() for f in files]
+            table = pa.table({column: pa.array(names, pa.string())})
+        encoding = self.csv.encoding if self.csv is not None else "utf-8"
+        where = Source(str(data), root, skip_bad, encoding, _skipped)
+        return self.encode(table, where)  # a folder's labels are its class names, as trained
 
-    def image_encoder(self) -> ImageEncoder:
-        from torchwork.images.encode import ImageEncoder
+    def names_files(self, data: str | Path) -> bool:
+        """Whether `data` is a folder or a file of a kind that reads files (a picture),
+        rather than a table; a model that does not read such files refuses it in one line."""
+        from torchwork import registry
 
-        if not isinstance(self.encoder, ImageEncoder):
+        path = Path(data)
+        readers = {s: k for k, e in registry.KINDS.items() for s in e.suffixes}
+        kind = "folder" if path.is_dir() else readers.get(path.suffix.lower())
+        if kind is None:
+            return False
+        if self.file_block is None:
+            what = "a folder" if kind == "folder" else f"a file of {registry.KINDS[kind].noun}"
             raise DataError(
-                f"{self.path} learned from rows of a table, not from images: give it a table"
+                f"{self.path} learned from rows of a table, and {data} is {what}: give a table file"
             )
-        return self.encoder
-
-    def refuse_images(self, data: str | Path) -> None:
-        """A table model given a folder or picture, or an image model given a table: one
-        line that says which kind of data this model takes."""
-        from torchwork.images.read import IMAGE_SUFFIXES
-
-        picture = Path(data).is_dir() or Path(data).suffix.lower() in IMAGE_SUFFIXES
-        if self.images and not picture:
-            raise DataError(
-                f"{self.path} learned from images: give an image file or a folder of them, not {data}"
-            )
-        if not self.images and picture:
-            raise DataError(
-                f"{self.path} learned from rows of a table, and {data} is "
-                f"{'a folder' if Path(data).is_dir() else 'an image'}: give a table file"
-            )
+        return True
 
     @property
     def feature_names(self) -> list[str]:
@@ -217,8 +237,6 @@ class Predictor:
     @classmethod
     def from_file(cls, path: str | Path) -> Predictor:
         from torchwork.config import stored_config
-        from torchwork.images.encode import KIND as IMAGES
-        from torchwork.images.encode import ImageEncoder
         from torchwork.kinds.encoder import Encoder
         from torchwork.tables.read import CsvFormat
 
@@ -243,19 +261,13 @@ class Predictor:
                 # New rows are written as the training table was (--decimal , and so on).
                 csv = CsvFormat.of(stored_config(metadata["config"], str(path)).data)
             try:
-                if preprocess and preprocess.get("kind") == IMAGES:
-                    encoder = ImageEncoder.from_dict(preprocess)
-                else:
-                    encoder = Encoder.from_dict(preprocess) if preprocess else None
+                encoder = Encoder.from_dict(preprocess, metadata["model"]) if preprocess else None
             except TorchworkError as e:
                 raise DataError(f"{path}: {one_line(e)}") from None
             spec = model.spec()
-            if isinstance(encoder, Encoder):
-                matches = encoder.model_blocks() == spec.get("blocks")
-            else:
-                matches = encoder is None or encoder.in_features == spec["in_features"]
-            if not matches or (
-                encoder is not None and encoder.out_features != spec["out_features"]
+            if encoder is not None and (
+                encoder.model_blocks() != spec.get("blocks")
+                or encoder.out_features != spec["out_features"]
             ):
                 raise DataError(
                     f"{path}: its preprocessing does not match the model's inputs or outputs"
@@ -271,6 +283,8 @@ class Predictor:
         from torchwork.tables.read import CsvFormat, read_table
 
         source = str(data)
+        if self.names_files(data):
+            return self.read_files(data, need_target, skip_bad)
         if self.encoder is None and not need_target and str(data).lower().endswith(".npy"):
             import pyarrow as pa
 
@@ -305,6 +319,14 @@ class Predictor:
             )
         expected = self.encoder.feature_names
         missing = [n for n in expected if n not in table.column_names]
+        if missing and self.file_block is not None:
+            from torchwork import registry
+
+            noun = registry.KINDS[self.file_block.kind].noun
+            raise DataError(
+                f"{self.path} learned from {noun}: give a file or a folder of them, or a table "
+                f"whose '{missing[0]}' column names them, not {data}"
+            )
         if missing:
             extra = [
                 n for n in table.column_names if n not in expected and n != self.encoder.target
@@ -354,35 +376,14 @@ def predict_file(
     model_path: str | Path, data: str | Path, out: str | Path | None = None, skip_bad: bool = False
 ) -> Any:
     """Predict every row of a table file: its columns in order plus `prediction` (and class
-    probabilities). Written to `out` (.csv or .parquet), else printed as CSV. For an image
-    model `data` is an image file or a folder (predict_images)."""
-
+    probabilities). Written to `out` (.csv or .parquet), else printed as CSV. For a model
+    of one column of files (pictures), `data` may be such a file or a folder of them: the
+    table of their names (`file`, relative to the folder)."""
     predictor = Predictor.from_file(model_path)
-    predictor.refuse_images(data)
-    if predictor.images:
-        result = predict_images(predictor, data, skip_bad)
-    else:
-        table, X = predictor.read(data)
-        result = with_predictions(table, predictor.encoder, predictor.outputs(X))
+    table, X = predictor.read(data, skip_bad=skip_bad)
+    result = with_predictions(table, predictor.encoder, predictor.outputs(X))
     write_table(result, out)
     return result
-
-
-def predict_images(predictor: Predictor, data: str | Path, skip_bad: bool = False) -> Any:
-    """An image file, or every image in a folder: a table of `file` (relative to the folder),
-    `prediction` (the class name) and the probability of each class."""
-    import pyarrow as pa
-
-    from torchwork.images.read import list_images
-
-    root, files = list_images(data)
-    kept, images = predictor.read_images(files, skip_bad)
-    names = [str(files[i].relative_to(root)) for i in kept]
-    return with_predictions(
-        pa.table({"file": pa.array(names, pa.string())}),
-        predictor.encoder,
-        predictor.outputs(images),
-    )
 
 
 def with_predictions(table: Any, encoder: Encoder | None, outputs: torch.Tensor) -> Any:
@@ -404,12 +405,15 @@ def with_predictions(table: Any, encoder: Encoder | None, outputs: torch.Tensor)
     return table
 
 
-def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") -> dict[str, Any]:
-    """The metrics of a saved model on a labelled table: {"task", "rows", "metrics", ...}."""
+def evaluate_file(
+    model_path: str | Path, data: str | Path, target: str = "", skip_bad: bool = False
+) -> dict[str, Any]:
+    """The metrics of a saved model on a labelled table (or, for a model of files, a folder
+    of class folders): {"task", "rows", "target", "metrics", "of", ...}; "of" names what a
+    row is ("rows", "images")."""
+    from torchwork import registry
+
     predictor = Predictor.from_file(model_path)
-    predictor.refuse_images(data)
-    if predictor.images:
-        return evaluate_images(predictor, data)
     encoder = predictor.encoder
     if encoder is None:
         from torchwork.tables.convert import table_to_tensor
@@ -421,56 +425,32 @@ def evaluate_file(model_path: str | Path, data: str | Path, target: str = "") ->
         metrics = score(
             "regression", None, predictor.outputs(X), table_to_tensor(table, [target])
         ).metrics
-        return {"task": "regression", "rows": table.num_rows, "target": target, "metrics": metrics}
-    table, X = predictor.read(data, target=target, need_target=True)
+        return {
+            "task": "regression",
+            "rows": table.num_rows,
+            "target": target,
+            "metrics": metrics,
+            "of": "rows",
+        }
+    table, X = predictor.read(data, target=target, need_target=True, skip_bad=skip_bad)
     outputs = predictor.outputs(X)
     if encoder.task == "regression":
         truth = encoder.target_values(table)
     else:
         truth = encoder.label_index(table.column(encoder.target), str(data))
     scored = score(encoder.task, encoder, outputs, truth)
-    metrics = scored.metrics
+    block = predictor.file_block
     result = {
         "task": encoder.task,
         "rows": table.num_rows,
         "target": encoder.target,
-        "metrics": metrics,
+        "metrics": scored.metrics,
+        "of": registry.KINDS[block.kind].noun if block is not None else "rows",
     }
     if encoder.task != "regression":
         result["labels"] = encoder.labels
         result["confusion_matrix"] = scored.confusion_matrix
     return result
-
-
-def evaluate_images(predictor: Predictor, data: str | Path) -> dict[str, Any]:
-    """The metrics of an image model on a labelled folder: class folders, or the test/ of a
-    train/ and test/ folder. Its classes are matched to the model's by name."""
-    from torchwork.images.read import ALL, find_images
-
-    encoder = predictor.image_encoder()
-    folder = find_images(data)
-    split = ALL if folder.layout == "classes" else "test"
-    unknown = [name for name in folder.classes if name not in encoder.labels]
-    if unknown:
-        raise DataError(
-            f"class {unknown[0]} of {folder.folders[split]} is not one this model knows "
-            f"({', '.join(encoder.labels[:10])}{', ...' if len(encoder.labels) > 10 else ''}): "
-            "remove its folder or rename it"
-        )
-    files = folder.files[split]
-    kept, images = predictor.read_images(files)
-    position = [encoder.labels.index(name) for name in folder.classes]
-    truth = torch.tensor([position[folder.labels[split][i]] for i in kept], dtype=torch.long)
-    scored = score(encoder.task, encoder, predictor.outputs(images), truth)
-    return {
-        "data": "images",
-        "task": encoder.task,
-        "rows": len(kept),
-        "target": encoder.target,
-        "metrics": scored.metrics,
-        "labels": list(encoder.labels),
-        "confusion_matrix": scored.confusion_matrix,
-    }
 
 
 def check_out_name(path: str | Path, flag: str = "--out") -> Path:
@@ -494,6 +474,11 @@ def refuse_overwrite(path: Path, force: bool, named: str = "--out ") -> None:
 
 def _stderr(line: str) -> None:
     print(line.strip(), file=sys.stderr)
+
+
+def _skipped(line: str) -> None:
+    """What reading a file dropped (--skip-bad), on stderr: "Skipped photos/bad.jpg: ..."."""
+    print(line.strip().replace("Dropped ", "Skipped ", 1), file=sys.stderr)
 
 
 def input_names(count: int) -> list[str]:

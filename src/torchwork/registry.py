@@ -26,8 +26,10 @@ class Entry:
     help: str = ""
     options: tuple[str, ...] = ()  # optimizers: the settings its class takes besides lr
     line: tuple[str, str] | None = None  # models: the state_dict keys of a line's weight, bias
-    data: Literal["rows", "images"] = "rows"  # models: what they learn from
+    needs: str = ""  # models: the kind of column whose layer the model is (image)
     hidden: tuple[int, ...] = (64, 64)  # models: the --hidden sizes when none are given
+    suffixes: tuple[str, ...] = ()  # kinds: the files it reads (lower case), by suffix
+    noun: str = ""  # kinds: what a folder of its files holds, for messages ("images")
 
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
@@ -67,14 +69,14 @@ MODELS: dict[str, Entry] = {
         "torchwork.models:build_tinyvgg",
         ("binary", "multiclass"),
         "images: the course's TinyVGG, --hidden channels",
-        data="images",
+        needs="image",
         hidden=(10,),
     ),
     "cnn": Entry(
         "torchwork.models:build_cnn",
         ("binary", "multiclass"),
         "images: conv-batchnorm blocks of --hidden widths, global pooling",
-        data="images",
+        needs="image",
         hidden=(16, 32, 64),
     ),
 }
@@ -87,6 +89,12 @@ MODELS: dict[str, Entry] = {
 KINDS: dict[str, Entry] = {
     "number": Entry("torchwork.kinds.number:KIND", help="numbers, standardized"),
     "category": Entry("torchwork.kinds.category:KIND", help="text of a few distinct values"),
+    "image": Entry(
+        "torchwork.kinds.image.kind:KIND",
+        help="pictures: files named by a column, or a folder of class folders",
+        suffixes=(".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
+        noun="images",
+    ),
 }
 
 

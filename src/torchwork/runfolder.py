@@ -91,27 +91,40 @@ class Training(TypedDict, total=False):
     resumed: list[dict[str, int]]  # each --resume: epochs_done, epochs_before, epochs
 
 
+class Columns(TypedDict, total=False):
+    """One block of a model's inputs: a kind of data and its columns, in words."""
+
+    kind: str  # number, category, image, ... (registry.KINDS)
+    columns: list[str]
+    about: str  # what the block is: "2 number column(s) (standardized ...): a, b"
+    untested: str  # what the model was not tested on, for these columns (the model card)
+
+
 class TableData(TypedDict, total=False):
-    """The table a run trained on (absent for the built-in straight line)."""
+    """The table a run trained on (absent for the built-in straight line), or the folder of
+    class folders that stands for one (`folder`: what its files are, "images")."""
 
     path: str
-    sha256: str  # of the file as read
-    table_rows: int  # the rows of predictions.csv
-    target: str
-    features: list[str]
-    inputs: list[str]  # the model's input columns in order, one per category
+    sha256: str  # of the file as read; a folder's: of its files' names, labels, contents
+    table_rows: int  # the rows of predictions.csv: one per file of a folder
+    target: str  # a folder's: "label"
+    features: list[str]  # a folder's: ["file"]
+    inputs: list[str]  # the model's first layer's inputs in order, one per category
+    columns: list[Columns]  # each block of the inputs
+    folder: str  # a folder of class folders: what its files are ("images")
 
 
 class ImageData(TypedDict, total=False):
-    """The folder of images a run trained on."""
+    """The folder of images a run trained on, as runs wrote it before the kinds of data
+    (now a TableData with `folder`); read for older run folders."""
 
     path: str
-    sha256: str  # of the files' names, labels and decoded pixels (finish.images_sha256)
-    table_rows: int  # the rows of predictions.csv: one per image
-    target: str  # "label"
+    sha256: str
+    table_rows: int
+    target: str
     images: int
-    image_size: int  # every image resized to image_size x image_size
-    channels: int  # 3 (RGB) or 1 (grey)
+    image_size: int
+    channels: int
 
 
 class CrossValidation(TypedDict):

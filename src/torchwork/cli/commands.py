@@ -181,9 +181,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     predictor = Predictor.from_file(args.model)
-    if predictor.images:
+    if predictor.file_block is not None:
+        from torchwork import registry
+
+        noun = registry.KINDS[predictor.file_block.kind].noun
         raise DataError(
-            f"{args.model} learned from images: give an image file or a folder with --input"
+            f"{args.model} learned from {noun}: give a file or a folder of them with --input"
         )
     from torchwork.kinds.base import Source
 
@@ -210,14 +213,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from torchwork.predict import evaluate_file
     from torchwork.report.text import format_metrics_table
 
-    result = evaluate_file(args.model, args.data, args.target or "")
+    result = evaluate_file(args.model, args.data, args.target or "", skip_bad=args.skip_bad)
     if args.json:
         from torchwork.runfolder import _finite
 
         print(json.dumps(_finite(result), indent=2))
         return 0
-    if result.get("data") == "images":
-        print(f"{result['task']} on {result['rows']} images of {args.data}")
+    if result["of"] != "rows":
+        print(f"{result['task']} on {result['rows']} {result['of']} of {args.data}")
     else:
         print(
             f"{result['task']} on {result['rows']} rows of {args.data} (target '{result['target']}')"

@@ -484,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the target column's name in this file (default: the model's)",
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out files that cannot be read, and name them (else they are an error)",
+    )
 
     export = commands.add_parser(
         "export", help="export a saved model to ONNX or a torch.export program, checked on the spot"

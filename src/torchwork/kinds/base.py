@@ -41,6 +41,7 @@ class Source:
     skip_bad: bool = False  # drop rows whose file cannot be used (else they are an error)
     encoding: str = "utf-8"  # of the text files a column names
     log: Callable[[str], None] | None = None  # where a kind says what it dropped or capped
+    max_pixels: int | None = None  # pictures sent to a server: at most this many pixels
 
     def say(self, line: str) -> None:
         if self.log is not None:
@@ -104,6 +105,9 @@ class Block:
     model's layer for it is built from."""
 
     kind: ClassVar[str] = ""
+    augments: ClassVar[bool] = False  # whether `augment` changes training batches
+    suffixes: ClassVar[tuple[str, ...]] = ()  # the files its column names, by suffix
+    media_types: ClassVar[tuple[str, ...]] = ()  # what a server takes as one such file
     columns: list[str] = field(default_factory=list)
 
     # --- Step 1: rows to tensors ---------------------------------------------------------
@@ -186,6 +190,25 @@ class Block:
         """What the block is, in a few words, for the terminal, the report and the card."""
         return f"{self.kind}: {', '.join(self.columns)}"
 
+    def untested(self) -> str:
+        """What the model was not tested on, for this block's columns (the model card)."""
+        return ""
+
+    def draw(
+        self,
+        folder: Path,
+        x_test: torch.Tensor,
+        y_test: torch.Tensor,
+        decoded: Any,
+        labels: list[Any],
+    ) -> None:
+        """Pictures of this block's test rows (a grid of pictures with their predicted and
+        true labels); `decoded`: the encoder's decode of the test outputs."""
+
+    def describe_input(self) -> dict[str, Any]:
+        """What a server says it takes for this block (its /health), as plain values."""
+        return {"input": self.kind}
+
     def export_input(self) -> dict[str, Any]:
         """What an exported graph takes for this block: name, dtype, shape, and how rows
         become it (for the file beside the export)."""
@@ -233,7 +256,7 @@ class Kind:
         raise NotImplementedError
 
     def layer(self, spec: dict[str, Any], width: int) -> nn.Module:
-        """The layer for a block of this spec. It either gives `features` numbers a row,
+        """The layer for a block of this spec. It either gives `features_out` numbers a row,
         joined with the other blocks' into the model's first layer (`adds` False), or
         adds its own [rows, width] to that layer's output (`adds` True: a category's
         weights, which a one-hot input would have multiplied)."""

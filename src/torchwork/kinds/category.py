@@ -129,6 +129,9 @@ class CategoryBlock(Block):
             f"{sum(self.sizes):,} learned weights a model output: {shown}{more}"
         )
 
+    def untested(self) -> str:
+        return f"categories of {', '.join(self.columns[:4])} that the training rows did not have"
+
     def export_input(self) -> dict[str, Any]:
         return {
             "name": "categories",
@@ -158,7 +161,7 @@ class CategoryWeights(nn.Module):
     one-hot columns."""
 
     adds = True
-    features = 0
+    features_out = 0
 
     def __init__(self, sizes: list[int], width: int) -> None:
         super().__init__()

@@ -322,10 +322,11 @@ class Encoder:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Encoder:
-        """The encoder stored in a model file (written by this version or an earlier one),
-        every field checked: a hand-edited or damaged file is an error, never wrong numbers."""
-        raw = upgrade_preprocess(raw)
+    def from_dict(cls, raw: dict[str, Any], spec: dict[str, Any] | None = None) -> Encoder:
+        """The encoder stored in a model file (written by this version or an earlier one,
+        whose model description `spec` it may need), every field checked: a hand-edited or
+        damaged file is an error, never wrong numbers."""
+        raw = upgrade_preprocess(raw, spec)
         try:
             blocks_raw = raw["blocks"]
             if not isinstance(blocks_raw, list) or not all(isinstance(b, dict) for b in blocks_raw):

@@ -18,6 +18,7 @@ import torch
 from torchwork.errors import DataError
 
 FORMAT = 2  # the layout this version writes (kinds.encoder.Encoder.to_dict)
+PICTURE_MODELS = ("cnn", "tinyvgg")  # format 1: a model class of its own for each
 _TARGET_FIELDS = (
     "target",
     "task",
@@ -30,12 +31,18 @@ _TARGET_FIELDS = (
 )
 
 
-def upgrade_preprocess(raw: dict[str, Any]) -> dict[str, Any]:
-    """A stored preprocessing of any format, in format 2."""
+IMAGES = "images"  # the "kind" of a format-1 image model's preprocessing
+
+
+def upgrade_preprocess(raw: dict[str, Any], spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A stored preprocessing of any format, in format 2 (a format-1 image model's needs its
+    model description `spec` for the layer its pictures go through)."""
     if not isinstance(raw, dict):
         raise DataError("the stored preprocessing is malformed: it is not a JSON object")
     if "blocks" in raw:
         return raw
+    if raw.get("kind") == IMAGES:
+        return _upgrade_images(raw, spec or {})
     try:
         features = raw["features"]
         numbers = [f for f in features if f["kind"] == "numeric"]
@@ -71,10 +78,39 @@ def upgrade_preprocess(raw: dict[str, Any]) -> dict[str, Any]:
     return upgraded | {k: raw[k] for k in _TARGET_FIELDS if k in raw}
 
 
+def _upgrade_images(raw: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 image model's preprocessing: one column of pictures, `file`, and the class
+    names as the labels of `label`."""
+    block = {
+        "kind": "image",
+        "columns": ["file"],
+        "image_size": raw.get("image_size"),
+        "channels": raw.get("channels"),
+        "trunk": spec.get("kind", "cnn"),
+        "widths": spec.get("hidden", [16, 32, 64]),
+    }
+    upgraded = {"format": FORMAT, "features": ["file"], "blocks": [block], "target": "label"}
+    return upgraded | {
+        k: raw[k] for k in ("task", "labels", "temperature", "threshold") if k in raw
+    }
+
+
 def upgrade_spec(spec: dict[str, Any], preprocess: dict[str, Any] | None) -> dict[str, Any]:
     """A stored model description of any format: with its blocks where its preprocessing
-    (format 1) says what they are."""
-    if not isinstance(spec, dict) or "blocks" in spec or not preprocess:
+    (format 1) says what they are, or, for a picture model, where its own fields do."""
+    if not isinstance(spec, dict) or "blocks" in spec:
+        return spec
+    if spec.get("kind") in PICTURE_MODELS:
+        block = {
+            "kind": "image",
+            "channels": spec.get("in_features"),
+            "image_size": spec.get("image_size"),
+            "trunk": spec["kind"],
+            "widths": spec.get("hidden"),
+        }
+        upgraded = {k: v for k, v in spec.items() if k not in ("image_size", "hidden")}
+        return upgraded | {"hidden": [], "blocks": [block]}
+    if not preprocess:
         return spec
     if "blocks" in preprocess or "features" not in preprocess:
         return spec
@@ -99,9 +135,11 @@ def upgrade_state(
     """The weights of a model file of any format, as the model its upgraded description
     (`upgrade_spec`) describes: a format-1 table model's one-hot weight columns become its
     category block's embedding rows."""
-    if not isinstance(spec, dict) or "blocks" in spec or not preprocess:
+    if not isinstance(spec, dict) or "blocks" in spec:
         return state
-    if "blocks" in preprocess or "features" not in preprocess:
+    if spec.get("kind") in PICTURE_MODELS:
+        return _upgrade_picture_state(state)
+    if not preprocess or "blocks" in preprocess or "features" not in preprocess:
         return state
     features = preprocess["features"]
     key = "linear_layer.weight" if spec.get("kind") == "linear" else "layers.0.weight"
@@ -126,4 +164,15 @@ def upgrade_state(
     upgraded[key] = weight[:, numeric].contiguous()
     category_block = 1 if numeric else 0
     upgraded[f"blocks.{category_block}.weight"] = weight[:, one_hot].t().contiguous()
+    return upgraded
+
+
+def _upgrade_picture_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A format-1 CNN's or TinyVGG's weights as the TabularModel of one column of pictures:
+    the picture layer's under blocks.0, the last linear layer (the head) as its first layer."""
+    heads = ("head.2.", "classifier.1.")
+    upgraded = {}
+    for key, tensor in state.items():
+        head = next((h for h in heads if key.startswith(h)), None)
+        upgraded[f"linear_layer.{key[len(head) :]}" if head else f"blocks.0.{key}"] = tensor
     return upgraded

@@ -102,6 +102,9 @@ class NumberBlock(Block):
         how = " (standardized on the training rows)" if self.scaled else ""
         return f"{len(self.columns)} number column(s){how}: {_names(self.columns)}"
 
+    def untested(self) -> str:
+        return f"values of {_names(self.columns, 4)} outside the training rows' ranges"
+
     def export_input(self) -> dict[str, Any]:
         return {
             "name": "X",
@@ -135,7 +138,7 @@ class Numbers(nn.Module):
 
     def __init__(self, columns: int) -> None:
         super().__init__()
-        self.features = columns
+        self.features_out = columns
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

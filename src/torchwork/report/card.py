@@ -67,11 +67,16 @@ def _data(s: dict[str, Any], flat: dict[str, Any]) -> str:
     lines = ["## Data", ""]
     if data:
         lines.append(f"- Source: `{data.get('path')}`, sha256 `{data.get('sha256') or '?'}`")
-        if "images" in data:
+        if "images" in data:  # a folder of images, as runs wrote it before the kinds of data
             grey = data.get("channels") == 1
             lines.append(
                 f"- {data['images']:,} images, each resized to {data.get('image_size')}x"
                 f"{data.get('image_size')} {'grey' if grey else 'RGB'}"
+            )
+        elif data.get("folder"):
+            lines.append(
+                f"- {data.get('table_rows', '?'):,} {data['folder']} in one sub-folder per class "
+                f"(the target, `{data.get('target')}`)"
             )
         else:
             features = list(data.get("features") or [])
@@ -86,6 +91,9 @@ def _data(s: dict[str, Any], flat: dict[str, Any]) -> str:
                 f"({named}{more}) giving {len(data.get('inputs') or [])} model inputs; "
                 f"target `{data.get('target')}`"
             )
+        for block in data.get("columns") or []:
+            if isinstance(block, dict) and block.get("about"):
+                lines.append(f"- {str(block['about'])[:1].upper()}{str(block['about'])[1:]}")
     else:
         lines.append(
             f"- The built-in straight line y = {flat.get('data.weight')} x + {flat.get('data.bias')}"
@@ -198,12 +206,19 @@ def _not_tested(s: dict[str, Any], flat: dict[str, Any]) -> str:
     if s.get("labels"):
         shown = ", ".join(f"`{label}`" for label in s["labels"][:SHOWN_COLUMNS])
         lines.append(f"- Anything but the {len(s['labels'])} classes it learned: {shown}.")
-    if "images" in data:
+    untested = [
+        str(b["untested"])
+        for b in data.get("columns") or []
+        if isinstance(b, dict) and b.get("untested")
+    ]
+    if "images" in data:  # as runs wrote it before the kinds of data
         lines.append(
             "- Pictures unlike the training folder's (other subjects, framing, light): any "
             f"picture is resized to {data.get('image_size')}x{data.get('image_size')} and read "
             "as the training pictures were."
         )
+    elif untested:
+        lines += [f"- {line[:1].upper()}{line[1:]}." for line in untested]
     elif data:
         lines.append(
             "- Values outside the training rows' ranges, and text categories the training "

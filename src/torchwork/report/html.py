@@ -156,10 +156,26 @@ def _facts(facts: list[tuple[str, Any]], wide: str = "") -> str:
     return f'<div class="facts">{cards}</div>'
 
 
+def _columns(data: dict[str, Any]) -> str:
+    """What each kind of column became: one line a block (summary.json's data.columns)."""
+    blocks = [b for b in data.get("columns") or [] if isinstance(b, dict) and b.get("about")]
+    if not blocks:
+        return ""
+    items = "".join(f"<li>{_e(str(b['about']))}</li>" for b in blocks)
+    return f"<ul>{items}</ul>"
+
+
 def _data_section(run: RunFolder) -> str:
     s, flat = run.summary, _flatten(run.config)
     data = s.get("data")
-    if isinstance(data, dict):
+    if isinstance(data, dict) and (data.get("folder") or "images" in data):
+        noun = data.get("folder") or "images"
+        source = (
+            f"<p>The folder <code>{_e(str(data.get('path', '')))}</code>: "
+            f"{_e(_value(data.get('table_rows')))} {_e(str(noun))}, one sub-folder per class "
+            f"(the target, <code>{_e(str(data.get('target', '')))}</code>).</p>"
+        ) + _columns(data)
+    elif isinstance(data, dict):
         names = [str(f) for f in data.get("features") or []]
         features = ", ".join(names[:20]) + (
             f" and {len(names) - 20} more" if len(names) > 20 else ""
@@ -167,7 +183,7 @@ def _data_section(run: RunFolder) -> str:
         source = (
             f"<p>The table <code>{_e(str(data.get('path', '')))}</code>: target "
             f"<code>{_e(str(data.get('target', '')))}</code>, features {_e(features)}.</p>"
-        )
+        ) + _columns(data)
     else:
         true = s.get("true") or {}
         weight = true.get("weight", flat.get("data.weight"))

@@ -31,18 +31,6 @@ ROUTES = {"/health": ("GET", "HEAD"), "/predict": ("POST",)}
 # An upload decodes to a few bytes a pixel; Pillow's own limit (89 million pixels) would let
 # each of the server's threads hold a gigabyte. 25 million is a 24-megapixel camera's photo.
 MAX_IMAGE_PIXELS = 25_000_000
-# The bodies an image model takes: the formats images.read decodes, by their media types
-# (the bytes decide the format, as a file's do, whatever its name says).
-IMAGE_TYPES = (
-    "image/jpeg",
-    "image/png",
-    "image/bmp",
-    "image/gif",
-    "image/webp",
-    "image/tiff",
-    "application/octet-stream",
-)
-
 logger = logging.getLogger("torchwork.serve")
 
 
@@ -69,32 +57,32 @@ class PredictionApp:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.encoder = predictor.encoder
-        self.images = predictor.images
+        # A model of one column of files (pictures) takes one file's bytes as the body
+        self.file_block = predictor.file_block
+        blocks = getattr(self.encoder, "blocks", None) or []
+        # ...and any model with such a column, its files in JSON: the larger body limit
+        self.images = any(b.media_types for b in blocks)
         # Predictor.outputs sets the model's eval flag on every call: one forward at a time
         # keeps that shared state out of any race; the model is tiny next to JSON and checks.
         self.lock = threading.Lock()
         self.features: list[str] = []
-        if self.images:
-            image = predictor.image_encoder()
-            mode = "RGB" if image.channels == 3 else "grey"
+        self.where = Source(SOURCE, max_pixels=MAX_IMAGE_PIXELS)  # no folder a path could name
+        block = self.file_block
+        if block is not None:
             self.takes = (
-                f"one picture a request, image/jpeg or image/png, read as "
-                f"{image.image_size}x{image.image_size} {mode}"
+                f"one file a request ({', '.join(block.media_types[:2])}): {block.describe()}"
             )
             self.health: dict[str, Any] = {
                 "status": "ok",
                 "model": predictor.path.name,
-                "task": image.task,
-                "input": "image",
-                "image_size": image.image_size,
-                "channels": image.channels,
-                "content_types": list(IMAGE_TYPES),
-                "labels": image.labels,
+                "task": self.encoder.task,
+                **block.describe_input(),
+                "content_types": list(block.media_types),
+                "labels": self.encoder.labels,
             }
             return
         self.features = predictor.feature_names
         self.takes = f"features {', '.join(self.features)}"
-        self.where = Source(SOURCE)  # a request: no folder that a path in it could name
         self.health = {
             "status": "ok",
             "model": predictor.path.name,
@@ -143,25 +131,26 @@ class PredictionApp:
             )
         if path == "/health":
             return self.health
-        if self.images:
-            return self.predict_image(_read_image(environ))
-        return self.predict(_read_json(environ))
+        if self.file_block is not None:
+            return self.predict_file(_read_file(environ, self.file_block.media_types))
+        return self.predict(_read_json(environ, self.images))
 
     def predict(self, body: Any) -> dict[str, Any]:
         """The answer to one request body (already decoded from JSON)."""
         rows = _rows_of(body)
         return self.answer(self.inputs(rows))
 
-    def predict_image(self, data: bytes) -> dict[str, Any]:
-        """The answer to one picture's bytes, as a classification of one row."""
-        from torchwork.images.read import decode_bytes
+    def predict_file(self, data: bytes) -> dict[str, Any]:
+        """The answer to one file's bytes (a picture), as the prediction of one row."""
+        import pyarrow as pa
 
-        image = self.predictor.image_encoder()
-        # A DataError (not an image, corrupt, too small, a decompression bomb) is a 400.
-        pixels = decode_bytes(data, image.image_size, image.channels, MAX_IMAGE_PIXELS)
-        return self.answer(pixels)
+        column = self.file_block.columns[0]
+        table = pa.table({column: pa.array([data], pa.binary())})
+        # A DataError (not an image, corrupt, too small, over the pixel limit) is a 400.
+        _, X = self.predictor.encode(table, self.where, FIX)
+        return self.answer(X)
 
-    def answer(self, X: torch.Tensor) -> dict[str, Any]:
+    def answer(self, X: Any) -> dict[str, Any]:
         """The model's outputs for the inputs X, as JSON: the predictions (and for a
         classifier, each row's class probabilities)."""
         with self.lock:
@@ -189,7 +178,7 @@ class PredictionApp:
             ],
         }
 
-    def inputs(self, rows: list[Any]) -> torch.Tensor:
+    def inputs(self, rows: list[Any]) -> Any:
         """The rows as the model's input tensor, every value checked."""
         import pyarrow as pa
 
@@ -314,10 +303,11 @@ def _read_body(environ: dict[str, Any], images: bool = False) -> bytes:
     return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
-def _read_image(environ: dict[str, Any]) -> bytes:
-    """An image model's request body: one picture's bytes, after checking its type and size."""
+def _read_file(environ: dict[str, Any], types: tuple[str, ...]) -> bytes:
+    """The body of a model of one column of files: one file's bytes, after checking its
+    type (one of `types`) and size."""
     kind = _media_type(environ)
-    if kind not in IMAGE_TYPES:
+    if kind not in types:
         got = str(environ.get("CONTENT_TYPE", ""))[:60]
         if kind == "application/json":
             sent = "JSON rows"
@@ -335,8 +325,9 @@ def _read_image(environ: dict[str, Any]) -> bytes:
     return data
 
 
-def _read_json(environ: dict[str, Any]) -> Any:
-    """The request body, decoded from JSON, after checking its type and size."""
+def _read_json(environ: dict[str, Any], images: bool = False) -> Any:
+    """The request body, decoded from JSON, after checking its type and size (`images`: a
+    model with a column of pictures, which arrive in base64, takes larger bodies)."""
     kind = environ.get("CONTENT_TYPE", "")
     if _media_type(environ).startswith("image/"):
         raise RequestError(
@@ -349,7 +340,7 @@ def _read_json(environ: dict[str, Any]) -> Any:
             415,
             f"send the rows as JSON with Content-Type: application/json (got {kind[:60] or 'none'})",
         )
-    data = _read_body(environ)
+    data = _read_body(environ, images)
     if not data.strip():
         raise RequestError(400, 'the request body is empty: send {"rows": [...]}')
     try:

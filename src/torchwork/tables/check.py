@@ -120,7 +120,7 @@ def check_values(
             raise DataError(
                 f"column '{name}' of {source} is empty in every row: fill it in or leave it out"
             )
-        if not (is_numeric(type_) or is_text(type_)):
+        if not (is_numeric(type_) or is_text(type_) or pa.types.is_binary(type_)):
             raise DataError(
                 f"column '{name}' of {source} holds {type_} values, not numbers or text: "
                 "convert it to numbers, or leave it out with --features"

@@ -241,8 +241,8 @@ def inputs_that_matter(
     """A table model's permutation importance on the test split, and a linear model's
     coefficients in the columns' own units beside the closed-form ones (importance.py)."""
     data, model = session.data, session.model
-    if getattr(data.encoder, "blocks", None) is None or not len(data.X["test"]):
-        return None, None
+    if getattr(data.encoder, "blocks", None) is None or not len(data.X["test"]) or data.folder:
+        return None, None  # a folder's one column: shuffling it says only what the score does
     from torchwork.importance import permutation_importance, raw_coefficients
 
     importance = permutation_importance(
@@ -381,26 +381,31 @@ def summary_of(
     if data.task != "regression":
         summary["labels"] = data.labels
         summary["confusion_matrix"] = {name: scores[name].confusion_matrix for name in used}
-    if data.images:
-        summary["data"] = {
-            "path": config.data.path,
-            "sha256": session.data_sha256 or "",
-            "table_rows": data.source_rows,  # the rows of predictions.csv: one per image
-            "target": "label",
-            "images": data.source_rows,
-            "image_size": data.image_size,
-            "channels": config.data.channels,
-        }
-    elif data.encoder is not None:
+    if data.encoder is not None:
+        encoder = data.encoder
         summary["data"] = {
             "path": config.data.path,
             "sha256": session.data_sha256 or "",
             "table_rows": data.source_rows,  # the rows of predictions.csv
-            "target": data.encoder.target,
-            "features": data.encoder.feature_names,
-            # the model's input columns in order, one per category: they name the weights
-            "inputs": data.encoder.input_names,
+            "target": encoder.target,
+            "features": encoder.feature_names,
+            # the model's first layer's inputs in order (one per category): a linear
+            # model's weights are named by them
+            "inputs": encoder.input_names,
+            "columns": [
+                {
+                    "kind": b.kind,
+                    "columns": b.columns,
+                    "about": b.describe(),
+                    "untested": b.untested(),
+                }
+                for b in encoder.blocks
+            ],
         }
+        if data.folder:  # a folder of class folders: what its files are
+            from torchwork import registry
+
+            summary["data"]["folder"] = registry.KINDS[encoder.blocks[0].kind].noun
     return summary
 
 
@@ -452,14 +457,15 @@ def learned_values(model: nn.Module) -> dict[str, list[float]]:
     return {k: v.detach().cpu().reshape(-1).tolist() for k, v in state.items()}
 
 
-def images_sha256(data: Prepared) -> str:
-    """A folder of images' fingerprint: its files' names, labels and decoded pixels (what
-    the run learns from), split by split."""
+def inputs_sha256(data: Prepared) -> str:
+    """A folder's fingerprint: its files' names, labels and decoded contents (what the run
+    learns from), split by split."""
     import hashlib
 
     digest = hashlib.sha256()
     for name in SPLITS:
-        digest.update(data.X[name].contiguous().numpy().tobytes())
+        for tensor in data.X[name].tensors:
+            digest.update(tensor.contiguous().numpy().tobytes())
         digest.update(data.y_raw[name].numpy().tobytes())
         digest.update("\n".join(data.files[i] for i in data.rows[name].tolist()).encode())
     return digest.hexdigest()
@@ -563,7 +569,6 @@ def draw_plots(
     # matplotlib costs most of a second to import: only runs that draw pay for it.
     from torchwork.plots import (
         plot_confusion_matrix,
-        plot_image_predictions,
         plot_loss_curves,
         plot_predicted_vs_actual,
         plot_predictions,
@@ -584,16 +589,9 @@ def draw_plots(
         plot_confusion_matrix(
             test_score.confusion_matrix, data.labels, path=folder / "confusion_matrix.png"
         )
-        if data.images:
-            decoded = data.encoder.decode(outputs_test)
-            plot_image_predictions(
-                data.X["test"],
-                data.y_raw["test"],
-                decoded["index"],
-                decoded["probabilities"],
-                data.labels,
-                path=folder / "test_predictions.png",
-            )
+        decoded = data.encoder.decode(outputs_test)
+        for block, x in zip(data.encoder.blocks, data.X["test"].tensors, strict=True):
+            block.draw(folder, x, data.y_raw["test"], decoded, data.labels)
         return
     predictions = test_score.predictions
     y_test = data.y_raw["test"]

@@ -37,8 +37,8 @@ from torchwork.runfolder import (
 )
 from torchwork.workflow.checkpoints import check_resume_fields, restore, tensorboard_writer
 from torchwork.workflow.crossval import cross_validate
-from torchwork.workflow.finish import describe_parameters, finish, images_sha256
-from torchwork.workflow.session import Session, fresh_model, resolve_device
+from torchwork.workflow.finish import describe_parameters, finish, inputs_sha256
+from torchwork.workflow.session import Session, fresh_model, model_title, resolve_device
 from torchwork.workflow.train import train
 
 
@@ -50,7 +50,7 @@ def setup(
     The session's config is a copy of `config` with every `auto` training setting chosen.
     """
     config = copy.deepcopy(config)
-    d, m, t = config.data, config.model, config.train
+    d, t = config.data, config.train
     device = resolve_device(t.device)
     if group is not None:
         device = distributed.device_for(group, device)
@@ -76,16 +76,14 @@ def setup(
             "   Class weights in the loss: "
             + ", ".join(f"{label} {w:.4g}" for label, w in zip(data.labels, weights, strict=True))
         )
-    check_interval(
-        config.interval, data.task, sizes["val"], data.encoder is not None and not data.images
-    )
+    check_interval(config.interval, data.task, sizes["val"], data.encoder is not None)
 
     # 2. Model, loss function, optimizer
     loss_fn = weighted(make_loss(t.loss, data.task), weights).to(device)
     chosen = choose_training(config, sizes["train"])
     model = fresh_model(config, data)
     log(
-        f"2. Model: {type(model).__name__} ({m.kind}); loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
+        f"2. Model: {model_title(model)}; loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
     )
     if chosen:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in chosen)
@@ -115,7 +113,7 @@ def setup(
         out,
         # 0.8 s for an 800 MB CSV here: hashed while the run goes on
         in_background(
-            images_sha256 if data.images else file_sha256, data if data.images else d.path
+            inputs_sha256 if data.folder else file_sha256, data if data.folder else d.path
         )
         if d.path
         else None,

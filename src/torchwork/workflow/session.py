@@ -69,8 +69,8 @@ class Session:
 
 def fresh_model(config: RunConfig, data: Prepared) -> torch.nn.Module:
     """The model of step 2 before training, the same every time for a config and data:
-    initialised from the seed; an image model's first layer set to the training images'
-    mean and standard deviation."""
+    initialised from the seed, then each block's layer given what it takes from the training
+    rows (a picture layer: the training pictures' mean and standard deviation)."""
     torch.manual_seed(config.train.seed)
     blocks = getattr(data.encoder, "blocks", None)
     model = build_model(
@@ -79,13 +79,21 @@ def fresh_model(config: RunConfig, data: Prepared) -> torch.nn.Module:
         out_features=data.encoder.out_features if data.encoder is not None else 1,
         hidden=config.model.hidden,
         task=data.task,
-        image_size=data.image_size,
         blocks=data.encoder.model_blocks() if blocks is not None else None,
     )
-    if data.pixel_stats is not None:
-        model.normalize.set(*data.pixel_stats)
     if blocks is not None:
         # What a block's layer takes from the training rows before training
         for block, layer, x in zip(blocks, model.blocks, data.X["train"].tensors, strict=True):
             block.prime(layer, x)
     return model
+
+
+def model_title(model: torch.nn.Module) -> str:
+    """A model as step 2 names it: the course's by class and kind ("LinearRegressionModel
+    (params)"); a table's model in words ("CNN (blocks of 16, 32, 64 channels) for ...")."""
+    spec = model.spec()
+    if "blocks" not in spec:
+        return f"{type(model).__name__} ({spec['kind']})"
+    from torchwork.models import describe
+
+    return describe(spec)

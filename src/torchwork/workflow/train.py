@@ -24,14 +24,19 @@ if TYPE_CHECKING:
     from torchwork.workflow.session import Session
 
 
-def augmenter(session: Session) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-    """How training batches of images are augmented (--augment), or None (rows, none)."""
-    kind = session.config.data.augment
-    if not session.data.images or kind == "none":
+def augmenter(session: Session) -> Callable[[Any, torch.Generator], Any] | None:
+    """How training batches are augmented (--augment): each block that augments its tensor
+    (pictures: flips, shifts) does so; None when no block does, or with --augment none."""
+    how = session.config.data.augment
+    blocks = getattr(session.data.encoder, "blocks", None) or []
+    if how == "none" or not any(b.augments for b in blocks):
         return None
-    from torchwork.images.augment import augment
+    from torchwork.kinds.base import Inputs
 
-    return lambda images, generator: augment(images, kind, generator)
+    def augment(X: Inputs, generator: torch.Generator) -> Inputs:
+        return Inputs(b.augment(x, generator, how) for b, x in zip(blocks, X.tensors, strict=True))
+
+    return augment
 
 
 def fit_options(session: Session) -> dict[str, Any]:
@@ -69,7 +74,7 @@ def train(
         else f"{t.epochs} epochs ({batch})"
     )
     extras = []
-    if session.data.images:
+    if augmenter(session) is not None:
         extras.append(f"augmentation {session.config.data.augment}")
     if t.schedule != "none":
         extras.append(f"{t.schedule} learning-rate schedule")
