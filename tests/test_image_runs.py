@@ -262,7 +262,7 @@ def _too_small(root):
 
 BAD_FOLDERS = [
     (_nothing, (), "pics has no class folders"),
-    (_no_images, (), "pics has no images"),
+    (_no_images, (), "class folder pics/dog has no text files"),  # its one file: a .txt
     (_a_class_without_images, (), "class folder pics/dog has no images"),
     (_one_class, (), "pics has one class folder (cat): a classifier needs at least two"),
     (_a_corrupt_file, (), "image pics/cat/zz_cut.png cannot be read"),

@@ -118,7 +118,7 @@ class DataConfig:
     delimiter: str = "auto"  # CSV field separator; auto: found from the file's first lines
     decimal: str = "."  # CSV decimal mark: . or , (as in 3,14)
     encoding: str = "utf-8"  # CSV text encoding, for example latin-1 or cp1252
-    split_by_rows: bool = False  # an mlp's default split: more validation rows on small tables
+    split_by_rows: bool = False  # the split is chosen once the table is read (choose_split)
     image_size: int = 0  # images: resized to this many pixels a side; 0: auto (64 or less)
     channels: int = 3  # images: 3 (RGB) or 1 (grey)
     augment: str = "flip"  # images: flip (flips, small shifts), shift (no flips), none
@@ -227,13 +227,17 @@ class RunConfig:
             kind = folder_kind(d.path) if d.path and is_folder(d.path) else ""
             needs = registry.MODELS[m.kind].needs
             if kind:
-                fits = [k for k, e in registry.MODELS.items() if e.needs == kind]
+                # the models of that kind's own layer (pictures: cnn, tinyvgg); else a head
+                # over the kind's layer (text: linear, mlp)
+                fits = [k for k, e in registry.MODELS.items() if e.needs == kind] or [
+                    k for k, e in registry.MODELS.items() if not e.needs and e.columns
+                ]
                 noun = registry.KINDS[kind].noun
                 learns = registry.KINDS[needs].noun if needs else "rows"
                 _check(
-                    needs == kind,
+                    m.kind in fits,
                     f"--model {m.kind} learns from {learns}, and {d.path} is a folder of {noun}: "
-                    f"use --model {' or '.join(fits) or 'linear or mlp'}",
+                    f"use --model {' or '.join(fits)}",
                 )
             elif not d.path:
                 fits = [k for k, e in registry.MODELS.items() if not e.needs]
@@ -427,6 +431,10 @@ class RunConfig:
             if not config.data.val and "train.patience" not in given:
                 config.train.patience = 0  # --val 0: nothing to stop early on
             return config
+        if table and not given & {"data.train", "data.val", "train.patience"}:
+            # The split is chosen once the table is read (choose_split): an mlp's on its
+            # rows, a table with text held out for early stopping.
+            config.data.split_by_rows = True
         if table and config.model.kind == "mlp" and not given & {"data.train", "data.val"}:
             # An MLP can fit a table's noise: hold out validation rows and stop early on
             # them, as scikit-learn's MLP does with early_stopping=True.
@@ -468,8 +476,23 @@ MIN_IMAGE_SIZE = 8  # pixels a side: smaller is no picture to learn from
 MAX_IMAGE_SIZE = 1024
 
 
+# ...and when it reads a folder of text files: the bag of n-grams (a linear head), Adam with
+# sparse steps on minibatches, a validation split to stop early on.
+TEXT_DEFAULTS: dict[str, Any] = {
+    "data.shuffle": True,  # the split is stratified by class, and seeded
+    "data.train": 0.7,
+    "data.val": 0.1,
+    "data.test": 0.2,
+    "model.kind": "linear",  # a bag of n-gram embeddings, then a linear head (fastText)
+    "train.loss": "auto",
+    "train.optimizer": "adam",  # SparseAdam for the bag's embedding
+    "train.lr": 0.01,
+    "train.batch_size": 64,
+    "train.epochs": 100,  # the upper bound: early stopping ends it
+    "train.patience": 2,
+}
 # The defaults of a folder of class folders, by the kind of its files
-FOLDER_DEFAULTS: dict[str, dict[str, Any]] = {"image": IMAGE_DEFAULTS}
+FOLDER_DEFAULTS: dict[str, dict[str, Any]] = {"image": IMAGE_DEFAULTS, "text": TEXT_DEFAULTS}
 
 
 def is_folder(path: str | Path) -> bool:
@@ -495,14 +518,26 @@ def folder_kind(folder: str | Path) -> str:
     return max(counts, key=counts.__getitem__) if any(counts.values()) else next(iter(readers))
 
 
-def choose_split(config: RunConfig, rows: int) -> str:
-    """An mlp's default split (data.split_by_rows) for a table of `rows`, in place; returns
+def choose_split(config: RunConfig, rows: int, kinds: list[str] | tuple[str, ...] = ()) -> str:
+    """The split of a table whose flags left it to the data (data.split_by_rows), in place:
+    an mlp's on `rows`; a table with a column of a kind that trains on minibatches (text:
+    registry.KINDS' `training`) holds out validation rows and stops early on them. Returns
     why it was changed, or "" when it was not."""
-    d = config.data
+    d, t = config.data, config.train
     if not d.split_by_rows:
         return ""
     d.split_by_rows = False  # chosen: the config now says what was used
-    if rows >= MLP_SMALL_ROWS:
+    order = sorted(set(kinds), key=list(registry.KINDS).index, reverse=True)
+    stops = [name for name in order if dict(registry.KINDS[name].training).get("patience")]
+    if config.model.kind != "mlp" and stops:
+        d.train, d.val = MLP_SPLIT
+        if not t.patience:
+            t.patience = dict(registry.KINDS[stops[0]].training)["patience"]
+        return (
+            f"   Chosen for this data: --train {d.train:g} --val {d.val:g} --patience "
+            f"{t.patience} (a {stops[0]} column: validation rows to stop early on)"
+        )
+    if config.model.kind != "mlp" or rows >= MLP_SMALL_ROWS:
         return ""
     d.train, d.val = MLP_SMALL_SPLIT
     return (
@@ -511,16 +546,24 @@ def choose_split(config: RunConfig, rows: int) -> str:
     )
 
 
-def choose_training(config: RunConfig, train_rows: int) -> dict[str, str]:
+def choose_training(
+    config: RunConfig, train_rows: int, kinds: list[str] | tuple[str, ...] = ()
+) -> dict[str, str]:
     """Replace the `auto` training settings by the ones this model and data get, in place;
     returns, for each setting chosen, why.
 
     A linear model reaches its optimum in a few full-batch L-BFGS iterations; an MLP on
     many rows converges in a few passes of minibatches with Adam, and in hundreds of
-    full-batch epochs without them.
+    full-batch epochs without them. A kind of column that trains its own way (registry
+    .KINDS' `training`: text, on minibatches with sparse gradients) sets the autos it names.
     """
     t = config.train
     why = {}
+    for name in sorted(set(kinds), key=list(registry.KINDS).index, reverse=True):
+        for key, value in registry.KINDS[name].training:
+            if key != "patience" and getattr(t, key) == AUTO:
+                setattr(t, key, value)
+                why[key] = f"a {name} column"
     mlp = config.model.kind == "mlp"
     if t.optimizer == AUTO:
         if mlp:

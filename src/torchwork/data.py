@@ -215,6 +215,7 @@ def prefetches(X: torch.Tensor, batch_size: int, generator: torch.Generator | No
 
 PREFETCH_ROWS = 65536  # rows gathered per background task: measured best of 16k and 64k
 EVAL_ROWS = 65536  # rows evaluated at a time: 16 MB of activations per 64-wide layer
+EXAMPLES = 200  # test rows kept as a person reads them, to show beside the model's mistakes
 
 
 EVAL_IMAGES = 32  # images evaluated at a time: the CNN at 64 x 64 ran 1,900 images/s in
@@ -332,10 +333,17 @@ class Prepared:
     table: Any = None  # the table itself, when prepare_data was asked to keep it
     files: list[str] | None = None  # a folder: each row's file, relative to the folder
     folder: bool = False  # the data is a folder of class folders (the table it stands for)
+    # the first EXAMPLES test rows' columns as a person reads them (a text's start), by column
+    examples: dict[str, list[str]] | None = None
 
     @property
     def labels(self) -> list[Any]:
         return self.encoder.labels if self.encoder is not None else []
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds of data of the model's inputs (registry.KINDS), block by block."""
+        return [block.kind for block in getattr(self.encoder, "blocks", [])]
 
     @property
     def in_features(self) -> int:
@@ -392,7 +400,7 @@ def prepare_data(
     say_kinds(kinds, where)
     table, decoded = decode_columns(table, kinds, where, options)
     task, why = detect_task(table.column(target), d.task, target, source)
-    chosen_split = choose_split(config, table.num_rows)
+    chosen_split = choose_split(config, table.num_rows, sorted({k for k, _ in kinds.values()}))
     if chosen_split:
         log(chosen_split)
     try:
@@ -419,9 +427,10 @@ def prepare_data(
     # per block: each split is a slice of it, and the inputs exist once.
     order = torch.cat([rows[name] for name in SPLITS]).numpy()
     X = encoder.transform(table, where, decoded, order=order)
+    examples = encoder.examples(table, decoded, rows["test"][:EXAMPLES].numpy())
     del decoded
     x_plot = None
-    if len(encoder.features) == 1 and len(X.tensors[0].shape) == 2 and X.tensors[0].shape[1] == 1:
+    if len(encoder.features) == 1 and len(encoder.blocks[0].standardization()[0]) == 1:
         # One feature that is one number a row: the course's picture of x against y
         x_plot = _slices(encoder.blocks[0].raw(table, where)[order], rows)
     description = (
@@ -445,6 +454,7 @@ def prepare_data(
         x_plot=x_plot,
         source_rows=source_rows,
         table=table,
+        examples=examples,
     )
 
 
@@ -615,6 +625,7 @@ def prepare_folder(
     encoder.labels = classes  # every class of train/, as the folders name them
     order = torch.cat([rows[name] for name in SPLITS]).numpy()
     X = encoder.transform(table, where, decoded, order=order)
+    examples = encoder.examples(table, decoded, rows["test"][:EXAMPLES].numpy())
     del decoded
     y_raw = labels
     y = y_raw.to(torch.float32).unsqueeze(1) if task == "binary" else y_raw
@@ -637,4 +648,5 @@ def prepare_folder(
         table=table if keep_table else None,
         files=files,
         folder=True,
+        examples=examples,
     )

@@ -522,7 +522,8 @@ def feature_major(X: Any) -> Any:
     if hasattr(X, "tensors"):  # Inputs: each tensor of numbers
         return type(X)(feature_major(t) for t in X.tensors)
     if (
-        X.device.type != "cpu"
+        not isinstance(X, torch.Tensor)
+        or X.device.type != "cpu"
         or X.dim() != 2
         or not X.is_floating_point()
         or X.shape[1] < 2

@@ -118,7 +118,11 @@ class ExportPipeline(nn.Module):
         let torch.export specialize the batch size to 1."""
         if self.inputs:
             return tuple(
-                torch.zeros(2, *spec["shape"][1:], dtype=getattr(torch, spec["dtype"]))
+                torch.ones(
+                    2,
+                    *(s if isinstance(s, int) else 3 for s in spec["shape"][1:]),
+                    dtype=getattr(torch, spec["dtype"]),
+                )
                 for spec in self.inputs
             )
         return (torch.zeros(2, int(self.model.spec()["in_features"])),)
@@ -408,7 +412,8 @@ def _outside_graph_notes(encoder: Encoder, export_name: str, pipeline: ExportPip
 def _quiet_exporter() -> Iterator[None]:
     # torch.export and torch.onnx log progress and deprecation chatter that says nothing
     # to a user of torchwork; real failures still raise.
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export")]
+    names = ("torch.onnx", "torch.export", "torch._export", "onnx_ir", "onnxscript")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -421,10 +426,20 @@ def _quiet_exporter() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _batch_dims(inputs: int) -> tuple[dict[int, Any], ...]:
-    """Every input's first dimension is the one batch size, free."""
-    batch = torch.export.Dim("batch")
-    return tuple({0: batch} for _ in range(inputs))
+def _free_dims(pipeline: ExportPipeline, inputs: int) -> tuple[dict[int, Any], ...]:
+    """Every input's dimensions that its shape names (the batch, shared by all; a text's
+    ids, its own), free; a bare model's one input, its batch."""
+    shapes = [spec["shape"] for spec in pipeline.inputs] or [["batch"]] * inputs
+    made: dict[str, Any] = {}
+    dims = []
+    for k, shape in enumerate(shapes):
+        free = {}
+        for axis, size in enumerate(shape):
+            if isinstance(size, str):
+                name = size if size == "batch" else f"{size}_{k}"
+                free[axis] = made.setdefault(name, torch.export.Dim(name))
+        dims.append(free)
+    return tuple(dims)
 
 
 def _export_onnx(
@@ -439,7 +454,7 @@ def _export_onnx(
             dynamo=True,  # the TorchScript exporter is deprecated
             input_names=pipeline.input_names,
             output_names=[pipeline.output_name],
-            dynamic_shapes=(_batch_dims(len(example)),),  # forward(*X): one argument
+            dynamic_shapes=(_free_dims(pipeline, len(example)),),  # forward(*X): one argument
             verbose=False,
         )
         # One self-contained file: torchwork models are far below ONNX's 2 GB limit.
@@ -455,7 +470,7 @@ def _export_pt2(
 ) -> torch.Tensor:
     with _quiet_exporter():
         program = torch.export.export(
-            pipeline, example, dynamic_shapes=(_batch_dims(len(example)),)
+            pipeline, example, dynamic_shapes=(_free_dims(pipeline, len(example)),)
         )
         torch.export.save(program, path)
         loaded = torch.export.load(path).module()

@@ -37,6 +37,13 @@ def input_groups(encoder: Encoder) -> list[tuple[str, int, tuple[Any, ...]]]:
     ]
 
 
+def _row_size(tensor: Any) -> float:
+    """How many values a row of a block's tensor holds (on average, for ragged rows)."""
+    if isinstance(tensor, torch.Tensor):
+        return tensor[0].numel()
+    return len(tensor.values) / max(len(tensor), 1)
+
+
 def metric_of(task: Task) -> str:
     return "r2" if task == "regression" else "accuracy"
 
@@ -56,7 +63,7 @@ def permutation_importance(
     (kinds.base.Inputs) of the test rows."""
     g = torch.Generator().manual_seed(seed)
     groups = input_groups(encoder)
-    width = sum(t[0].numel() for t in X.tensors) if len(X) else 1
+    width = sum(_row_size(t) for t in X.tensors) if len(X) else 1
     work = len(groups) * repeats * max(1, width)
     most = min(MAX_ROWS, max(MIN_ROWS, int(MAX_WORK // work)))
     if len(X) > most:
@@ -73,18 +80,19 @@ def permutation_importance(
         return accuracy(decoded["index"], y_raw)
 
     baseline = measured(X)
-    X = X.contiguous()
-    tensors = [t.clone() for t in X.tensors]  # shuffled one column at a time, then put back
-    X = type(X)(tensors)
+    inputs = type(X)
     columns = []
     for name, k, part in groups:
         drops = []
-        original = tensors[k][part].clone()
+        tensors = list(X.tensors)
         for _ in range(repeats):
             order = torch.randperm(len(X), generator=g)
-            tensors[k][part] = original[order]  # the column's inputs move together
-            drops.append(baseline - measured(X))
-        tensors[k][part] = original
+            if part == (slice(None),):  # a block of one column: its rows reordered
+                tensors[k] = X.tensors[k][order]
+            else:  # one column of a block: shuffled in a copy (the column's inputs together)
+                tensors[k] = X.tensors[k].clone()
+                tensors[k][part] = X.tensors[k][part][order]
+            drops.append(baseline - measured(inputs(tensors)))
         columns.append(
             {
                 "column": name,

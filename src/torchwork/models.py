@@ -476,7 +476,7 @@ def parse_spec(spec: Any, source: str = "the model description") -> dict[str, An
 HIDDEN_KINDS = ("mlp", "tinyvgg", "cnn")  # the kinds whose --hidden sizes shape them
 # the model kinds of a table of any kinds of columns: a linear head or an MLP; cnn and tinyvgg
 # name the layer of its pictures, with a linear head
-BLOCK_KINDS = ("linear", "mlp", "cnn", "tinyvgg")
+BLOCK_KINDS = tuple(name for name, entry in registry.MODELS.items() if entry.columns)
 MAX_BLOCKS = 10_000  # blocks of a table's model: one per text or picture column at most
 
 

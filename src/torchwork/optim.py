@@ -55,6 +55,66 @@ def make_optimizer(
     return entry.load()(params, lr=lr, **{k: settings[k] for k in entry.options})
 
 
+def optimizer_for(
+    name: str, model: nn.Module, lr: float = 0.01, momentum: float = 0.0
+) -> torch.optim.Optimizer | Optimizers:
+    """The optimizer of a model by name (make_optimizer). A layer whose gradients are sparse
+    (a text column's bag of n-gram embeddings: a step touches only the rows of the batch's
+    ids) gets SparseAdam beside Adam for the rest, both at `lr`; with another optimizer,
+    which takes no sparse gradients, such layers compute dense ones. A 2^20-row bag trained
+    on 5,600 short texts took 31 s an epoch with dense Adam, 0.5 s with SparseAdam."""
+    sparse_modules = [
+        m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse
+    ]
+    if not sparse_modules:
+        return make_optimizer(name, model.parameters(), lr=lr, momentum=momentum)
+    if name != "adam":
+        for module in sparse_modules:
+            module.sparse = False
+        return make_optimizer(name, model.parameters(), lr=lr, momentum=momentum)
+    sparse = [p for m in sparse_modules for p in m.parameters()]
+    taken = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in taken]
+    parts: list[torch.optim.Optimizer] = [make_optimizer("adam", dense, lr=lr)] if dense else []
+    _eager_optimizer_methods()
+    parts.append(torch.optim.SparseAdam(sparse, lr=lr))
+    return Optimizers(parts)
+
+
+class Optimizers:
+    """Several optimizers stepped as one (Adam and SparseAdam): their parameter groups in one
+    list (a learning-rate schedule sets them all), one state dict, one step."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for o in self.optimizers for group in o.param_groups]
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self.optimizers[0].defaults
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer_step(optimizer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        parts = state.get("optimizers") if isinstance(state, dict) else None
+        if not isinstance(parts, list) or len(parts) != len(self.optimizers):
+            raise ValueError("the checkpoint's optimizer state is not this run's optimizers'")
+        for optimizer, part in zip(self.optimizers, parts, strict=True):
+            optimizer.load_state_dict(part)
+
+
 class LBFGS(torch.optim.LBFGS):
     """torch's L-BFGS (strong-Wolfe line search), one iteration per `step`, that reuses the
     evaluation its previous step's line search ended on.
@@ -120,7 +180,7 @@ def _eager_optimizer_methods() -> None:
             method.__dynamo_disable = method  # type: ignore[attr-defined]
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+def optimizer_step(optimizer: torch.optim.Optimizer | Optimizers) -> None:
     """optimizer.step(), the same update, without torch's wrapper where it adds nothing.
 
     torch wraps every optimizer's `step` to import torch._dynamo at each call (2 to 3 s the
@@ -130,6 +190,9 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     """
     from torch.optim import optimizer as module
 
+    if isinstance(optimizer, Optimizers):
+        optimizer.step()
+        return
     hooked = (
         optimizer._optimizer_step_pre_hooks
         or optimizer._optimizer_step_post_hooks

@@ -272,6 +272,39 @@ def save_figure(fig: matplotlib.figure.Figure, path: str | Path) -> None:
         fig.savefig(f, format="png", dpi=DPI)
 
 
+PUSH_PANELS = 6  # classes shown in the picture of a text column's words, at most
+
+
+def plot_pushes(part: dict[str, Any], path: str | Path | None = None) -> Figure:
+    """A text column's words and bigrams that push each class most (summary.json's
+    `explained`): a panel of bars per class (or one raising and one lowering a regression's
+    prediction), in log-odds or the target's units."""
+    import numpy as np
+
+    if "classes" in part:
+        panels = list(part["classes"].items())[:PUSH_PANELS]
+    else:
+        panels = [("raise the prediction", part["raise"]), ("lower the prediction", part["lower"])]
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(4.2 * columns, 3.2 * rows))
+    for k, (label, top) in enumerate(panels):
+        ax = fig.add_subplot(rows, columns, k + 1)
+        top = top[::-1]  # the strongest at the top
+        ticks = np.arange(len(top))
+        ax.barh(ticks, [p for _, p in top], color=f"C{k % 10}")
+        ax.set_yticks(ticks, [g for g, _ in top])
+        ax.set_title(str(label), fontsize=10)
+        ax.set_xlabel(f"push ({part['measure']})", fontsize=8)
+    fig.suptitle(
+        f"Words of '{part['column']}' that push each {'class' if 'classes' in part else 'way'}"
+    )
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
 GRID = 16  # test images in the picture of predictions: a 4 x 4 grid
 
 

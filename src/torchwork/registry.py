@@ -27,9 +27,12 @@ class Entry:
     options: tuple[str, ...] = ()  # optimizers: the settings its class takes besides lr
     line: tuple[str, str] | None = None  # models: the state_dict keys of a line's weight, bias
     needs: str = ""  # models: the kind of column whose layer the model is (image)
+    columns: bool = True  # models: it learns from a table's columns (the line's model_0 not)
     hidden: tuple[int, ...] = (64, 64)  # models: the --hidden sizes when none are given
     suffixes: tuple[str, ...] = ()  # kinds: the files it reads (lower case), by suffix
     noun: str = ""  # kinds: what a folder of its files holds, for messages ("images")
+    # kinds: the training settings left `auto` that a column of it sets (config.choose_training)
+    training: tuple[tuple[str, Any], ...] = ()
 
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
@@ -58,6 +61,7 @@ MODELS: dict[str, Entry] = {
         ("regression",),
         "the course's model_0",
         line=("weights", "bias"),
+        columns=False,
     ),
     "linear": Entry(
         "torchwork.models:build_linear",
@@ -85,15 +89,24 @@ MODELS: dict[str, Entry] = {
 # The kinds of data a table's columns may hold, each one module under torchwork.kinds (its
 # `KIND`), in the order their blocks come in a model's inputs. A column is recognised by the
 # last kind here that claims it: the more specific kinds are listed later. `suffixes`: the
-# files a kind reads from a folder of class folders, or from a column naming them.
+# files a kind reads from a folder of class folders, or from a column naming them; `training`:
+# the settings left auto that a table with such a column gets (the later kind's first).
 KINDS: dict[str, Entry] = {
     "number": Entry("torchwork.kinds.number:KIND", help="numbers, standardized"),
     "category": Entry("torchwork.kinds.category:KIND", help="text of a few distinct values"),
+    "text": Entry(
+        "torchwork.kinds.text.kind:KIND",
+        help="free text: a column of documents, or .txt files",
+        suffixes=(".txt",),
+        noun="text files",
+        training=(("optimizer", "adam"), ("batch_size", 64), ("lr", 0.01), ("patience", 2)),
+    ),
     "image": Entry(
         "torchwork.kinds.image.kind:KIND",
         help="pictures: files named by a column, or a folder of class folders",
         suffixes=(".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
         noun="images",
+        training=(("optimizer", "adamw"), ("batch_size", 64), ("lr", 0.003), ("patience", 8)),
     ),
 }
 

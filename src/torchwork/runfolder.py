@@ -174,6 +174,10 @@ class Summary(TypedDict, total=False):
     calibration: dict[str, Any]  # --calibrate: temperature, splits' ECE and Brier, reliability
     class_weights: dict[str, float]  # --class-weight: each class's weight in the loss
     threshold: dict[str, Any]  # --threshold: value, chosen_by (metric, val_metric for auto)
+    # by column: what pushes the outputs, measured on test rows (a text column: its words and
+    # bigrams per class, "measure", "classes" {label: [[n-gram, push], ...]} or raise/lower)
+    explained: dict[str, Any]
+    mistakes: list[dict[str, Any]]  # a classifier's mistakes: columns (as read), true, predicted
     command: str  # the command line that started the run, as typed (when it was one)
     reproducibility: dict[str, Any]  # torch's settings that decide bit-identical results; processes
 

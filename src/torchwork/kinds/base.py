@@ -84,7 +84,7 @@ class Inputs:
 
     @staticmethod
     def cat(parts: Sequence[Inputs]) -> Inputs:
-        return Inputs(torch.cat(ts) for ts in zip(*(p.tensors for p in parts), strict=True))
+        return Inputs(cat_rows(ts) for ts in zip(*(p.tensors for p in parts), strict=True))
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{t.dtype} {list(t.shape)}" for t in self.tensors)
@@ -92,10 +92,96 @@ class Inputs:
 
 
 def cat_rows(parts: Sequence[Any]) -> Any:
-    """Rows of tensors, or of Inputs, one after another."""
-    if parts and isinstance(parts[0], Inputs):
-        return Inputs.cat(parts)
+    """Rows of tensors, of Ragged rows, or of Inputs, one after another."""
+    if parts and isinstance(parts[0], (Inputs, Ragged)):
+        return type(parts[0]).cat(parts)
     return torch.cat(list(parts))
+
+
+class Ragged:
+    """Rows of different lengths (each document's token ids): row i is
+    values[offsets[i]:offsets[i + 1]]. Indexed, moved and joined row-wise as a tensor is;
+    `padded` gives the [rows, longest] matrix with 0 in the gaps, as an exported graph takes
+    it. Holding each row's own length, a batch costs its tokens, not its longest row's.
+
+    >>> r = Ragged(torch.tensor([5, 6, 7]), torch.tensor([0, 2, 2, 3]))
+    >>> len(r), r[[2, 0]].padded().tolist()
+    (3, [[7, 0], [5, 6]])
+    """
+
+    __slots__ = ("offsets", "values")
+
+    def __init__(self, values: torch.Tensor, offsets: torch.Tensor) -> None:
+        self.values, self.offsets = values, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def dim(self) -> int:
+        return 2  # a matrix of rows, each of its own length
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def __getitem__(self, index: Any) -> Ragged:
+        if isinstance(index, slice) and index.step in (None, 1):
+            start, stop, _ = index.indices(len(self))
+            stop = max(start, stop)
+            offsets = self.offsets[start : stop + 1]
+            values = self.values[offsets[0] : offsets[-1]] if len(offsets) else self.values[:0]
+            return Ragged(values, offsets - offsets[0] if len(offsets) else self.offsets[:1])
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        return self.index_select(0, torch.as_tensor(index, dtype=torch.long))
+
+    def index_select(self, dim: int, index: torch.Tensor) -> Ragged:
+        index = index.to(self.offsets.device)
+        starts = self.offsets[index]
+        lengths = self.offsets[index + 1] - starts
+        offsets = torch.zeros(len(index) + 1, dtype=torch.long, device=self.offsets.device)
+        torch.cumsum(lengths, 0, out=offsets[1:])
+        row = torch.repeat_interleave(torch.arange(len(index), device=index.device), lengths)
+        where = torch.arange(len(row), device=index.device) - offsets[row] + starts[row]
+        return Ragged(self.values[where], offsets)
+
+    def to(self, *args: Any, **kwargs: Any) -> Ragged:
+        return Ragged(self.values.to(*args, **kwargs), self.offsets.to(*args, **kwargs))
+
+    def contiguous(self) -> Ragged:
+        return self
+
+    def clone(self) -> Ragged:
+        return Ragged(self.values.clone(), self.offsets.clone())
+
+    def parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tensors it is made of, for a fingerprint."""
+        return self.values, self.offsets
+
+    @staticmethod
+    def cat(parts: Sequence[Ragged]) -> Ragged:
+        values = torch.cat([p.values for p in parts])
+        shifts, offsets = 0, [parts[0].offsets[:1]]
+        for p in parts:
+            offsets.append(p.offsets[1:] + shifts)
+            shifts += int(p.offsets[-1])
+        return Ragged(values, torch.cat(offsets))
+
+    def padded(self) -> torch.Tensor:
+        """The rows as a matrix [rows, longest row], 0 after each row's end."""
+        lengths = self.lengths()
+        width = int(lengths.max()) if len(lengths) else 0
+        out = torch.zeros(len(self), max(width, 1), dtype=self.values.dtype)
+        row = torch.repeat_interleave(torch.arange(len(self)), lengths)
+        column = torch.arange(len(row)) - self.offsets[row]
+        out[row, column] = self.values
+        return out
+
+    def __repr__(self) -> str:
+        return f"Ragged({len(self)} rows, {len(self.values)} values)"
 
 
 @dataclass
@@ -205,6 +291,21 @@ class Block:
         """Pictures of this block's test rows (a grid of pictures with their predicted and
         true labels); `decoded`: the encoder's decode of the test outputs."""
 
+    def explain(
+        self, model: nn.Module, X: Inputs, position: int, encoder: Any
+    ) -> dict[str, Any] | None:
+        """What in this block's columns pushes the model's outputs, measured on test rows X
+        (the block is X.tensors[position]), as plain values for summary.json: a text
+        column's words and bigrams that push each class. None: nothing to say."""
+        return None
+
+    def examples(
+        self, table: pa.Table, decoded: dict[str, Any], rows: np.ndarray
+    ) -> dict[str, list[str]]:
+        """A few rows of the block's columns as a person reads them (a document's start),
+        to show beside the model's mistakes; {} when a row is not shown that way."""
+        return {}
+
     def describe_input(self) -> dict[str, Any]:
         """What a server says it takes for this block (its /health), as plain values."""
         return {"input": self.kind}
@@ -279,6 +380,14 @@ def short(value: Any) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def graph_name(prefix: str, column: str) -> str:
+    """An exported graph's input for a column: `prefix` alone for a folder's one column
+    (`file`), else prefix_column with letters, digits and _ only."""
+    if column == "file":
+        return prefix
+    return f"{prefix}_{''.join(c if c.isalnum() else '_' for c in column)[:40]}"
 
 
 def malformed(problem: str) -> DataError:

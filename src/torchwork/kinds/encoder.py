@@ -218,6 +218,15 @@ class Encoder:
             table, decoded = self.prepare(table, where)
         return Inputs(block.encode(table, where, decoded, order) for block in self.blocks)
 
+    def examples(
+        self, table: pa.Table, decoded: dict[str, Any], rows: np.ndarray
+    ) -> dict[str, list[str]]:
+        """The rows' columns as a person reads them, where a kind shows them (text)."""
+        found: dict[str, list[str]] = {}
+        for block in self.blocks:
+            found |= block.examples(table, decoded, rows)
+        return found
+
     def raw_inputs(self, table: pa.Table, where: Source) -> list[torch.Tensor]:
         """The table's rows as an exported graph takes them, one tensor per block."""
         table, decoded = self.prepare(table, where)

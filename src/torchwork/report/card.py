@@ -37,6 +37,7 @@ def model_card(run: RunFolder) -> str:
         _data(s, flat),
         _metrics(s),
         _importance(s),
+        _explained(s),
         _not_tested(s, flat),
         _reproducibility(run, s),
     ]
@@ -173,6 +174,36 @@ def _metrics(s: dict[str, Any]) -> str:
         lines.append(
             "Spread: not measured (one split, one fit). `--folds 5` fits five models on other "
             "splits and gives every metric a mean and a standard deviation."
+        )
+    return "\n".join(lines)
+
+
+def _explained(s: dict[str, Any]) -> str:
+    """A text column's words that push each class, a line a class (the first few)."""
+    explained = s.get("explained")
+    if not isinstance(explained, dict) or not explained:
+        return ""
+    lines = ["## What pushes the predictions", ""]
+    for column, part in explained.items():
+        if not isinstance(part, dict):
+            continue
+        groups = part.get("classes") or {
+            "raise": part.get("raise") or [],
+            "lower": part.get("lower") or [],
+        }
+        lines.append(f"Words and bigrams of `{column}` ({part.get('measure')}):")
+        lines.append("")
+        for label, top in list(groups.items())[:SHOWN_COLUMNS]:
+            words = ", ".join(f"{g}" for g, _ in top[:8]) or "-"
+            lines.append(f"- `{label}`: {words}")
+        if len(groups) > SHOWN_COLUMNS:
+            lines.append(f"- and {len(groups) - SHOWN_COLUMNS} more classes (summary.json)")
+        lines.append("")
+    mistakes = s.get("mistakes")
+    if isinstance(mistakes, list) and mistakes:
+        lines.append(
+            f"{len(mistakes)} of its mistakes on the first test rows are in report.html; the "
+            "words above are what it learned, right or wrong."
         )
     return "\n".join(lines)
 

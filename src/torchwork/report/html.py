@@ -57,6 +57,7 @@ PICTURES = {
     "confusion_matrix": "Confusion matrix (test data)",
     "test_predictions": "Test images: predicted and true labels (mistakes in red)",
 }
+PICTURE_PREFIXES = {"pushes_": "The words that push each class: "}  # one picture a column
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -87,6 +88,10 @@ def report_html(run: RunFolder) -> str:
         )
     if isinstance(s.get("importance"), dict):
         sections.append(("importance", "Which inputs matter", _importance_section(s)))
+    if isinstance(s.get("explained"), dict) and s["explained"]:
+        sections.append(("explained", "What the words say", _explained_section(s)))
+    if isinstance(s.get("mistakes"), list) and s["mistakes"]:
+        sections.append(("mistakes", "Mistakes", _mistakes_section(s["mistakes"])))
     parameters = _parameters_section(s)
     if parameters:
         sections.append(("parameters", "Learned parameters", parameters))
@@ -352,6 +357,54 @@ def _importance_section(s: Summary) -> str:
     return html
 
 
+def _explained_section(s: Summary) -> str:
+    """Each explained column's n-grams that push each class most (summary.json's
+    `explained`), a table a column: the classes side by side."""
+    html = ""
+    for column, part in s["explained"].items():
+        if not isinstance(part, dict):
+            continue
+        groups = part.get("classes") or {
+            "raise the prediction": part.get("raise") or [],
+            "lower the prediction": part.get("lower") or [],
+        }
+        cells = "".join(
+            f"<td>{'<br>'.join(_e(f'{g} ({_num(v, 2)})') for g, v in top) or '-'}</td>"
+            for top in groups.values()
+        )
+        head = "".join(f"<th>{_e(str(label))}</th>" for label in groups)
+        html += f"<h3>{_e(str(column))}</h3>" + _scroll(
+            f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
+        )
+        html += (
+            f'<p class="muted">The words and bigrams of the {len(s.get("explained") or {})} '
+            f"column(s) that push each class most: the model's {_e(str(part.get('measure')))} for "
+            f"a text of that n-gram alone, less for an empty text, on {_e(str(part.get('rows')))} "
+            "test rows, among the training rows' most frequent n-grams (hashing keeps no others). "
+            "The picture is in plots/.</p>"
+        )
+    return html
+
+
+def _mistakes_section(mistakes: list[Any]) -> str:
+    """A classifier's mistakes among the first test rows, as a person reads them."""
+    rows = "".join(
+        "<tr><td>"
+        + "<br>".join(_e(f"{k}: {v}") for k, v in (m.get("columns") or {}).items())
+        + f"</td><td>{_e(str(m.get('true')))}</td><td>{_e(str(m.get('predicted')))}</td>"
+        f'<td class="num">{_e(_num(m.get("probability"), 3))}</td></tr>'
+        for m in mistakes
+        if isinstance(m, dict)
+    )
+    return (
+        _scroll(
+            "<table><thead><tr><th>row</th><th>true</th><th>predicted</th>"
+            f'<th class="num">probability</th></tr></thead><tbody>{rows}</tbody></table>'
+        )
+        + '<p class="muted">Test rows the model got wrong, from the first of them.</p>'
+    )
+
+
 def _parameters_section(s: Summary) -> str:
     learned = s.get("learned") or {}
     parts = []
@@ -449,7 +502,10 @@ def _pictures_section(folder: Path) -> str:
         data = _read_bytes(png)
         if not data.startswith(PNG_SIGNATURE):
             raise RunFolderError(f"{png} is not a PNG picture: remove it, or draw the plots again")
+        prefix = next((p for p in PICTURE_PREFIXES if png.stem.startswith(p)), None)
         caption = PICTURES.get(png.stem, png.stem.replace("_", " "))
+        if prefix is not None:
+            caption = PICTURE_PREFIXES[prefix] + png.stem[len(prefix) :]
         figures.append(_figure(data, caption, f"{PLOTS}/{png.name}"))
     return f'<div class="figures">{"".join(figures)}</div>'
 

@@ -193,7 +193,8 @@ class PredictionApp:
         blocks = self.encoder.blocks if self.encoder is not None else []
         tensors = X.tensors if self.encoder is not None else (X,)
         for k, tensor in enumerate(tensors):
-            finite = torch.isfinite(tensor) if tensor.is_floating_point() else None
+            numbers = isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+            finite = torch.isfinite(tensor) if numbers else None
             if finite is None or bool(finite.all()) or tensor.dim() != 2:
                 continue
             row, column = (int(i) for i in (~finite).nonzero()[0])

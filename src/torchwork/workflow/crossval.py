@@ -26,7 +26,7 @@ from torchwork.engine import fit
 from torchwork.errors import ConfigError
 from torchwork.kinds.base import cat_rows
 from torchwork.metrics import spread
-from torchwork.optim import make_optimizer
+from torchwork.optim import optimizer_for
 from torchwork.predict import outputs_of, score
 from torchwork.report.text import format_spread
 from torchwork.workflow.session import fresh_model
@@ -125,7 +125,7 @@ def _fit(
     config.train.seed = seed
     t = config.train
     model = fresh_model(config, session.data).to(session.device)
-    optimizer = make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum)
+    optimizer = optimizer_for(t.optimizer, model, lr=t.lr, momentum=t.momentum)
     history = fit(
         model,
         train["X"],

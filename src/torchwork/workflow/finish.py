@@ -59,6 +59,8 @@ class Evaluation:
     interval: dict[str, Any] | None = None  # --interval: its level, half-width, test coverage
     calibration: dict[str, Any] | None = None  # --calibrate: the temperature, ECE, Brier
     threshold: dict[str, Any] | None = None  # --threshold: the value and how it was chosen
+    explained: dict[str, Any] | None = None  # by column: what pushes the outputs (text: words)
+    mistakes: list[dict[str, Any]] | None = None  # a classifier's mistakes, shown as read
 
 
 def finish(
@@ -110,6 +112,8 @@ def evaluate(
         log(note)
     interval = fit_interval(session, scores, log)
     importance, coefficients = inputs_that_matter(session, reference_summary, log)
+    explained = explain(session, log)
+    mistakes = mistakes_of(session, outputs.get("test"), log)
     if config.plots:
         draw_plots(
             out / PLOTS, data, history, outputs_before, outputs.get("test"), scores.get("test")
@@ -122,6 +126,10 @@ def evaluate(
             from torchwork.plots import plot_importance
 
             plot_importance(importance, coefficients, path=out / PLOTS / "importance.png")
+        for column, part in (explained or {}).items():
+            from torchwork.plots import plot_pushes
+
+            plot_pushes(part, path=out / PLOTS / pushes_picture(column))
     return Evaluation(
         used,
         outputs,
@@ -132,7 +140,88 @@ def evaluate(
         interval,
         calibration,
         threshold,
+        explained,
+        mistakes,
     )
+
+
+def explain(session: Session, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """What each block says pushes the model's outputs (a text column's words), measured on
+    the test rows, by column; said in a line or two each."""
+    data = session.data
+    blocks = getattr(data.encoder, "blocks", None)
+    if blocks is None or not len(data.X["test"]):
+        return None
+    found = {}
+    for k, block in enumerate(blocks):
+        part = block.explain(session.model, data.X["test"], k, data.encoder)
+        if part:
+            found[block.columns[0]] = part
+            log(f"   Column '{block.columns[0]}': {push_words(part)}")
+    return found or None
+
+
+def push_words(part: dict[str, Any], classes: int = 4, grams: int = 5) -> str:
+    """An explanation in a line: "pushes pos: great, love, ...; neg: worst, ..."."""
+    if "classes" in part:
+        named = list(part["classes"].items())[:classes]
+        more = (
+            f"; and {len(part['classes']) - classes} more classes"
+            if len(part["classes"]) > classes
+            else ""
+        )
+        return (
+            "the words that push each class most: "
+            + "; ".join(
+                f"{label}: {', '.join(g for g, _ in top[:grams]) or '-'}" for label, top in named
+            )
+            + more
+        )
+    return (
+        f"the words that raise the prediction most: {', '.join(g for g, _ in part['raise'][:grams]) or '-'}; "
+        f"lower it: {', '.join(g for g, _ in part['lower'][:grams]) or '-'}"
+    )
+
+
+def pushes_picture(column: str) -> str:
+    """The picture of a column's pushes, in plots/."""
+    safe = "".join(c if c.isalnum() else "_" for c in column)[:40]
+    return f"pushes_{safe}.png"
+
+
+MISTAKES = 10  # the model's mistakes shown, from the first data.EXAMPLES test rows
+
+
+def mistakes_of(
+    session: Session, outputs: torch.Tensor | None, log: Callable[[str], None]
+) -> list[dict[str, Any]] | None:
+    """A classifier's mistakes among the first test rows, with their columns as a person
+    reads them (a text's start), the true and predicted labels and the probability given
+    to the prediction; None when there is nothing to show them with."""
+    data = session.data
+    if outputs is None or data.task == "regression" or not data.examples:
+        return None
+    shown = len(next(iter(data.examples.values())))
+    decoded = data.encoder.decode(outputs[:shown])
+    truth = data.y_raw["test"][:shown]
+    wrong = torch.nonzero(decoded["index"] != truth).reshape(-1).tolist()
+    found = [
+        {
+            "columns": {name: values[i] for name, values in data.examples.items()},
+            "true": data.labels[int(truth[i])],
+            "predicted": data.labels[int(decoded["index"][i])],
+            "probability": round(float(decoded["probabilities"][i, decoded["index"][i]]), 4),
+        }
+        for i in wrong[:MISTAKES]
+    ]
+    if found:
+        first = found[0]
+        text = next(iter(first["columns"].values()))[:80]
+        log(
+            f"   Mistakes: {len(wrong)} of the first {shown} test rows, such as {text!r} "
+            f"({first['true']}, predicted {first['predicted']} at {first['probability']:.2f})"
+        )
+    return found
 
 
 def fit_threshold(
@@ -369,6 +458,8 @@ def summary_of(
         "interval": evaluation.interval,
         "calibration": evaluation.calibration,
         "threshold": evaluation.threshold,
+        "explained": evaluation.explained,
+        "mistakes": evaluation.mistakes,
     }
     present = {key: value for key, value in optional.items() if value is not None}
     summary.update(present)  # type: ignore[typeddict-item]
@@ -465,7 +556,8 @@ def inputs_sha256(data: Prepared) -> str:
     digest = hashlib.sha256()
     for name in SPLITS:
         for tensor in data.X[name].tensors:
-            digest.update(tensor.contiguous().numpy().tobytes())
+            for part in tensor.parts() if hasattr(tensor, "parts") else (tensor,):
+                digest.update(part.contiguous().numpy().tobytes())
         digest.update(data.y_raw[name].numpy().tobytes())
         digest.update("\n".join(data.files[i] for i in data.rows[name].tolist()).encode())
     return digest.hexdigest()

@@ -26,7 +26,7 @@ from torchwork.errors import (
 )
 from torchwork.fileio import file_sha256, in_background
 from torchwork.intervals import check_interval
-from torchwork.optim import make_loss, make_optimizer
+from torchwork.optim import make_loss, optimizer_for
 from torchwork.predict import outputs_of
 from torchwork.report.notebook import RunFolderPath
 from torchwork.runfolder import (
@@ -80,7 +80,7 @@ def setup(
 
     # 2. Model, loss function, optimizer
     loss_fn = weighted(make_loss(t.loss, data.task), weights).to(device)
-    chosen = choose_training(config, sizes["train"])
+    chosen = choose_training(config, sizes["train"], data.kinds)
     model = fresh_model(config, data)
     log(
         f"2. Model: {model_title(model)}; loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
@@ -94,6 +94,8 @@ def setup(
         )
     log(f"   Initial parameters: {describe_parameters(model)}")
     model.to(device)
+    # Before any DDP wrapper: the optimizer decides whether a bag's gradients are sparse
+    optimizer = optimizer_for(t.optimizer, model, lr=t.lr, momentum=t.momentum)
     train_model = model
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -107,7 +109,7 @@ def setup(
         model,
         train_model,
         loss_fn,
-        make_optimizer(t.optimizer, model.parameters(), lr=t.lr, momentum=t.momentum),
+        optimizer,
         {name: data.X[name].to(device) for name in SPLITS},
         {name: data.y[name].to(device) for name in SPLITS},
         out,

@@ -21,7 +21,16 @@ from torch import nn
 from torchwork import registry
 from torchwork.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from torchwork.errors import DataError
-from torchwork.kinds.base import Block, Decoded, Kind, Source, TrainingRows, malformed, short
+from torchwork.kinds.base import (
+    Block,
+    Decoded,
+    Kind,
+    Source,
+    TrainingRows,
+    graph_name,
+    malformed,
+    short,
+)
 from torchwork.kinds.image.layers import TRUNKS, check_trunk, picture_layer, pixel_statistics
 from torchwork.tables import arrow
 from torchwork.tables.check import is_text
@@ -165,7 +174,7 @@ class ImageBlock(Block):
         return {"input": "image", "image_size": self.image_size, "channels": self.channels}
 
     def export_input(self) -> dict[str, Any]:
-        name = "pixels" if self.column == "file" else f"pixels_{_safe(self.column)}"
+        name = graph_name("pixels", self.column)
         size = self.image_size
         return {
             "name": name,
@@ -350,8 +359,3 @@ def _paths(values: pa.ChunkedArray, column: str, where: Source) -> list[Path]:
 
 def _default_widths() -> tuple[int, ...]:
     return registry.MODELS["cnn"].hidden
-
-
-def _safe(name: str) -> str:
-    """A column name as part of a graph input's name: letters, digits and _ only."""
-    return "".join(c if c.isalnum() else "_" for c in name)[:40] or "column"
