@@ -413,8 +413,8 @@ def test_run_help_says_the_line_table_and_image_defaults(capsys, monkeypatch):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: )" not in text and "(default: the line) (default" not in text
     assert "--epochs EPOCHS number of epochs (default: 300; tables: until converged" in text
-    assert "(default: params; tables: linear; images: cnn)" in text
-    assert "(default: l1; tables: auto; images: auto)" in text
+    assert "(default: params; tables: linear; text files: linear; images: cnn)" in text
+    assert "(default: l1; tables: auto; text files: auto; images: auto)" in text
     assert "images: 30)" in text and "(default: none; images: cosine, tinyvgg none)" in text
     assert "images: 8, tinyvgg off)" in text
     assert "TRAIN.LR" not in text

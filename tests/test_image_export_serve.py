@@ -253,16 +253,18 @@ def test_bad_requests_to_an_image_model_are_one_clear_sentence(trained):
     Image.new("L", (4, 4)).save(tiny, "PNG")
     assert error(tiny.getvalue()) == "the image is 4x4 pixels, smaller than 8 a side"
     assert "empty" in error(b"")
-    rows = error(b'{"rows": [[1, 2]]}', "application/json", status=415)
-    assert rows.startswith("this model learned from images and takes a picture, not JSON rows")
-    assert "Content-Type: image/jpeg or image/png" in rows
-    assert "not a body of type text/csv" in error(b"a,b", "text/csv", status=415)
+    # JSON rows are taken too: the picture's bytes in base64
+    rows = error(b'{"rows": [["not base64 !"]]}', "application/json")
+    assert "not base64: send each picture's file bytes base64-encoded" in rows
+    csv = error(b"a,b", "text/csv", status=415)
+    assert csv.startswith("this model learned from images and takes one image, not a body of")
+    assert "Content-Type: image/jpeg or image/png" in csv
     assert "without a Content-Type" in error(b"x", None, status=415)
     # Refused on its Content-Length, before a byte is read.
     too_large = error(b"never read", length=MAX_IMAGE_BYTES + 1, status=413)
     assert too_large == (
         f"the request body has {MAX_IMAGE_BYTES + 1} bytes, more than the {MAX_IMAGE_BYTES} "
-        "bytes allowed: send the picture smaller (resized, or as a JPEG)"
+        "bytes allowed: send the file smaller (a picture resized, or as a JPEG)"
     )
     # After all of that, it still answers.
     assert call(app, trained["png"].read_bytes())[0] == 200
@@ -308,7 +310,7 @@ def test_the_server_answers_a_picture_and_refuses_a_large_one_in_its_words(train
         status_line, _, rest = answer.partition(b"\r\n")
         assert status_line.split()[1] == b"413"
         assert json.loads(rest.partition(b"\r\n\r\n")[2])["error"].endswith(
-            "send the picture smaller (resized, or as a JPEG)"
+            "send the file smaller (a picture resized, or as a JPEG)"
         )
     finally:
         server.stop()

@@ -39,7 +39,7 @@ def test_columns_are_recognised_said_and_overridden():
     assert [b.kind for b in encoder.blocks] == ["number", "category"]
     overridden, notes = _fitted(table, ["size", "colour", "zip"], kinds={"zip": "category"})
     assert any("number size; category colour, zip" in n for n in notes), notes
-    assert overridden.blocks[1].categories[1] == [1000, 2000, 3000]
+    assert overridden.blocks[1].categories[1] == ["1000", "2000", "3000"]  # as text
     with pytest.raises(TorchworkError, match="--kind names column.*'nope'.*not feature columns"):
         _fitted(table, ["size"], kinds={"nope": "category"})
 

@@ -71,3 +71,15 @@ def test_imports_point_down():
             if LAYERS.index(name) < LAYERS.index(top):
                 upward.append(f"{path.relative_to(PACKAGE)} imports torchwork.{name}")
     assert not upward, upward
+
+
+def test_the_map_in_the_docs_lists_the_layers_in_order():
+    """docs/architecture.md draws the layers top to bottom, as LAYERS has them."""
+    text = (PACKAGE.parent.parent / "docs" / "architecture.md").read_text()
+    block = text.split("```", 2)[1]
+    drawn = [
+        line.split()[0].removesuffix("/").removesuffix(".py")
+        for line in block.splitlines()
+        if line and not line.startswith(" ")
+    ]
+    assert drawn == LAYERS

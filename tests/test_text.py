@@ -146,10 +146,10 @@ def test_a_review_column_is_learned_from(tw, tmp_path):
         s["reference"]["metrics"]["test"]["accuracy"],
     )
     assert accuracy >= 0.95 and majority < 0.7
-    pushes = s["explained"]["review"]["classes"]
+    pushes = s["explained"]["review"]["groups"]
     assert {g for g, _ in pushes["pos"][:6]} & set(POSITIVE)
     assert {g for g, _ in pushes["neg"][:6]} & set(NEGATIVE)
-    assert "words that push each class most: pos:" in out and "; neg:" in out
+    assert "words and bigrams that push each class most: pos:" in out and "; neg:" in out
     assert s["training"]["optimizer"] == "adam" and "a text column" in s["training"]["chosen"]["lr"]
 
 
@@ -180,7 +180,7 @@ def test_a_folder_of_text_files_is_a_table_of_file_and_label(text_run):
     assert s["metrics"]["test"]["accuracy"] >= 0.9
     assert (text_run / "run" / "plots" / "pushes_file.png").is_file()
     report = (text_run / "run" / "report.html").read_text()
-    assert "What the words say" in report and "one sub-folder per class" in report
+    assert "What pushes the predictions" in report and "one sub-folder per class" in report
     card = (text_run / "run" / "MODEL_CARD.md").read_text()
     assert "## What pushes the predictions" in card and "Texts unlike the training texts" in card
 
@@ -222,6 +222,8 @@ def test_serve_takes_a_document_as_text(text_run):
     }
     answer = json.loads(b"".join(app(environ, lambda s, h: statuses.append(s))))
     assert statuses == ["200 OK"] and answer["predictions"] == ["pos"]
+    # ...or as JSON rows: the document itself, never a file a client names
+    assert app.predict({"rows": [{"file": body.decode()}]})["predictions"] == ["pos"]
 
 
 LOADER = """

@@ -43,28 +43,6 @@ TABLE_DEFAULTS: dict[str, Any] = {
     "train.epochs": 500,  # the upper bound: the run stops when the training loss converges
     "train.tol": 1e-4,  # off when --epochs is given: then every epoch runs
 }
-# ...and when it reads a folder of images: a small CNN, minibatches, augmentation, a
-# validation split to stop early on, and a learning rate that decays to 0 over the epochs.
-IMAGE_DEFAULTS: dict[str, Any] = {
-    "data.shuffle": True,  # the split is stratified by class, and seeded
-    "data.train": 0.7,
-    "data.val": 0.1,  # of the images that are not test images: early stopping
-    "data.test": 0.2,
-    "model.kind": "cnn",
-    "train.loss": "auto",  # BCEWithLogits for two classes, CrossEntropy for more
-    "train.optimizer": "adamw",
-    "train.lr": 0.003,
-    "train.batch_size": 64,
-    "train.epochs": 30,
-    "train.patience": 8,
-    "train.schedule": "cosine",
-}
-# ...except for the course's TinyVGG, which learns slowly: a constant learning rate for all
-# its epochs, as the course trains it. Test accuracy on 1,500 synthetic photos of 10 shapes
-# (benchmarks/images.py), mean over seeds 0 to 4, 30 epochs: cosine with patience 8 0.761,
-# cosine without early stopping 0.789, constant without early stopping 0.836 (the CNN:
-# 0.974 with cosine and patience 8, 0.972 without early stopping, seeds 0 to 2).
-TINYVGG_DEFAULTS: dict[str, Any] = {"train.schedule": "none", "train.patience": 0}
 AUGMENTS = ("flip", "shift", "none")  # flips and small shifts; shifts alone; none
 SCHEDULES = ("none", "cosine")  # the learning rate: constant, or cosine decay over the epochs
 TABLE_VAL_PATIENCE = 20  # early stopping when a table run asks for a validation split
@@ -109,7 +87,7 @@ class DataConfig:
     kinds: list[str] = field(default_factory=list)  # column=kind pairs over recognition
     task: str = "auto"  # auto, regression, binary or multiclass
     dropna: bool = False  # drop rows with empty or NaN cells (else they are an error)
-    categorical: str = "auto"  # auto: one-hot encode text feature columns; none: refuse them
+    categorical: str = "auto"  # auto: text of a few distinct values is categories; none: refuse
     scale: bool = True  # standardize numeric table features (fitted on the training rows only)
     scale_target: bool = True  # standardize a regression target; predictions are mapped back
     max_categories: int = (
@@ -122,7 +100,7 @@ class DataConfig:
     image_size: int = 0  # images: resized to this many pixels a side; 0: auto (64 or less)
     channels: int = 3  # images: 3 (RGB) or 1 (grey)
     augment: str = "flip"  # images: flip (flips, small shifts), shift (no flips), none
-    skip_bad: bool = False  # images: drop files that cannot be read (else they are an error)
+    skip_bad: bool = False  # drop pictures and text files that cannot be read (else an error)
 
 
 @dataclass
@@ -412,7 +390,6 @@ class RunConfig:
         path = overrides.get("data.path", data.get("path", "") if isinstance(data, dict) else "")
         config = cls()
         folder = folder_kind(path) if path and is_folder(path) else ""
-        images = folder == "image"
         table = bool(path) and not folder
         defaults = FOLDER_DEFAULTS.get(folder, {}) if folder else TABLE_DEFAULTS if table else {}
         for name, value in defaults.items():
@@ -424,10 +401,9 @@ class RunConfig:
         if "model.hidden" not in given and kind is not None:
             config.model.hidden = list(kind.hidden)  # tinyvgg's 10 channels, cnn's widths
         if folder:
-            if images and config.model.kind == "tinyvgg":
-                for name, value in TINYVGG_DEFAULTS.items():
-                    if name not in given:
-                        config.set(name, value)
+            for name, value in kind.defaults if kind is not None else ():
+                if name not in given:  # a model's own (TinyVGG: a constant rate)
+                    config.set(name, value)
             if not config.data.val and "train.patience" not in given:
                 config.train.patience = 0  # --val 0: nothing to stop early on
             return config
@@ -438,9 +414,9 @@ class RunConfig:
         if table and config.model.kind == "mlp" and not given & {"data.train", "data.val"}:
             # An MLP can fit a table's noise: hold out validation rows and stop early on
             # them, as scikit-learn's MLP does with early_stopping=True.
-            config.data.train, config.data.val = MLP_SPLIT
+            held = _hold_out(config.data, MLP_SPLIT[1])
             config.data.split_by_rows = True  # choose_split: more validation rows on few rows
-            if "train.patience" not in given:
+            if "train.patience" not in given and held:
                 config.train.patience = MLP_PATIENCE
         if (
             table
@@ -476,23 +452,11 @@ MIN_IMAGE_SIZE = 8  # pixels a side: smaller is no picture to learn from
 MAX_IMAGE_SIZE = 1024
 
 
-# ...and when it reads a folder of text files: the bag of n-grams (a linear head), Adam with
-# sparse steps on minibatches, a validation split to stop early on.
-TEXT_DEFAULTS: dict[str, Any] = {
-    "data.shuffle": True,  # the split is stratified by class, and seeded
-    "data.train": 0.7,
-    "data.val": 0.1,
-    "data.test": 0.2,
-    "model.kind": "linear",  # a bag of n-gram embeddings, then a linear head (fastText)
-    "train.loss": "auto",
-    "train.optimizer": "adam",  # SparseAdam for the bag's embedding
-    "train.lr": 0.01,
-    "train.batch_size": 64,
-    "train.epochs": 100,  # the upper bound: early stopping ends it
-    "train.patience": 2,
+# ...and when it reads a folder of class folders: the defaults of the kind of its files
+# (registry.KINDS' `folder`), then those of the model it names (registry.MODELS' `defaults`).
+FOLDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: dict(entry.folder) for name, entry in registry.KINDS.items() if entry.folder
 }
-# The defaults of a folder of class folders, by the kind of its files
-FOLDER_DEFAULTS: dict[str, dict[str, Any]] = {"image": IMAGE_DEFAULTS, "text": TEXT_DEFAULTS}
 
 
 def is_folder(path: str | Path) -> bool:
@@ -529,8 +493,7 @@ def choose_split(config: RunConfig, rows: int, kinds: list[str] | tuple[str, ...
     d.split_by_rows = False  # chosen: the config now says what was used
     order = sorted(set(kinds), key=list(registry.KINDS).index, reverse=True)
     stops = [name for name in order if dict(registry.KINDS[name].training).get("patience")]
-    if config.model.kind != "mlp" and stops:
-        d.train, d.val = MLP_SPLIT
+    if config.model.kind != "mlp" and stops and _hold_out(d, MLP_SPLIT[1]):
         if not t.patience:
             t.patience = dict(registry.KINDS[stops[0]].training)["patience"]
         return (
@@ -539,11 +502,22 @@ def choose_split(config: RunConfig, rows: int, kinds: list[str] | tuple[str, ...
         )
     if config.model.kind != "mlp" or rows >= MLP_SMALL_ROWS:
         return ""
-    d.train, d.val = MLP_SMALL_SPLIT
+    if not _hold_out(d, MLP_SMALL_SPLIT[1]):
+        return ""
     return (
         f"   Chosen for this data: --train {d.train:g} --val {d.val:g} (an mlp on {rows} rows: "
         "enough validation rows to stop early on)"
     )
+
+
+def _hold_out(d: DataConfig, val: float) -> bool:
+    """Hold out `val` of the rows for validation, the training rows the rest beside the test
+    split (--test as given): whether there was room."""
+    train = round(1 - val - d.test, 10)
+    if train <= 0:
+        return False
+    d.train, d.val = train, val
+    return True
 
 
 def choose_training(

@@ -218,23 +218,14 @@ EVAL_ROWS = 65536  # rows evaluated at a time: 16 MB of activations per 64-wide 
 EXAMPLES = 200  # test rows kept as a person reads them, to show beside the model's mistakes
 
 
-EVAL_IMAGES = 32  # images evaluated at a time: the CNN at 64 x 64 ran 1,900 images/s in
-# chunks of 32, 840 in chunks of 256, whose 64 MB layers do not stay in the caches
-
-
-def eval_chunk(X: Any) -> int:
-    """How many rows (EVAL_ROWS) or images (EVAL_IMAGES) of X (a tensor or Inputs) are
-    evaluated at a time: as few as the largest tensor of a row asks for."""
-    tensors = X.tensors if hasattr(X, "tensors") else (X,)
-    return EVAL_IMAGES if any(t.dim() == 4 for t in tensors) else EVAL_ROWS
-
-
-def evaluation_batches(X: Any, y: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
-    """A split in chunks (eval_chunk) for test_step: an MLP's activations for 400,000 rows
-    at once took 400 MB; in chunks, 16 MB a layer. Up to EVAL_ROWS rows are one chunk, as
-    the course evaluates its 10 test rows at once."""
-    step = eval_chunk(X)
-    return [(X[i : i + step], y[i : i + step]) for i in range(0, len(X), step)]
+def evaluation_batches(
+    X: Any, y: torch.Tensor, rows: int = EVAL_ROWS
+) -> list[tuple[Any, torch.Tensor]]:
+    """A split in chunks of `rows` (a model's `eval_rows`: fewer for pictures) for
+    test_step: an MLP's activations for 400,000 rows at once took 400 MB; in chunks, 16 MB a
+    layer. Up to EVAL_ROWS rows are one chunk, as the course evaluates its 10 test rows at
+    once."""
+    return [(X[i : i + rows], y[i : i + rows]) for i in range(0, len(X), rows)]
 
 
 def _prefetched(
@@ -339,6 +330,11 @@ class Prepared:
     @property
     def labels(self) -> list[Any]:
         return self.encoder.labels if self.encoder is not None else []
+
+    @property
+    def reads_files(self) -> bool:
+        """Whether a block reads files that its column names (pictures, .txt files)."""
+        return any(block.suffixes for block in getattr(self.encoder, "blocks", []))
 
     @property
     def kinds(self) -> list[str]:

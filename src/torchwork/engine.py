@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from torchwork.data import batches, evaluation_batches, prefetches
+from torchwork.data import EVAL_ROWS, batches, evaluation_batches, prefetches
 from torchwork.distributed import (
     Group,
     all_sum,
@@ -346,8 +346,9 @@ def fit(
         X_test, y_test = shard(X_test, y_test, group)
         if has_val:
             X_val, y_val = shard(X_val, y_val, group)
-    test_batches = evaluation_batches(X_test, y_test)
-    val_batches = evaluation_batches(X_val, y_val) if has_val else []
+    chunk = getattr(core, "eval_rows", EVAL_ROWS)  # rows evaluated at a time
+    test_batches = evaluation_batches(X_test, y_test, chunk)
+    val_batches = evaluation_batches(X_val, y_val, chunk) if has_val else []
     history = state.history
 
     view = None

@@ -72,6 +72,13 @@ class ExportPipeline(nn.Module):
         self.model = model
         blocks = getattr(encoder, "blocks", None)
         self.inputs = [block.export_input() for block in blocks] if blocks else []
+        taken: set[str] = set()
+        for spec in self.inputs:  # two columns whose names read alike: _2, _3, ...
+            name, k = spec["name"], 1
+            while spec["name"] in taken:
+                k += 1
+                spec["name"] = f"{name}_{k}"
+            taken.add(spec["name"])
         # What the graph does to each input before the model (numbers: standardized)
         self.prepare = nn.ModuleList(
             [block.graph_layer() or nn.Identity() for block in blocks] if blocks else []

@@ -68,7 +68,7 @@ def permutation_importance(
     most = min(MAX_ROWS, max(MIN_ROWS, int(MAX_WORK // work)))
     if len(X) > most:
         keep = torch.sort(torch.randperm(len(X), generator=g)[:most]).values
-        X, y_raw = X[keep], y_raw[keep]
+        X, y_raw = X[keep.to(X.device)], y_raw[keep]
     metric = metric_of(task)
 
     def measured(inputs: Any) -> float:
@@ -86,7 +86,7 @@ def permutation_importance(
         drops = []
         tensors = list(X.tensors)
         for _ in range(repeats):
-            order = torch.randperm(len(X), generator=g)
+            order = torch.randperm(len(X), generator=g).to(X.device)
             if part == (slice(None),):  # a block of one column: its rows reordered
                 tensors[k] = X.tensors[k][order]
             else:  # one column of a block: shuffled in a copy (the column's inputs together)

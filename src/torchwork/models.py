@@ -204,10 +204,22 @@ class TabularModel(_Shown, nn.Module):
         self.out_features, self.in_features = out_features, dense + added
         self.block_specs = [dict(b) for b in blocks]
         self._adds = [layer.adds for layer in layers]
+        # a linear model whose first layer takes the inputs as they are (numbers): computed
+        # as the linear model computes it
+        self._plain = kind == "linear" and not any(
+            list(layer.parameters()) for layer in layers if not layer.adds
+        )
 
     @property
     def first_layer(self) -> nn.Linear:
         return self.layers[0] if self.kind == "mlp" else self.linear_layer
+
+    @property
+    def eval_rows(self) -> int:
+        """Rows evaluated at a time: as few as a block's layer asks for (pictures: 32)."""
+        from torchwork.data import EVAL_ROWS
+
+        return min(getattr(layer, "eval_rows", EVAL_ROWS) for layer in self.blocks)
 
     @property
     def feature_major_inputs(self) -> bool:
@@ -223,13 +235,17 @@ class TabularModel(_Shown, nn.Module):
         ]
         first = self.first_layer
         if not dense:
-            h = first.bias.expand(len(tensors[0]), -1)
+            h = first.bias.expand(
+                tensors[0].shape[0] if isinstance(tensors[0], torch.Tensor) else len(tensors[0]), -1
+            )
         else:
             x = dense[0] if len(dense) == 1 else torch.cat(dense, dim=1)
-            if self.kind == "linear" and first.out_features == 1 and x.dim() == 2:
+            if self._plain and first.out_features == 1:
                 # As the linear model computes one output (_LinearLayer.forward): the same
-                # sums, so a table of numbers gives the same bits as before the kinds.
-                h = torch.addmv(first.bias, x, first.weight[0]).unsqueeze(1)
+                # sums, so a table of numbers gives the same bits as before the kinds (the
+                # bias expanded to the rows: of none, addmv would give the bias's one).
+                bias = first.bias.expand(x.shape[0])  # len() would fix it when exported
+                h = torch.addmv(bias, x, first.weight[0]).unsqueeze(1)
             else:
                 h = first(x)
         for layer, x, adds in zip(self.blocks, tensors, self._adds, strict=True):
@@ -325,14 +341,11 @@ def build_model(
 
 
 def picture_block(kind: str, channels: int, widths: list[int], image_size: int) -> dict[str, Any]:
-    """The block spec of one column of pictures whose layer `kind` (cnn, tinyvgg) names."""
-    return {
-        "kind": "image",
-        "channels": channels,
-        "image_size": image_size,
-        "trunk": kind,
-        "widths": list(widths),
-    }
+    """The block spec of the one column of the model `kind` names by its layer (cnn,
+    tinyvgg: pictures of `channels` and `image_size`, its widths)."""
+    from torchwork.kinds.encoder import kind_of
+
+    return kind_of(registry.MODELS[kind].needs).spec_for(kind, channels, widths, image_size)
 
 
 def _tabular(
@@ -666,23 +679,26 @@ def describe(spec: dict[str, Any], task: Task | None = None) -> str:
         }[task]
         return f"{name} on {inputs}"
     layers = ", ".join(map(str, s["hidden"]))
-    if registry.MODELS[s["kind"]].needs:
-        picture = next(b for b in s["blocks"] if b["kind"] == "image")
-        side, widths = picture["image_size"], ", ".join(map(str, picture["widths"]))
-        pictures = f"{'grey' if picture['channels'] == 1 else 'RGB'} images of {side}x{side}"
+    needs = registry.MODELS[s["kind"]].needs
+    if needs:  # a model named by its layer of one kind of column
+        from torchwork.kinds.encoder import kind_of
+
+        block = next(b for b in s["blocks"] if b["kind"] == needs)
+        what = kind_of(needs).spec_words(block)
         if len(s["blocks"]) > 1:
-            pictures += f" and {inputs}"
+            what += f" and {inputs}"
+        layers = ", ".join(map(str, block.get("widths", [])))
         if s["kind"] == "tinyvgg":
-            return f"TinyVGG ({widths} channels) for {purpose} of {pictures}"
-        return f"CNN (blocks of {widths} channels) for {purpose} of {pictures}"
+            return f"TinyVGG ({layers} channels) for {purpose} of {what}"
+        return f"CNN (blocks of {layers} channels) for {purpose} of {what}"
     return f"MLP (hidden layers {layers}) for {purpose} on {inputs}"
 
 
 def _block_words(block: dict[str, Any]) -> str:
     """A block of a model description in a few words: "3 number columns"."""
-    kind = block["kind"]
-    count = len(block["sizes"]) if "sizes" in block else block.get("columns", 1)
-    return f"{count} {kind} column{'s' if count != 1 else ''}"
+    from torchwork.kinds.encoder import kind_of
+
+    return kind_of(block["kind"]).spec_words(block)
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:

@@ -272,19 +272,15 @@ def save_figure(fig: matplotlib.figure.Figure, path: str | Path) -> None:
         fig.savefig(f, format="png", dpi=DPI)
 
 
-PUSH_PANELS = 6  # classes shown in the picture of a text column's words, at most
+PUSH_PANELS = 6  # groups (classes) shown in the picture of what pushes the outputs, at most
 
 
-def plot_pushes(part: dict[str, Any], path: str | Path | None = None) -> Figure:
-    """A text column's words and bigrams that push each class most (summary.json's
-    `explained`): a panel of bars per class (or one raising and one lowering a regression's
-    prediction), in log-odds or the target's units."""
+def plot_explained(part: dict[str, Any], path: str | Path | None = None) -> Figure:
+    """What pushes a model's outputs (summary.json's `explained` of one column: a text
+    column's words and bigrams): a panel of bars per group (a class), the strongest first."""
     import numpy as np
 
-    if "classes" in part:
-        panels = list(part["classes"].items())[:PUSH_PANELS]
-    else:
-        panels = [("raise the prediction", part["raise"]), ("lower the prediction", part["lower"])]
+    panels = list(part["groups"].items())[:PUSH_PANELS]
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     fig = Figure(figsize=(4.2 * columns, 3.2 * rows))
@@ -293,12 +289,10 @@ def plot_pushes(part: dict[str, Any], path: str | Path | None = None) -> Figure:
         top = top[::-1]  # the strongest at the top
         ticks = np.arange(len(top))
         ax.barh(ticks, [p for _, p in top], color=f"C{k % 10}")
-        ax.set_yticks(ticks, [g for g, _ in top])
+        ax.set_yticks(ticks, [str(g) for g, _ in top])
         ax.set_title(str(label), fontsize=10)
         ax.set_xlabel(f"push ({part['measure']})", fontsize=8)
-    fig.suptitle(
-        f"Words of '{part['column']}' that push each {'class' if 'classes' in part else 'way'}"
-    )
+    fig.suptitle(f"'{part['column']}': {part['title']}")
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

@@ -29,15 +29,15 @@ if TYPE_CHECKING:
 def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     """The model's raw outputs in evaluation mode, as a CPU tensor.
 
-    Rows go through in chunks (data.eval_chunk), so that an MLP's or CNN's activations for
-    a large set never exist for every row at once; the chunks are always the same, and so
-    are the outputs.
+    Rows go through in chunks (the model's `eval_rows`, else data.EVAL_ROWS), so that an
+    MLP's or CNN's activations for a large set never exist for every row at once; the chunks
+    are always the same, and so are the outputs.
     """
-    from torchwork.data import eval_chunk
+    from torchwork.data import EVAL_ROWS
 
     was_training = model.training
     model.eval()
-    step = eval_chunk(X)
+    step = getattr(model, "eval_rows", EVAL_ROWS)
     with torch.inference_mode():
         chunks = [_forward(model, X[i : i + step]).cpu() for i in range(0, len(X), step)]
         if not chunks:  # no rows (--test 0): the model's own empty output
@@ -49,10 +49,11 @@ def outputs_of(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(model: nn.Module, X: Any) -> torch.Tensor:
-    if len(X) == 1 and (not isinstance(X, torch.Tensor) or X.dim() == 4):
-        # A convolution of one image takes another path than of several, which differed in
-        # the last bits (1e-6): one row goes through as a batch of two, so that `serve`
-        # and `predict` of one row give the numbers a file's prediction gives.
+    if len(X) == 1 and not isinstance(X, torch.Tensor):
+        # A layer's computation on one row can take another path than on several (a
+        # convolution of one picture differed in the last bits, 1e-6): one row goes through
+        # as a batch of two, so that `serve` and `predict` of one row give the numbers a
+        # file's prediction gives. (The course's models of the line take their own path.)
         return model(X[[0, 0]])[:1]
     return model(X)
 

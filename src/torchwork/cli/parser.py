@@ -12,7 +12,7 @@ from torchwork.config import (
     AUGMENTS,
     CATEGORICAL,
     DEVICES,
-    IMAGE_DEFAULTS,
+    FOLDER_DEFAULTS,
     LOSSES,
     MLP_PATIENCE,
     MLP_SPLIT,
@@ -23,7 +23,6 @@ from torchwork.config import (
     TABLE_VAL_PATIENCE,
     TASKS,
     THRESHOLD_METRICS,
-    TINYVGG_DEFAULTS,
     RunConfig,
     read_toml,
 )
@@ -91,8 +90,8 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "--data",
         "data.path",
         {"metavar": "PATH"},
-        "learn from a table (.csv .tsv .parquet .xlsx .npy .npz) or a folder of images, one "
-        "sub-folder per class (or train/ and test/ of them) (default: the line)",
+        "learn from a table (.csv .tsv .parquet .xlsx .npy .npz) or a folder of images or .txt "
+        "files, one sub-folder per class (or train/ and test/ of them) (default: the line)",
     ),
     (
         "--image-size",
@@ -116,7 +115,8 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "--skip-bad",
         "data.skip_bad",
         {"action": "store_const", "const": True},
-        "images: drop files that cannot be read, and say how many (else they are an error)",
+        "images and text files: drop those that cannot be read, and say how many (else they "
+        "are an error)",
     ),
     (
         "--target",
@@ -174,7 +174,7 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
         "--categorical",
         "data.categorical",
         {"choices": CATEGORICAL},
-        "one-hot encode text columns (auto) or refuse them (none)",
+        "encode columns of a few distinct values as categories (auto) or refuse them (none)",
     ),
     (
         "--no-scale",
@@ -350,13 +350,15 @@ def _default(field: str) -> Any:
 
 def _shown_default(field: str, options: dict[str, Any], text: str) -> str:
     """' (default: 300; tables: until converged, at most 500; images: 30)': the default for
-    the line and, where a table or image run gets another (config.TABLE_DEFAULTS,
-    IMAGE_DEFAULTS, RunConfig.layered), those too; nothing where the help text says it."""
+    the line and, where a table run or a folder of some kind's files gets another
+    (config.TABLE_DEFAULTS, FOLDER_DEFAULTS, RunConfig.layered), those too; nothing where
+    the help text says it."""
     if "(default" in text:
         return ""
     others = []
-    for kind, defaults in (("tables", TABLE_DEFAULTS), ("images", IMAGE_DEFAULTS)):
-        other = (_TABLE_WORDS if kind == "tables" else _IMAGE_WORDS).get(field)
+    folders = [(registry.KINDS[k].noun, d) for k, d in FOLDER_DEFAULTS.items()]
+    for kind, defaults in [("tables", TABLE_DEFAULTS), *folders]:
+        other = (_TABLE_WORDS if kind == "tables" else _model_words(defaults)).get(field)
         if other is None and field in defaults and defaults[field] != _default(field):
             other = _plain(defaults[field])
         if options.get("action"):  # an on/off flag: off unless tables or images turn it on
@@ -384,11 +386,23 @@ def _plain(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-# Image defaults that depend on the model (config.TINYVGG_DEFAULTS).
-_IMAGE_WORDS = {
-    name: f"{_plain(IMAGE_DEFAULTS[name])}, tinyvgg {_plain(value) if value else 'off'}"
-    for name, value in TINYVGG_DEFAULTS.items()
-}
+def _model_words(defaults: dict[str, Any]) -> dict[str, str]:
+    """A folder's defaults that its model's own change (registry.MODELS' `defaults`: TinyVGG's
+    constant rate): "cosine, tinyvgg none"."""
+    words = {}
+    for name, entry in registry.MODELS.items():
+        for field, value in entry.defaults:
+            if field in defaults and name in _folder_models(defaults):
+                words[field] = (
+                    f"{_plain(defaults[field])}, {name} {_plain(value) if value else 'off'}"
+                )
+    return words
+
+
+def _folder_models(defaults: dict[str, Any]) -> list[str]:
+    """The models that fit a folder whose default model is defaults["model.kind"]."""
+    needs = registry.MODELS[defaults.get("model.kind", "linear")].needs
+    return [name for name, entry in registry.MODELS.items() if needs and entry.needs == needs]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -117,9 +117,6 @@ class Ragged:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def dim(self) -> int:
-        return 2  # a matrix of rows, each of its own length
-
     @property
     def device(self) -> torch.device:
         return self.values.device
@@ -128,6 +125,10 @@ class Ragged:
         return self.offsets[1:] - self.offsets[:-1]
 
     def __getitem__(self, index: Any) -> Ragged:
+        if isinstance(index, int):
+            raise TypeError("a Ragged is indexed by rows: give a slice, a list or a tensor")
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            index = torch.nonzero(index).reshape(-1)
         if isinstance(index, slice) and index.step in (None, 1):
             start, stop, _ = index.indices(len(self))
             stop = max(start, stop)
@@ -172,11 +173,11 @@ class Ragged:
 
     def padded(self) -> torch.Tensor:
         """The rows as a matrix [rows, longest row], 0 after each row's end."""
-        lengths = self.lengths()
+        lengths, device = self.lengths(), self.values.device
         width = int(lengths.max()) if len(lengths) else 0
-        out = torch.zeros(len(self), max(width, 1), dtype=self.values.dtype)
-        row = torch.repeat_interleave(torch.arange(len(self)), lengths)
-        column = torch.arange(len(row)) - self.offsets[row]
+        out = torch.zeros(len(self), max(width, 1), dtype=self.values.dtype, device=device)
+        row = torch.repeat_interleave(torch.arange(len(self), device=device), lengths)
+        column = torch.arange(len(row), device=device) - self.offsets[row]
         out[row, column] = self.values
         return out
 
@@ -295,8 +296,9 @@ class Block:
         self, model: nn.Module, X: Inputs, position: int, encoder: Any
     ) -> dict[str, Any] | None:
         """What in this block's columns pushes the model's outputs, measured on test rows X
-        (the block is X.tensors[position]), as plain values for summary.json: a text
-        column's words and bigrams that push each class. None: nothing to say."""
+        (the block is X.tensors[position]), as plain values for summary.json, which the
+        terminal, the report and the card show as they come: {"title", "measure", "rows",
+        "groups": {group (a class): [[item (a word), push], ...]}}. None: nothing to say."""
         return None
 
     def examples(
@@ -324,10 +326,14 @@ class Kind:
     block's tensor goes through from the block's spec. One object per kind module."""
 
     name: ClassVar[str] = ""
-    help: ClassVar[str] = ""
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         """Why `column` holds this kind of data ("numbers", "free text: ..."), or None."""
+        return None
+
+    def accepts(self, column: pa.ChunkedArray) -> str | None:
+        """Why a column named for this kind with --kind cannot be read as it (the rest of
+        "column 'x' ..."), or None when it can."""
         return None
 
     def decode(self, table: pa.Table, columns: list[str], where: Source, options: Any) -> Decoded:
@@ -367,6 +373,18 @@ class Kind:
         """What is wrong with a block spec read from a model file, or ""."""
         return ""
 
+    def spec_words(self, spec: dict[str, Any]) -> str:
+        """A block spec in a few words, for a model's description: "3 number columns"."""
+        return f"1 {self.name} column"
+
+    def spec_for(
+        self, model: str, in_features: int, hidden: list[int], image_size: int
+    ) -> dict[str, Any]:
+        """The block spec of one column of this kind for a model built by name alone
+        (models.build_model's in_features, hidden sizes and image size: a picture model's
+        channels, widths and side)."""
+        raise NotImplementedError(f"a model of one {self.name} column is built from its data")
+
 
 SAME = "column(s) with the same value in every row"  # why a column is left out (Kind.fit)
 
@@ -388,6 +406,15 @@ def graph_name(prefix: str, column: str) -> str:
     if column == "file":
         return prefix
     return f"{prefix}_{''.join(c if c.isalnum() else '_' for c in column)[:40]}"
+
+
+def picture_name(name: str, column: str) -> str:
+    """A picture of one column's, in plots/: `name` for a folder's one column (`file`), else
+    name_column.png, the column's name with letters, digits and _ only."""
+    if column == "file":
+        return name
+    stem, _, suffix = name.rpartition(".")
+    return f"{graph_name(stem, column)}.{suffix}"
 
 
 def malformed(problem: str) -> DataError:

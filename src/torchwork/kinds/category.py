@@ -176,7 +176,6 @@ class CategoryWeights(nn.Module):
 
 class CategoryKind(Kind):
     name = "category"
-    help = "a few distinct values (text), one code a row"
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         return "text of a few distinct values" if is_text(column.type) else None
@@ -196,6 +195,8 @@ class CategoryKind(Kind):
         other: list[bool] = []
         for name in columns:
             column = table.column(name)
+            if not is_text(column.type):  # numbers named a category with --kind: their text
+                column = arrow.cast(column, pa.string())
             if options.categorical != "auto":
                 raise DataError(
                     f"column '{name}' of {where.name} holds text: use --categorical auto to "
@@ -240,6 +241,10 @@ class CategoryKind(Kind):
 
     def layer(self, spec: dict[str, Any], width: int) -> nn.Module:
         return CategoryWeights(list(spec["sizes"]), width)
+
+    def spec_words(self, spec: dict[str, Any]) -> str:
+        n = len(spec["sizes"])
+        return f"{n} category column{'s' if n != 1 else ''}"
 
     def check_spec(self, spec: dict[str, Any]) -> str:
         sizes = spec.get("sizes")

@@ -77,7 +77,14 @@ def recognise(
     kinds = [(name, entry.load()) for name, entry in reversed(registry.KINDS.items())]
     for column in features:
         if column in overrides:
-            found[column] = (overrides[column], "--kind")
+            kind = overrides[column]
+            why_not = kind_of(kind).accepts(table.column(column))
+            if why_not:
+                raise DataError(
+                    f"--kind {column}={kind}: column '{column}' of {where.name} {why_not}: "
+                    "name another kind, or drop the pair"
+                )
+            found[column] = (kind, "--kind")
             continue
         values = table.column(column)
         for name, kind in kinds:

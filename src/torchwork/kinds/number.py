@@ -146,7 +146,9 @@ class Numbers(nn.Module):
 
 class NumberKind(Kind):
     name = "number"
-    help = "numbers, standardized"
+
+    def accepts(self, column: pa.ChunkedArray) -> str | None:
+        return None if is_numeric(column.type) else f"holds {column.type} values, not numbers"
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         return "numbers" if is_numeric(column.type) else None
@@ -194,6 +196,10 @@ class NumberKind(Kind):
 
     def layer(self, spec: dict[str, Any], width: int) -> nn.Module:
         return Numbers(int(spec["columns"]))
+
+    def spec_words(self, spec: dict[str, Any]) -> str:
+        n = spec["columns"]
+        return f"{n} number column{'s' if n != 1 else ''}"
 
     def check_spec(self, spec: dict[str, Any]) -> str:
         n = spec.get("columns")

@@ -179,31 +179,26 @@ def _metrics(s: dict[str, Any]) -> str:
 
 
 def _explained(s: dict[str, Any]) -> str:
-    """A text column's words that push each class, a line a class (the first few)."""
+    """What pushes the predictions (summary.json's `explained`), a line a group (a class)."""
     explained = s.get("explained")
     if not isinstance(explained, dict) or not explained:
         return ""
     lines = ["## What pushes the predictions", ""]
     for column, part in explained.items():
-        if not isinstance(part, dict):
+        if not isinstance(part, dict) or not isinstance(part.get("groups"), dict):
             continue
-        groups = part.get("classes") or {
-            "raise": part.get("raise") or [],
-            "lower": part.get("lower") or [],
-        }
-        lines.append(f"Words and bigrams of `{column}` ({part.get('measure')}):")
-        lines.append("")
+        groups = part["groups"]
+        lines += [f"Of `{column}`, {part.get('title')} ({part.get('measure')}):", ""]
         for label, top in list(groups.items())[:SHOWN_COLUMNS]:
-            words = ", ".join(f"{g}" for g, _ in top[:8]) or "-"
-            lines.append(f"- `{label}`: {words}")
+            lines.append(f"- `{label}`: {', '.join(str(g) for g, _ in top[:8]) or '-'}")
         if len(groups) > SHOWN_COLUMNS:
-            lines.append(f"- and {len(groups) - SHOWN_COLUMNS} more classes (summary.json)")
+            lines.append(f"- and {len(groups) - SHOWN_COLUMNS} more (summary.json)")
         lines.append("")
     mistakes = s.get("mistakes")
     if isinstance(mistakes, list) and mistakes:
         lines.append(
-            f"{len(mistakes)} of its mistakes on the first test rows are in report.html; the "
-            "words above are what it learned, right or wrong."
+            f"{len(mistakes)} of its mistakes on the first test rows are in report.html: what "
+            "it learned, right or wrong, is above."
         )
     return "\n".join(lines)
 

@@ -57,7 +57,7 @@ PICTURES = {
     "confusion_matrix": "Confusion matrix (test data)",
     "test_predictions": "Test images: predicted and true labels (mistakes in red)",
 }
-PICTURE_PREFIXES = {"pushes_": "The words that push each class: "}  # one picture a column
+PICTURE_PREFIXES = {"pushes_": "What pushes the predictions: "}  # one picture a column
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -89,7 +89,7 @@ def report_html(run: RunFolder) -> str:
     if isinstance(s.get("importance"), dict):
         sections.append(("importance", "Which inputs matter", _importance_section(s)))
     if isinstance(s.get("explained"), dict) and s["explained"]:
-        sections.append(("explained", "What the words say", _explained_section(s)))
+        sections.append(("explained", "What pushes the predictions", _explained_section(s)))
     if isinstance(s.get("mistakes"), list) and s["mistakes"]:
         sections.append(("mistakes", "Mistakes", _mistakes_section(s["mistakes"])))
     parameters = _parameters_section(s)
@@ -358,30 +358,25 @@ def _importance_section(s: Summary) -> str:
 
 
 def _explained_section(s: Summary) -> str:
-    """Each explained column's n-grams that push each class most (summary.json's
-    `explained`), a table a column: the classes side by side."""
+    """What pushes the predictions (summary.json's `explained`): a table a column, its
+    groups (classes) side by side."""
     html = ""
     for column, part in s["explained"].items():
-        if not isinstance(part, dict):
+        if not isinstance(part, dict) or not isinstance(part.get("groups"), dict):
             continue
-        groups = part.get("classes") or {
-            "raise the prediction": part.get("raise") or [],
-            "lower the prediction": part.get("lower") or [],
-        }
+        groups = part["groups"]
         cells = "".join(
             f"<td>{'<br>'.join(_e(f'{g} ({_num(v, 2)})') for g, v in top) or '-'}</td>"
             for top in groups.values()
         )
         head = "".join(f"<th>{_e(str(label))}</th>" for label in groups)
-        html += f"<h3>{_e(str(column))}</h3>" + _scroll(
+        html += f"<h3>{_e(str(column))}: {_e(str(part.get('title')))}</h3>" + _scroll(
             f"<table><thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>"
         )
         html += (
-            f'<p class="muted">The words and bigrams of the {len(s.get("explained") or {})} '
-            f"column(s) that push each class most: the model's {_e(str(part.get('measure')))} for "
-            f"a text of that n-gram alone, less for an empty text, on {_e(str(part.get('rows')))} "
-            "test rows, among the training rows' most frequent n-grams (hashing keeps no others). "
-            "The picture is in plots/.</p>"
+            f'<p class="muted">Each one\'s push, in {_e(str(part.get("measure")))}, measured on '
+            f"{_e(str(part.get('rows')))} test rows: the model's output for that one alone, less "
+            "for none. The picture is in plots/.</p>"
         )
     return html
 

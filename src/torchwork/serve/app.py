@@ -1,7 +1,7 @@
 """The WSGI app of `torchwork serve`: a request's JSON rows checked and encoded as
-`torchwork predict` does a file's (Predictor.encode), or for an image model one picture's
-bytes decoded as `torchwork predict` decodes a file (decode_bytes), and the model's answer
-as JSON."""
+`torchwork predict` does a file's (Predictor.encode: each column by its kind), or for a model
+of one column of files (a folder of pictures or of .txt files) one file's bytes read as
+`torchwork predict` reads a file, and the model's answer as JSON."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from torchwork import registry
 from torchwork.errors import ConfigError, TorchworkError
 from torchwork.kinds.base import Source
 from torchwork.predict import Predictor
@@ -57,7 +58,8 @@ class PredictionApp:
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
         self.encoder = predictor.encoder
-        # A model of one column of files (pictures) takes one file's bytes as the body
+        # A model of one column of files (pictures, text files) takes JSON rows, or one
+        # file's bytes as the body
         self.file_block = predictor.file_block
         blocks = getattr(self.encoder, "blocks", None) or []
         # ...and any model with such a column, its files in JSON: the larger body limit
@@ -67,23 +69,9 @@ class PredictionApp:
         self.lock = threading.Lock()
         self.features: list[str] = []
         self.where = Source(SOURCE, max_pixels=MAX_IMAGE_PIXELS)  # no folder a path could name
-        block = self.file_block
-        if block is not None:
-            self.takes = (
-                f"one file a request ({', '.join(block.media_types[:2])}): {block.describe()}"
-            )
-            self.health: dict[str, Any] = {
-                "status": "ok",
-                "model": predictor.path.name,
-                "task": self.encoder.task,
-                **block.describe_input(),
-                "content_types": list(block.media_types),
-                "labels": self.encoder.labels,
-            }
-            return
         self.features = predictor.feature_names
         self.takes = f"features {', '.join(self.features)}"
-        self.health = {
+        self.health: dict[str, Any] = {
             "status": "ok",
             "model": predictor.path.name,
             "task": self.encoder.task if self.encoder is not None else "regression",
@@ -93,6 +81,11 @@ class PredictionApp:
             self.health["target"] = self.encoder.target
             if self.encoder.task != "regression":
                 self.health["labels"] = self.encoder.labels
+        block = self.file_block
+        if block is not None:  # also one file's bytes as the body, of these types
+            self.noun = registry.KINDS[block.kind].noun
+            self.takes += f", or one file a request ({', '.join(block.media_types[:2])})"
+            self.health |= block.describe_input() | {"content_types": list(block.media_types)}
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -131,8 +124,9 @@ class PredictionApp:
             )
         if path == "/health":
             return self.health
-        if self.file_block is not None:
-            return self.predict_file(_read_file(environ, self.file_block.media_types))
+        if self.file_block is not None and _media_type(environ) != "application/json":
+            block = self.file_block
+            return self.predict_file(_read_file(environ, block.media_types, self.noun))
         return self.predict(_read_json(environ, self.images))
 
     def predict(self, body: Any) -> dict[str, Any]:
@@ -304,25 +298,24 @@ def _read_body(environ: dict[str, Any], images: bool = False) -> bytes:
     return environ["wsgi.input"].read(length) if length > 0 else b""
 
 
-def _read_file(environ: dict[str, Any], types: tuple[str, ...]) -> bytes:
-    """The body of a model of one column of files: one file's bytes, after checking its
-    type (one of `types`) and size."""
+def _read_file(environ: dict[str, Any], types: tuple[str, ...], noun: str) -> bytes:
+    """The body of a model of one column of files (`noun`: "images", "text files"): one
+    file's bytes, after checking its type (one of `types`) and size."""
     kind = _media_type(environ)
+    one = noun.removesuffix("s")
     if kind not in types:
         got = str(environ.get("CONTENT_TYPE", ""))[:60]
-        if kind == "application/json":
-            sent = "JSON rows"
-        else:
-            sent = f"a body of type {got}" if got else "a body without a Content-Type"
+        sent = f"a body of type {got}" if got else "a body without a Content-Type"
         raise RequestError(
             415,
-            f"this model learned from images and takes a picture, not {sent}: POST one "
-            "picture's bytes as the body with Content-Type: image/jpeg or image/png, e.g. "
-            "curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'",
+            f"this model learned from {noun} and takes one {one}, not {sent}: POST its bytes "
+            f"as the body with Content-Type: {' or '.join(types[:2])}, e.g. curl "
+            f"--data-binary @file -H 'Content-Type: {types[0]}' (or JSON rows, "
+            "Content-Type: application/json)",
         )
     data = _read_body(environ, images=True)
     if not data:
-        raise RequestError(400, "the request body is empty: send one picture's bytes")
+        raise RequestError(400, f"the request body is empty: send one {one}'s bytes")
     return data
 
 
@@ -375,7 +368,7 @@ def body_too_large(length: int | None, images: bool = False) -> str:
     """The 413 sentence, from the app or from waitress (which may not know the length)."""
     size = f"{length} bytes, more than" if length else "more than"
     fix = (
-        "send the picture smaller (resized, or as a JPEG)"
+        "send the file smaller (a picture resized, or as a JPEG)"
         if images
         else "send fewer rows per request"
     )

@@ -127,9 +127,9 @@ def evaluate(
 
             plot_importance(importance, coefficients, path=out / PLOTS / "importance.png")
         for column, part in (explained or {}).items():
-            from torchwork.plots import plot_pushes
+            from torchwork.plots import plot_explained
 
-            plot_pushes(part, path=out / PLOTS / pushes_picture(column))
+            plot_explained(part, path=out / PLOTS / pushes_picture(column))
     return Evaluation(
         used,
         outputs,
@@ -154,39 +154,29 @@ def explain(session: Session, log: Callable[[str], None]) -> dict[str, Any] | No
         return None
     found = {}
     for k, block in enumerate(blocks):
-        part = block.explain(session.model, data.X["test"], k, data.encoder)
+        part = block.explain(session.model, session.X["test"], k, data.encoder)
         if part:
             found[block.columns[0]] = part
             log(f"   Column '{block.columns[0]}': {push_words(part)}")
     return found or None
 
 
-def push_words(part: dict[str, Any], classes: int = 4, grams: int = 5) -> str:
-    """An explanation in a line: "pushes pos: great, love, ...; neg: worst, ..."."""
-    if "classes" in part:
-        named = list(part["classes"].items())[:classes]
-        more = (
-            f"; and {len(part['classes']) - classes} more classes"
-            if len(part["classes"]) > classes
-            else ""
-        )
-        return (
-            "the words that push each class most: "
-            + "; ".join(
-                f"{label}: {', '.join(g for g, _ in top[:grams]) or '-'}" for label, top in named
-            )
-            + more
-        )
-    return (
-        f"the words that raise the prediction most: {', '.join(g for g, _ in part['raise'][:grams]) or '-'}; "
-        f"lower it: {', '.join(g for g, _ in part['lower'][:grams]) or '-'}"
+def push_words(part: dict[str, Any], groups: int = 4, items: int = 5) -> str:
+    """An explanation in a line: "the words ... most: pos: great, love, ...; neg: ..."."""
+    named = list(part["groups"].items())
+    more = f"; and {len(named) - groups} more" if len(named) > groups else ""
+    shown = "; ".join(
+        f"{label}: {', '.join(str(g) for g, _ in top[:items]) or '-'}"
+        for label, top in named[:groups]
     )
+    return f"{part['title']}: {shown}{more}"
 
 
 def pushes_picture(column: str) -> str:
     """The picture of a column's pushes, in plots/."""
-    safe = "".join(c if c.isalnum() else "_" for c in column)[:40]
-    return f"pushes_{safe}.png"
+    from torchwork.kinds.base import graph_name
+
+    return f"{graph_name('pushes', column) if column != 'file' else 'pushes_file'}.png"
 
 
 MISTAKES = 10  # the model's mistakes shown, from the first data.EXAMPLES test rows
@@ -336,7 +326,7 @@ def inputs_that_matter(
 
     importance = permutation_importance(
         model,
-        data.X["test"],
+        session.X["test"],  # on the model's device
         data.y_raw["test"],
         data.task,
         data.encoder,
@@ -549,8 +539,9 @@ def learned_values(model: nn.Module) -> dict[str, list[float]]:
 
 
 def inputs_sha256(data: Prepared) -> str:
-    """A folder's fingerprint: its files' names, labels and decoded contents (what the run
-    learns from), split by split."""
+    """The fingerprint of data that names files (a folder, a table's column of pictures):
+    what the run learns from, split by split: the encoded inputs (the files' decoded
+    contents among them), the target and a folder's file names."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -559,7 +550,8 @@ def inputs_sha256(data: Prepared) -> str:
             for part in tensor.parts() if hasattr(tensor, "parts") else (tensor,):
                 digest.update(part.contiguous().numpy().tobytes())
         digest.update(data.y_raw[name].numpy().tobytes())
-        digest.update("\n".join(data.files[i] for i in data.rows[name].tolist()).encode())
+        if data.files is not None:
+            digest.update("\n".join(data.files[i] for i in data.rows[name].tolist()).encode())
     return digest.hexdigest()
 
 

@@ -95,7 +95,8 @@ def setup(
     log(f"   Initial parameters: {describe_parameters(model)}")
     model.to(device)
     # Before any DDP wrapper: the optimizer decides whether a bag's gradients are sparse
-    optimizer = optimizer_for(t.optimizer, model, lr=t.lr, momentum=t.momentum)
+    nccl = group is not None and device.type == "cuda"
+    optimizer = optimizer_for(t.optimizer, model, lr=t.lr, momentum=t.momentum, dense=nccl)
     train_model = model
     if group is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -113,10 +114,11 @@ def setup(
         {name: data.X[name].to(device) for name in SPLITS},
         {name: data.y[name].to(device) for name in SPLITS},
         out,
-        # 0.8 s for an 800 MB CSV here: hashed while the run goes on
-        in_background(
-            inputs_sha256 if data.folder else file_sha256, data if data.folder else d.path
-        )
+        # 0.8 s for an 800 MB CSV here: hashed while the run goes on; data that names files
+        # (a folder, a column of pictures) by what the run read from them
+        in_background(inputs_sha256, data)
+        if d.path and data.reads_files
+        else in_background(file_sha256, d.path)
         if d.path
         else None,
         group,

@@ -29,6 +29,7 @@ from torchwork.kinds.base import (
     TrainingRows,
     graph_name,
     malformed,
+    picture_name,
     short,
 )
 from torchwork.kinds.image.layers import TRUNKS, check_trunk, picture_layer, pixel_statistics
@@ -167,7 +168,7 @@ class ImageBlock(Block):
             decoded["index"],
             decoded["probabilities"],
             labels,
-            path=folder / PREDICTIONS_PICTURE,
+            path=folder / picture_name(PREDICTIONS_PICTURE, self.column),
         )
 
     def describe_input(self) -> dict[str, Any]:
@@ -209,7 +210,9 @@ class ImageBlock(Block):
 
 class ImageKind(Kind):
     name = "image"
-    help = "pictures: files named by a column, or a folder of class folders"
+
+    def accepts(self, column: pa.ChunkedArray) -> str | None:
+        return None if is_text(column.type) else f"holds {column.type} values, not file names"
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         if not is_text(column.type):
@@ -274,6 +277,15 @@ class ImageKind(Kind):
 
     def layer(self, spec: dict[str, Any], width: int) -> nn.Module:
         return picture_layer(spec["channels"], spec["image_size"], spec["trunk"], spec["widths"])
+
+    def spec_words(self, spec: dict[str, Any]) -> str:
+        side = spec["image_size"]
+        return f"{'grey' if spec['channels'] == 1 else 'RGB'} images of {side}x{side}"
+
+    def spec_for(
+        self, model: str, in_features: int, hidden: list[int], image_size: int
+    ) -> dict[str, Any]:
+        return ImageBlock(["file"], image_size, in_features, model, list(hidden)).spec()
 
     def check_spec(self, spec: dict[str, Any]) -> str:
         size, channels = spec.get("image_size"), spec.get("channels")

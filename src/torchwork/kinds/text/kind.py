@@ -185,15 +185,15 @@ class TextBlock(Block):
             return None
         rows = X[: min(len(X), EXPLAINED_ROWS)]
         grams = self.top[:EXPLAINED_NGRAMS]
-        n, m = len(rows), len(grams)
-        repeat = torch.arange(n).repeat(m)  # row r of n-gram j at j * n + r
+        n, m, device = len(rows), len(grams), X.device
+        repeat = torch.arange(n, device=device).repeat(m)  # row r of n-gram j at j * n + r
         tensors = list(rows[repeat].tensors)
-        ids = torch.tensor([g[1] for g in grams], dtype=torch.long).repeat_interleave(n)
-        tensors[position] = Ragged(ids, torch.arange(n * m + 1))
+        ids = torch.tensor([g[1] for g in grams], dtype=torch.long, device=device)
+        tensors[position] = Ragged(ids.repeat_interleave(n), torch.arange(n * m + 1, device=device))
         empty = list(rows.tensors)
-        empty[position] = Ragged(
-            torch.zeros(0, dtype=torch.long), torch.zeros(n + 1, dtype=torch.long)
-        )
+        nothing = torch.zeros(0, dtype=torch.long, device=device)
+        empty[position] = Ragged(nothing, torch.zeros(n + 1, dtype=torch.long, device=device))
+
         was_training = model.training
         model.eval()
         with torch.inference_mode():
@@ -204,10 +204,9 @@ class TextBlock(Block):
         model.train(was_training)
         if encoder.task == "multiclass":  # how much more probable each class becomes
             base, outputs = base.log_softmax(dim=1), outputs.log_softmax(dim=1)
-        push = (outputs.reshape(m, n, -1) - base.unsqueeze(0)).mean(dim=1)  # [n-grams, outputs]
-        return {"kind": self.kind, "column": self.column, "rows": n} | _pushes(
-            push, [g[0] for g in grams], encoder
-        )
+        push = (outputs.reshape(m, n, -1) - base.unsqueeze(0)).mean(dim=1).cpu()  # [n-grams, out]
+        explained = _pushes(push, [g[0] for g in grams], encoder)
+        return {"kind": self.kind, "column": self.column, "rows": n} | explained
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -240,12 +239,16 @@ class TextBag(nn.Module):
     def forward(self, x: Any) -> torch.Tensor:
         if isinstance(x, Ragged):
             return self.bag(x.values, x.offsets[:-1])
-        return self.bag(x)  # padded [rows, ids]
+        # Padded [rows, ids], as an exported graph takes them: the same mean, written with
+        # plain operations (a bag's own padded path fixes the batch size when exported)
+        vectors = nn.functional.embedding(x, self.bag.weight)
+        present = (x != 0).unsqueeze(-1).to(vectors.dtype)
+        counts = present.sum(dim=1).clamp(min=1)
+        return (vectors * present).sum(dim=1) / counts
 
 
 class TextKind(Kind):
     name = "text"
-    help = "free text: a column of documents, .txt files, or a folder of class folders of them"
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         if not is_text(column.type):
@@ -460,6 +463,8 @@ def _not_text(data: bytes, encoding: str) -> str | None:
 
 
 def _names_files(values: pa.ChunkedArray) -> bool:
+    if not is_text(values.type):
+        return False
     sample = [v for v in values.slice(0, RECOGNISED_FROM).to_pylist() if v]
     return bool(sample) and all(os.path.splitext(v)[1].lower() in SUFFIXES for v in sample)
 
@@ -477,14 +482,18 @@ def _pushes(push: torch.Tensor, grams: list[str], encoder: Any) -> dict[str, Any
     labels = [str(label) for label in encoder.labels]
     if encoder.task == "regression":
         scaled = push[:, 0] * encoder.target_std
-        return {"measure": "target units", "raise": best(scaled), "lower": best(-scaled)}
+        return {
+            "title": "the words and bigrams that raise and lower the prediction most",
+            "measure": "the target's units",
+            "groups": {"raise the prediction": best(scaled), "lower the prediction": best(-scaled)},
+        }
+    title = "the words and bigrams that push each class most"
     if encoder.task == "binary":
         logit = push[:, 0]
-        return {"measure": "log-odds", "classes": {labels[1]: best(logit), labels[0]: best(-logit)}}
-    return {
-        "measure": "log-probability",
-        "classes": {label: best(push[:, j]) for j, label in enumerate(labels)},
-    }
+        groups = {labels[1]: best(logit), labels[0]: best(-logit)}
+        return {"title": title, "measure": "log-odds", "groups": groups}
+    groups = {label: best(push[:, j]) for j, label in enumerate(labels)}
+    return {"title": title, "measure": "log-probability", "groups": groups}
 
 
 def _top_ngrams(
