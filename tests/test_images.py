@@ -9,9 +9,12 @@ import pytest
 import torch
 from PIL import Image, features
 
+from torchwork import registry
 from torchwork.errors import ConfigError, DataError
-from torchwork.kinds.image.read import IMAGE_SUFFIXES, decode
+from torchwork.kinds.image.read import decode
 from torchwork.tables.folder import find_files, summary
+
+IMAGE_SUFFIXES = list(registry.KINDS["image"].suffixes)
 
 
 def find_images(root):

@@ -343,9 +343,9 @@ class Prepared:
 
     @property
     def in_features(self) -> int:
-        """The line: its one column (tables: see encoder.blocks)."""
+        """The line: its one column (a table's model is built from encoder.blocks)."""
         X = self.X["train"]
-        return X.shape[1] if isinstance(X, torch.Tensor) else self.encoder.in_features
+        return X.shape[1] if isinstance(X, torch.Tensor) else 0
 
 
 def prepare_data(

@@ -1,10 +1,11 @@
 """Export a saved model to ONNX or torch.export's .pt2, each verified against PyTorch on the spot.
 
-The exported graph holds the model and every step of the stored preprocessing that is plain
-arithmetic: numeric scaling, the regression target's scaling back, class probabilities, an
-image model's normalisation (its first layer). What is not arithmetic (one-hot encoding text
-columns, decoding and resizing pictures, naming the classes) is written to a JSON file beside
-the export, so another program can prepare its rows or pictures the same way.
+The exported graph takes one input per block of the model's columns (kinds: each block's
+`export_input`) and holds the model and every step of the stored preprocessing that is plain
+arithmetic: the numbers' standardization, the regression target's scaling back, class
+probabilities, a picture layer's normalisation. What is not arithmetic (a category's code,
+the tokenizer, decoding and resizing pictures, naming the classes) is written to a JSON file
+beside the export, so another program can prepare its rows, texts or pictures the same way.
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ class ExportResult:
     fmt: str  # onnx or pt2
     max_abs_diff: float  # largest difference between the export's and PyTorch's outputs
     rows_checked: int
-    checked_on: str  # "test rows" of the training data, "images of its training folder", or random
+    checked_on: str  # "test rows" of the data, "images of its training folder", "random rows"
     tolerance: float
-    input_names: list[str]  # the graph's input columns, in order (images: its channels, R G B or L)
+    input_names: list[str]  # the graph's inputs in order (a bare model's: its input columns)
     output_name: str  # prediction (regression) or probabilities (classification)
-    sidecar: Path | None = None  # the JSON preprocessing file, for table and image models
+    sidecar: Path | None = None  # the JSON preprocessing file, for a model with an encoder
     notes: list[str] = field(default_factory=list)
 
 

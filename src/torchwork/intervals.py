@@ -5,7 +5,7 @@ k-th smallest absolute error there, k = ceil((n + 1) * level) of its n rows (Vov
 Lei et al. 2018, "Distribution-free predictive inference for regression"). Then, for rows
 exchangeable with the validation rows, prediction ± half-width holds the true value with
 probability at least `level`. The half-width goes with the model's preprocessing
-(TableEncoder.interval), so `predict`, `serve` and exports give the same bounds.
+(kinds.encoder.Encoder.interval), so `predict`, `serve` and exports give the same bounds.
 """
 
 from __future__ import annotations

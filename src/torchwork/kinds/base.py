@@ -7,7 +7,9 @@ everything about its columns: how to recognise them, read and decode them once, 
 (fitted on the training rows, stored as plain data), turn them into features for the model
 (its layer), augment them, take them from a request, hand them to an exported graph, and
 say what it found. Nothing outside a kind asks which kind it holds: the code above calls the
-methods below, whose defaults fit a kind that has nothing to say.
+methods below, whose defaults fit a kind that has nothing to say. (Two modules read kinds by
+name on purpose: legacy.py, which reads model files written before the kinds, and eject.py,
+whose script writes out the encodings of numbers and categories alone.)
 """
 
 from __future__ import annotations
@@ -406,6 +408,64 @@ def graph_name(prefix: str, column: str) -> str:
     if column == "file":
         return prefix
     return f"{prefix}_{''.join(c if c.isalnum() else '_' for c in column)[:40]}"
+
+
+NAMES_LOOKED_AT = 1000  # a column's first values looked at to recognise names of files
+
+
+def names_files(values: pa.ChunkedArray, suffixes: tuple[str, ...]) -> bool:
+    """Whether a column's values are names of files of these suffixes (its first
+    NAMES_LOOKED_AT values that are not empty all are)."""
+    import os
+
+    from torchwork.tables.check import is_text
+
+    if not is_text(values.type):
+        return False
+    sample = [v for v in values.slice(0, NAMES_LOOKED_AT).to_pylist() if v]
+    return bool(sample) and all(os.path.splitext(v)[1].lower() in suffixes for v in sample)
+
+
+def named_file(name: Any, column: str, row: int, where: Source, what: str = "files") -> Path:
+    """The file a cell names, relative to the table's folder (`where.root`): one that is
+    missing, or that leaves the folder (an absolute path, or one through ..), is one line
+    naming the row. A server (no root) opens none."""
+    import os
+
+    if where.root is None:
+        raise DataError(
+            f"column '{column}' of {where.name} names files, which are not opened here: send "
+            f"the {what} themselves"
+        )
+    if not isinstance(name, str) or not name:
+        raise DataError(f"column '{column}' of {where.name} has no file name in row {row + 1}")
+    normal = os.path.normpath(name)
+    if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
+        raise DataError(
+            f"column '{column}' of {where.name} names {name!r} in row {row + 1}, outside the "
+            f"table's folder {where.root}: name the {what} relative to that folder, inside it"
+        )
+    path = where.root / normal
+    if not path.is_file():
+        raise DataError(
+            f"column '{column}' of {where.name} names {name!r} in row {row + 1}, which does not "
+            f"exist in {where.root}: fix the name, or remove the row"
+        )
+    return path
+
+
+def say_dropped(where: Source, dropped: Sequence[tuple[Any, str]], shown: int = 3) -> None:
+    """The files dropped with --skip-bad, (name, why) each: the first few, then how many."""
+    for name, why in dropped[:shown]:
+        where.say(f"   Dropped {name}: it {why}")
+    if len(dropped) > shown:
+        where.say(f"   ... and {len(dropped) - shown:,} more files that could not be used")
+
+
+def per_column(columns: list[str], column: str) -> tuple[Any, ...]:
+    """The part of a block's [rows, columns] tensor that one of its columns is."""
+    j = columns.index(column)
+    return (slice(None), slice(j, j + 1))
 
 
 def picture_name(name: str, column: str) -> str:

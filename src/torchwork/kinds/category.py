@@ -18,7 +18,16 @@ import torch
 from torch import nn
 
 from torchwork.errors import DataError
-from torchwork.kinds.base import SAME, Block, Kind, Source, TrainingRows, malformed, short
+from torchwork.kinds.base import (
+    SAME,
+    Block,
+    Kind,
+    Source,
+    TrainingRows,
+    malformed,
+    per_column,
+    short,
+)
 from torchwork.tables import arrow
 from torchwork.tables.check import first_row, is_text, list_names, more, sorted_labels
 
@@ -119,7 +128,7 @@ class CategoryBlock(Block):
         return names
 
     def column_part(self, column: str) -> tuple[Any, ...]:
-        return (slice(None), slice(j := self.columns.index(column), j + 1))
+        return per_column(self.columns, column)
 
     def describe(self) -> str:
         shown = ", ".join(f"{n} ({s})" for n, s in zip(self.columns[:8], self.sizes, strict=False))

@@ -186,10 +186,6 @@ class Encoder:
         return [name for block in self.blocks for name in block.input_names()]
 
     @property
-    def in_features(self) -> int:
-        return len(self.features)
-
-    @property
     def out_features(self) -> int:
         return len(self.labels) if self.task == "multiclass" else 1
 

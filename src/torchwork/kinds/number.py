@@ -14,7 +14,16 @@ import torch
 from torch import nn
 
 from torchwork.errors import DataError
-from torchwork.kinds.base import SAME, Block, Kind, Source, TrainingRows, malformed, short
+from torchwork.kinds.base import (
+    SAME,
+    Block,
+    Kind,
+    Source,
+    TrainingRows,
+    malformed,
+    per_column,
+    short,
+)
 from torchwork.tables import arrow
 from torchwork.tables.check import is_numeric
 from torchwork.tables.convert import NumericColumn, write_rows
@@ -96,7 +105,7 @@ class NumberBlock(Block):
         return {"kind": self.kind, "columns": len(self.columns)}
 
     def column_part(self, column: str) -> tuple[Any, ...]:
-        return (slice(None), slice(j := self.columns.index(column), j + 1))
+        return per_column(self.columns, column)
 
     def describe(self) -> str:
         how = " (standardized on the training rows)" if self.scaled else ""

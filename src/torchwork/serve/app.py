@@ -17,7 +17,7 @@ import torch
 
 from torchwork import registry
 from torchwork.errors import ConfigError, TorchworkError
-from torchwork.kinds.base import Source
+from torchwork.kinds.base import Source, short
 from torchwork.predict import Predictor
 from torchwork.runfolder import MODEL_FILES
 
@@ -228,7 +228,7 @@ class PredictionApp:
             if not isinstance(row, list) and len(names) > 1:
                 raise RequestError(
                     400,
-                    f"row {i + 1} of {SOURCE} is {_short(row)}: send each row as an object "
+                    f"row {i + 1} of {SOURCE} is {short(row)}: send each row as an object "
                     f"{{column: value}} or a list of {len(names)} values {order}",
                 )
             if isinstance(row, list) and len(row) != len(names):
@@ -255,7 +255,7 @@ def _rows_of(body: Any) -> list[Any]:
         )
     rows = body["rows"]
     if not isinstance(rows, list):
-        raise RequestError(400, f'"rows" must be a list of rows, not {_short(rows)}')
+        raise RequestError(400, f'"rows" must be a list of rows, not {short(rows)}')
     if not rows:
         raise RequestError(400, '"rows" is empty: send at least one row')
     if len(rows) > MAX_ROWS:
@@ -265,12 +265,6 @@ def _rows_of(body: Any) -> list[Any]:
             "send them in several requests",
         )
     return rows
-
-
-def _short(value: Any) -> str:
-    """A value as a client wrote it, cut short."""
-    text = json.dumps(value) if not isinstance(value, float) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _floats(values: torch.Tensor) -> list[Any]:

@@ -361,7 +361,7 @@ def save_and_verify(
     expected = evaluation.outputs[check_rows]
     for name in MODEL_FILES:
         save(model, out / name, config=saved_config, preprocess=preprocess)
-        # A .pth holds the weights alone: an image model's is loaded into one built from
+        # A .pth holds the weights alone: a table's model is loaded into one built from
         # its description, as the course loads a state_dict into a new model.
         template = (
             build_from_spec(model.spec())

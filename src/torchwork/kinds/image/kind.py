@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,10 @@ from torchwork.kinds.base import (
     TrainingRows,
     graph_name,
     malformed,
+    named_file,
+    names_files,
     picture_name,
+    say_dropped,
     short,
 )
 from torchwork.kinds.image.layers import TRUNKS, check_trunk, picture_layer, pixel_statistics
@@ -48,7 +50,6 @@ MEDIA_TYPES = (  # what a server takes as one picture's body: the formats read.p
     "image/tiff",
     "application/octet-stream",
 )
-RECOGNISED_FROM = 1000  # values of a column looked at to recognise file names of pictures
 PREDICTIONS_PICTURE = "test_predictions.png"  # the test pictures with their labels (plots/)
 
 
@@ -215,12 +216,7 @@ class ImageKind(Kind):
         return None if is_text(column.type) else f"holds {column.type} values, not file names"
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
-        if not is_text(column.type):
-            return None
-        values = [v for v in column.slice(0, RECOGNISED_FROM).to_pylist() if v]
-        if values and all(os.path.splitext(v)[1].lower() in SUFFIXES for v in values):
-            return "names of picture files"
-        return None
+        return "names of picture files" if names_files(column, SUFFIXES) else None
 
     def decode(self, table: pa.Table, columns: list[str], where: Source, options: Any) -> Decoded:
         from torchwork.kinds.image.read import choose_size
@@ -323,10 +319,7 @@ def decode_column(table: pa.Table, column: str, size: int, channels: int, where:
                 raise DataError(str(e).replace("the image", named, 1)) from None
         return table, {column: torch.cat(pictures)}, None
     decoded = decode(_paths(values, column, where), size, channels, skip_bad=where.skip_bad)
-    for bad in decoded.bad[:3]:
-        where.say(f"   Dropped {bad.path}: it {bad.reason}")
-    if len(decoded.bad) > 3:
-        where.say(f"   ... and {len(decoded.bad) - 3:,} more files that could not be used")
+    say_dropped(where, [(bad.path, bad.reason) for bad in decoded.bad])
     if not decoded.bad:
         return table, {column: decoded.images}, None
     kept = np.asarray(decoded.kept, dtype=np.int64)
@@ -336,37 +329,14 @@ def decode_column(table: pa.Table, column: str, size: int, channels: int, where:
 
 
 def _paths(values: pa.ChunkedArray, column: str, where: Source) -> list[Path]:
-    """The files a column names, relative to the table's folder: one that is missing, or
-    that leaves the folder (an absolute path, or one through ..), is an error naming it."""
+    """The files a column of picture names names, each inside the table's folder."""
     if not is_text(values.type):
         raise DataError(
             f"column '{column}' of {where.name} holds {values.type} values, not names of picture "
             "files"
         )
-    if where.root is None:
-        raise DataError(
-            f"column '{column}' of {where.name} names files, which are not opened here: send "
-            "each picture's bytes (base64 in JSON)"
-        )
-    paths = []
-    for i, name in enumerate(values.to_pylist()):
-        if not name:
-            raise DataError(f"column '{column}' of {where.name} has no file name in row {i + 1}")
-        normal = os.path.normpath(name)
-        if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
-            raise DataError(
-                f"column '{column}' of {where.name} names {name!r} in row {i + 1}, outside the "
-                f"table's folder {where.root}: name the pictures relative to that folder, "
-                "inside it"
-            )
-        path = where.root / normal
-        if not path.is_file():
-            raise DataError(
-                f"column '{column}' of {where.name} names {name!r} in row {i + 1}, which does not "
-                f"exist in {where.root}: fix the name, or remove the row"
-            )
-        paths.append(path)
-    return paths
+    what = "pictures (each one's bytes, base64 in JSON)" if where.root is None else "pictures"
+    return [named_file(v, column, i, where, what) for i, v in enumerate(values.to_pylist())]
 
 
 def _default_widths() -> tuple[int, ...]:

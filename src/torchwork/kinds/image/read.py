@@ -38,12 +38,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from torchwork import registry
 from torchwork.config import MIN_IMAGE_SIZE
 from torchwork.errors import ConfigError, DataError
 
-# The files read as images, by suffix (any case); others (and hidden files) are ignored.
-IMAGE_SUFFIXES = list(registry.KINDS["image"].suffixes)
 # The Pillow formats a file may hold, whatever its suffix says (a PNG named .jpg is read).
 # Naming them keeps Pillow from handing a renamed file to a plugin that runs an outside
 # program (EPS and Ghostscript). JPEG includes MPO, the JPEG that many cameras write.

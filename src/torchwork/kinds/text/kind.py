@@ -15,9 +15,7 @@ with their ids (`top`), so that a run can say which words and bigrams push each 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +35,9 @@ from torchwork.kinds.base import (
     TrainingRows,
     graph_name,
     malformed,
+    named_file,
+    names_files,
+    say_dropped,
     short,
 )
 from torchwork.kinds.text import tokens
@@ -253,11 +254,11 @@ class TextKind(Kind):
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         if not is_text(column.type):
             return None
+        if names_files(column, SUFFIXES):
+            return "names of text files"
         sample = [v for v in column.slice(0, RECOGNISED_FROM).to_pylist() if v]
         if not sample:
             return None
-        if all(os.path.splitext(v)[1].lower() in SUFFIXES for v in sample):
-            return "names of text files"
         distinct = arrow.compute("count_distinct", column).as_py()
         if distinct <= min(MANY_VALUES, len(column) // 2):
             return None  # a few values, repeated: categories
@@ -271,7 +272,7 @@ class TextKind(Kind):
         decoded: dict[str, Any] = {}
         kept = None
         for column in columns:
-            if not _names_files(table.column(column)):
+            if not names_files(table.column(column), SUFFIXES):
                 continue
             table, values, rows = read_documents(table, column, where)
             if rows is not None:
@@ -372,11 +373,6 @@ def read_documents(table: pa.Table, column: str, where: Source) -> Decoded:
     `where.skip_bad` its row is dropped (and said) instead, but for a missing one."""
     values = table.column(column)
     sent = pa.types.is_binary(values.type)
-    if not sent and where.root is None:
-        raise DataError(
-            f"column '{column}' of {where.name} names files, which are not opened here: send "
-            "each document's text"
-        )
     documents: list[str] = []
     kept: list[int] = []
     bad: list[tuple[str, str]] = []
@@ -385,7 +381,7 @@ def read_documents(table: pa.Table, column: str, where: Source) -> Decoded:
         if sent:
             name, data = f"row {i + 1} of '{column}'", value
         else:
-            path = _path(value, column, i, where)
+            path = named_file(value, column, i, where, "text files")
             name = str(path)
             with open(path, "rb") as f:  # a 100 MB one-line file: its first MAX_BYTES
                 data = f.read(MAX_BYTES)
@@ -415,36 +411,13 @@ def read_documents(table: pa.Table, column: str, where: Source) -> Decoded:
             if not sent
             else f"the text in {name} {problem}"
         )
-    for name, problem in bad[:3]:
-        where.say(f"   Dropped {name}: it {problem}")
-    if len(bad) > 3:
-        where.say(f"   ... and {len(bad) - 3:,} more files that could not be used")
+    say_dropped(where, bad)
     if not bad:
         return table, {column: texts}, None
     rows = np.asarray(kept, dtype=np.int64)
     if not len(rows):
         raise DataError(f"no text file of column '{column}' of {where.name} can be read")
     return table.take(arrow.from_numpy(rows)), {column: texts}, rows
-
-
-def _path(name: Any, column: str, row: int, where: Source) -> Path:
-    """The file a cell names, inside the table's folder (or one line that says why not)."""
-    if not isinstance(name, str) or not name:
-        raise DataError(f"column '{column}' of {where.name} has no file name in row {row + 1}")
-    normal = os.path.normpath(name)
-    if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
-        raise DataError(
-            f"column '{column}' of {where.name} names {name!r} in row {row + 1}, outside the "
-            f"table's folder {where.root}: name the files relative to that folder, inside it"
-        )
-    assert where.root is not None
-    path = where.root / normal
-    if not path.is_file():
-        raise DataError(
-            f"column '{column}' of {where.name} names {name!r} in row {row + 1}, which does not "
-            f"exist in {where.root}: fix the name, or remove the row"
-        )
-    return path
 
 
 def _not_text(data: bytes, encoding: str) -> str | None:
@@ -460,13 +433,6 @@ def _not_text(data: bytes, encoding: str) -> str | None:
     except LookupError:
         return f"cannot be read: unknown encoding {encoding}"
     return None
-
-
-def _names_files(values: pa.ChunkedArray) -> bool:
-    if not is_text(values.type):
-        return False
-    sample = [v for v in values.slice(0, RECOGNISED_FROM).to_pylist() if v]
-    return bool(sample) and all(os.path.splitext(v)[1].lower() in SUFFIXES for v in sample)
 
 
 def _pushes(push: torch.Tensor, grams: list[str], encoder: Any) -> dict[str, Any]:
