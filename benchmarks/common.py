@@ -64,10 +64,15 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def print_report(
-    title: str, header: list[str], rows: list[list[str]], started: float, out: str | None
+    title: str,
+    header: list[str],
+    rows: list[list[str]],
+    started: float,
+    out: str | None,
+    notes: list[str] | None = None,
 ) -> None:
-    """A benchmark's result: its title and date, the machine, the table, the time it took;
-    printed, and also written to `out` when given."""
+    """A benchmark's result: its title and date, the machine, the table, any lines of notes
+    below it (verdicts), the time it took; printed, and also written to `out` when given."""
     text = "\n".join(
         [
             f"{title} ({time.strftime('%Y-%m-%d')})",
@@ -75,6 +80,7 @@ def print_report(
             "",
             markdown_table(header, rows),
             "",
+            *([*notes, ""] if notes else []),
             f"The whole benchmark took {time.perf_counter() - started:.0f} s.",
         ]
     )
