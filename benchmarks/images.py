@@ -278,13 +278,16 @@ def bench_decode(name: str, root: Path, size: int, repeats: int) -> list[list[st
     import torch
     from torch.utils.data import DataLoader
 
-    from torchwork.images.read import decode, find_images
+    from torchwork import registry
+    from torchwork.kinds.image.read import decode
+    from torchwork.tables.folder import find_files
 
     torchvision = import_torchvision()
     transforms = torchvision.transforms
+    suffixes = registry.KINDS["image"].suffixes
 
     def torchwork_decode() -> torch.Tensor:
-        return decode(find_images(root).files["all"], size=size, channels=3).images
+        return decode(find_files(root, suffixes).files["all"], size=size, channels=3).images
 
     def torchvision_decode() -> torch.Tensor:
         dataset = torchvision.datasets.ImageFolder(
@@ -349,7 +352,7 @@ def child_torchwork(folder: str, out: str, overrides: str) -> dict:
         "epochs": summary["epochs_run"],
         "train_images": summary["rows"]["train"],
         "accuracy": summary["metrics"]["test"]["accuracy"],
-        "image_size": summary.get("data", {}).get("image_size"),
+        "image_size": summary["data"]["columns"][0]["input"]["image_size"],
         "hidden": tomllib.loads((Path(run_dir) / "config.toml").read_text())["model"]["hidden"],
         "run_dir": str(run_dir),
         # before training (scan, decode, model), training, after (evaluate, save, files)

@@ -478,6 +478,7 @@ def summary_of(
                     "kind": b.kind,
                     "columns": b.columns,
                     "about": b.describe(),
+                    "input": b.describe_input(),  # what predict and serve take for it
                     "untested": b.untested(),
                 }
                 for b in encoder.blocks
