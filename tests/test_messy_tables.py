@@ -188,6 +188,7 @@ def test_messy_table_end_to_end(tw, tmp_path):
     )
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["data"]["features"] == ["x1", "x2"] and s["data"]["target"] == "y"
+    assert "dropped" not in s["data"]  # no --dropna, nothing dropped
     assert s["metrics"]["test"]["r2"] > 0.999
     code, out, err = tw("run", "--data", "eu.csv", "--decimal", ",", "--exclude", "id,const",
                         "--no-reference", "--out", "r2", "--no-plots")  # fmt: skip
@@ -267,3 +268,126 @@ def test_the_default_mlp_does_not_overfit_a_small_real_table(tw, tmp_path, name,
     assert "--train 0.6 --val 0.2" in out  # the mlp held out its own validation rows...
     assert summary["stopped_early"]  # ...and stopped on them, with its best weights
     assert scores["mlp"] >= scores["linear"] - 0.02, scores
+
+
+def _unknowns(path, rows=60):
+    """A table whose number columns write a missing value as text: 'unknown' in a, '?' in b."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(rows, 2))
+    lines = ["a,b,y"] + [
+        f"{'unknown' if i % 10 == 3 else f'{p:.3f}'},{'?' if i % 15 == 5 else f'{q:.3f}'},"
+        f"{p - q:.3f}"
+        for i, (p, q) in enumerate(x)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_na_values_are_missing_in_every_format(tmp_path):
+    import pyarrow.parquet as pq
+
+    _unknowns(tmp_path / "t.csv")
+    na = CsvFormat(na_values=("unknown", "?"))
+    table = read_table(tmp_path / "t.csv", na)
+    assert table.column("a").type == pa.float64() and table.column("a").null_count == 6
+    assert table.column("b").null_count == 4
+    tsv = (tmp_path / "t.csv").read_text().replace(",", "\t")
+    (tmp_path / "t.tsv").write_text(tsv)
+    assert read_table(tmp_path / "t.tsv", na).equals(table)
+    text = read_table(tmp_path / "t.csv", CsvFormat(na_values=("-",)))  # as text, untouched
+    pq.write_table(text, tmp_path / "t.parquet")
+    from_parquet = read_table(tmp_path / "t.parquet", na)
+    assert from_parquet.column("a").null_count == 6 and from_parquet.column("b").null_count == 4
+    checked = check_values(from_parquet, ["a", "b", "y"], "t.parquet", dropna=True)
+    assert checked.column("a").type == pa.float64() and checked.num_rows == 50
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    for row in [["a", "y"], [1.5, 1], [" unknown ", 2], ["?", 3], [2.5, 4]]:
+        book.active.append(row)
+    book.save(tmp_path / "t.xlsx")
+    excel = read_table(tmp_path / "t.xlsx", na)
+    assert excel.column("a").to_pylist() == [1.5, None, None, 2.5]
+
+
+def test_every_column_with_missing_cells_is_named_at_once():
+    rows = 20
+    table = pa.table(
+        {
+            "a": [None if i < 3 else 1.0 * i for i in range(rows)],
+            "b": [1.0] * rows,
+            "c": [None if i % 2 else "red" for i in range(rows)],
+            "y": [None if i == 7 else 1.0 for i in range(rows)],
+        }
+    )
+    with pytest.raises(TorchworkError) as error:
+        check_values(table, ["a", "b", "c", "y"], "t.csv")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "t.csv has empty or NaN cells in 3 columns: 'c' in 10 rows (the first row 2), 'a' in 3 "
+        "rows (the first row 1), 'y' in 1 row (row 8): fill them in, or add --dropna to drop the "
+        "12 of 20 rows that have any"
+    ), message
+    assert message.endswith("or leave out the emptiest columns with --exclude c,a"), message
+
+
+def test_text_in_a_number_column_points_to_na_values_and_dropna(tw, tmp_path):
+    _unknowns(tmp_path / "t.csv")
+    assert_one_line_error(
+        tw("run", "--data", "t.csv", "--out", "r"),
+        "column 'a' of t.csv has a non-numeric value 'unknown' in row 4 (and 5 more rows); "
+        "column 'b' of t.csv has a non-numeric value '?' in row 6 (and 3 more rows)",
+        "add --na-values 'unknown,?' and --dropna to drop those rows",
+    )
+    assert_one_line_error(
+        tw("run", "--data", "t.csv", "--out", "r", "--na-values", "unknown,?"),
+        "'a' in 6 rows (the first row 4), 'b' in 4 rows (the first row 6)",
+        "add --dropna to drop the 10 of 60 rows",
+    )
+    code, out, err = tw("run", "--data", "t.csv", "--out", "r", "--na-values", "unknown,?",
+                        "--dropna", "--no-plots")  # fmt: skip
+    assert code == 0, err
+    assert (
+        "--dropna: dropped 10 of 60 rows (17%) with empty or NaN cells, in 'a' (6), 'b' (4)" in out
+    )
+    warnings = [line.strip() for line in out.splitlines() if "Warning:" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "Warning: --dropna dropped 17% of the rows"
+    )
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["data"]["dropped"] == {
+        "rows": 10,
+        "of": 60,
+        "columns": {"a": 6, "b": 4},
+        "warned": True,
+    }
+    assert s["rows"] == {"train": 40, "test": 10}
+    # The report and the card say how many rows went, why, and warn as the run did
+    for page in ("MODEL_CARD.md", "report.html"):
+        text = (tmp_path / "r" / page).read_text()
+        assert "--dropna dropped 10 of 60 rows (17%) with empty or NaN cells, in a (6), b (4)" in (
+            text
+        ), page
+        assert "the 50 left. Warning: more than a tenth of the rows were dropped" in text, page
+    # The model keeps the setting: its 'unknown' is a missing cell in new rows too.
+    assert_one_line_error(
+        tw("evaluate", "--model", "r/model.safetensors", "--data", "t.csv"),
+        "t.csv has empty or NaN cells in 2 columns: 'a' in 6 rows",
+    )
+    (tmp_path / "new.csv").write_text("a,b\n1.5,0.5\n2.5,?\n")
+    assert_one_line_error(
+        tw("predict", "--model", "r/model.safetensors", "--data", "new.csv"),
+        "column 'b' of new.csv has an empty or NaN cell in row 2",
+    )
+
+
+def test_dropna_of_a_tenth_or_less_is_said_without_a_warning(tw, tmp_path):
+    write_csv(tmp_path / "t.csv", {"a": [None] + [float(i) for i in range(1, 30)],
+                                   "y": [2.0 * i for i in range(30)]})  # fmt: skip
+    code, out, err = tw("run", "--data", "t.csv", "--out", "r", "--dropna", "--no-plots")
+    assert code == 0, err
+    assert "dropped 1 of 30 rows (3%) with empty or NaN cells, in 'a' (1)" in out
+    assert "Warning" not in out
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["data"]["dropped"] == {"rows": 1, "of": 30, "columns": {"a": 1}, "warned": False}
+    card = (tmp_path / "r" / "MODEL_CARD.md").read_text()
+    assert "dropped 1 of 30 rows (3%)" in card and "Warning" not in card

@@ -159,7 +159,7 @@ def _encoder_dict():
         (lambda d: d["blocks"][0].update(mean=[float("nan")]), "finite mean each"),
         (lambda d: d["blocks"][1].update(categories=[[]]), "column 'c' has no categories"),
         (lambda d: d["blocks"][1].update(categories=[["u", "u"]]), "category twice"),
-        (lambda d: d["blocks"][1].update(kind="date"), "unknown kind of data 'date'"),
+        (lambda d: d["blocks"][1].update(kind="sound"), "unknown kind of data 'sound'"),
         (lambda d: d["blocks"][1].update(columns=["x"]), "appears twice|not the feature columns"),
         (lambda d: d.update(features=[]), "no feature columns"),
         (lambda d: d.update(task="ranking"), "unknown task 'ranking'"),
@@ -352,3 +352,24 @@ def test_quoted_values_with_newlines_are_read_whole(tmp_path, monkeypatch, parts
     assert table.column("note")[7].as_py() == 'one\ntwo, "7"'
     whole = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(newlines_in_values=True))
     assert table.equals(whole)
+
+
+def test_read_text_gives_each_cell_as_written(tmp_path):
+    (tmp_path / "t.tsv").write_text(' flag \tx\tnote\nTrue\t1.50\t"a, b"\nFalse\t\tNA\n')
+    typed = read_table(tmp_path / "t.tsv")
+    assert typed.column("flag").to_pylist() == [True, False] and typed.column("x").null_count == 1
+    written = read.read_text(tmp_path / "t.tsv")
+    assert written.column_names == ["flag", "x", "note"]
+    assert written.to_pylist() == [
+        {"flag": "True", "x": "1.50", "note": "a, b"},
+        {"flag": "False", "x": "", "note": "NA"},
+    ]
+    assert read.read_text(tmp_path / "t.parquet") is None  # its cells are typed by the file
+
+
+def test_na_values_may_name_a_number(tmp_path):
+    # Read without missing-value markers, a column of integers would keep its -999.
+    (tmp_path / "t.csv").write_text("a,y\n1,2\n-999,3\n3,4\n")
+    table = read_table(tmp_path / "t.csv", read.CsvFormat(na_values=("-999",)))
+    assert table.column("a").to_pylist() == [1, None, 3]
+    assert read_table(tmp_path / "t.csv").column("a").to_pylist() == [1, -999, 3]

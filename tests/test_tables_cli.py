@@ -3,7 +3,9 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import assert_one_line_error, moons, regression_table, run_cli, write_csv
@@ -154,14 +156,15 @@ def test_evaluate_prints_metrics_and_json(species, capsys, monkeypatch):
 
 
 def test_evaluate_checks_the_features_before_the_target(species, tw, tmp_path):
-    # One pass over the columns in the model's order, the target last, as a run checks them.
+    # One pass over the columns in the model's order, the target last, as a run checks
+    # them: every column with empty cells named in one line, in that order.
     folder, _ = species
     (tmp_path / "holes.csv").write_text("p,q,colour,species\n1.0,2.0,red,\n1.5,,blue,setosa\n")
     model = str(folder / "run" / "model.safetensors")
     assert_one_line_error(
         tw("evaluate", "--model", model, "--data", str(tmp_path / "holes.csv")),
-        "column 'q' of",
-        "row 2",
+        "has empty or NaN cells in 2 columns: 'q' in 1 row (row 2), 'species' in 1 row (row 1)",
+        "fix or remove those rows",
     )
 
 
@@ -402,3 +405,25 @@ def test_bad_solver_flags_are_one_clear_line(tw, tmp_path, capsys, args, message
         outcome = (e.code, "", capsys.readouterr().err)
     assert_one_line_error(outcome, message)
     assert not (tmp_path / "run").exists()
+
+
+def test_predict_writes_the_input_rows_as_they_were_written(tw, tmp_path):
+    """True stays True, 0.50 stays 0.50, and only a value that needs quotes is quoted."""
+    lines = ["flag,x,note,y"] + [
+        f'{"True" if i % 2 else "False"},{i / 4:.2f},"n{i % 3}, more",{i + 3 * (i % 2)}'
+        for i in range(30)
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    code, _, err = tw("run", "--data", "t.csv", "--out", "r", "--no-plots")
+    assert code == 0, err
+    code, out, err = tw("predict", "--model", "r/model.safetensors", "--data", "t.csv")
+    assert code == 0, err
+    assert [line.rsplit(",", 1)[0] for line in out.splitlines()] == lines
+    code, _, err = tw("predict", "--model", "r/model.safetensors", "--data", "t.csv", "--out",
+                      "p.csv")  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "p.csv").read_text() == out
+    code, _, err = tw("predict", "--model", "r/model.safetensors", "--data", "t.csv", "--out",
+                      "p.parquet")  # fmt: skip
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "p.parquet").column("flag").type == pa.bool_()  # typed

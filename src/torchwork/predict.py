@@ -102,17 +102,30 @@ def write_table(table: Any, path: str | Path | None) -> None:
     import csv
     import io
 
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    # pyarrow quotes every header name; write a plain header and let it write the rows.
+    # pyarrow quotes every header name, and every text value it quotes at all: a plain
+    # header, then the rows with no quotes unless a value needs them (as the csv module
+    # writes, and as a file of rows read back for predictions was written).
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(table.column_names)
     header = buffer.getvalue().encode("utf-8")
-    rows = pcsv.WriteOptions(include_header=False, quoting_style="needed")
+
+    def write(f: Any) -> None:
+        f.write(header)
+        start = f.tell()
+        try:
+            pcsv.write_csv(table, f, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+        except pa.ArrowInvalid:  # a value holds a delimiter, a quote or a line break
+            f.seek(start)
+            f.truncate()
+            _write_quoted(table, f)
+
     if path is None:
         out = io.BytesIO()
-        pcsv.write_csv(table, out, rows)
-        sys.stdout.write((header + out.getvalue()).decode("utf-8"))
+        write(out)
+        sys.stdout.write(out.getvalue().decode("utf-8"))
         return
     path = Path(path)
     if path.suffix.lower() not in (".csv", ".parquet", ".pq"):
@@ -126,8 +139,27 @@ def write_table(table: Any, path: str | Path | None) -> None:
             pq.write_table(table, tmp)
         else:
             with open(tmp, "wb") as f:  # straight to the file: no copy of the text in memory
-                f.write(header)
-                pcsv.write_csv(table, f, rows)
+                write(f)
+
+
+def _write_quoted(table: Any, f: Any) -> None:
+    """A table's rows as CSV, each value as pyarrow writes it, quoted only where it holds a
+    delimiter, a quote or a line break (pyarrow quotes every text value then)."""
+    import csv
+    import io
+
+    import pyarrow as pa
+
+    from torchwork.tables import arrow
+
+    for batch in table.to_batches(max_chunksize=65536):
+        columns = [
+            c if pa.types.is_string(c.type) else arrow.cast(c, pa.string()) for c in batch.columns
+        ]
+        text = io.StringIO()
+        rows = zip(*(c.to_pylist() for c in columns), strict=True)
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        f.write(text.getvalue().encode("utf-8"))
 
 
 @dataclass
@@ -276,12 +308,19 @@ class Predictor:
         return cls(model, encoder, path, csv)
 
     def read(
-        self, data: str | Path, target: str = "", need_target: bool = False, skip_bad: bool = False
+        self,
+        data: str | Path,
+        target: str = "",
+        need_target: bool = False,
+        skip_bad: bool = False,
+        as_written: bool = False,
     ) -> tuple[Any, Any]:
-        """Read a table for this model: (table, encoded inputs), with every column checked."""
+        """Read a table for this model: (table, encoded inputs), with every column checked.
+        `as_written`: a CSV's table as the text its cells are written with (`True` stays
+        `True`, not `true`), for writing the rows back as they came."""
         from torchwork.tables.check import require_numbers
         from torchwork.tables.convert import table_to_tensor
-        from torchwork.tables.read import CsvFormat, read_table
+        from torchwork.tables.read import CsvFormat, read_table, read_text
 
         source = str(data)
         if self.names_files(data):
@@ -295,6 +334,7 @@ class Predictor:
             names = input_names(X.shape[1])
             return pa.table({n: X[:, j].numpy() for j, n in enumerate(names)}), X
         table = read_table(data, self.csv or CsvFormat())
+        written = read_text(data, self.csv or CsvFormat()) if as_written else None
         if self.encoder is None:
             features = (
                 [n for n in table.column_names if n != target]
@@ -302,7 +342,7 @@ class Predictor:
                 else table.column_names
             )
             table = require_numbers(table, table.column_names, source)
-            return table, table_to_tensor(table, features)
+            return (table if written is None else written), table_to_tensor(table, features)
         if target and target != self.encoder.target:
             if target not in table.column_names:
                 raise DataError(
@@ -318,6 +358,7 @@ class Predictor:
             table = table.rename_columns(
                 [self.encoder.target if n == target else n for n in table.column_names]
             )
+            written = None
         expected = self.encoder.feature_names
         missing = [n for n in expected if n not in table.column_names]
         if missing and self.file_block is not None:
@@ -342,7 +383,19 @@ class Predictor:
                 f"{source} has no target column '{self.encoder.target}': name it with --target"
             )
         where = self.source(data, skip_bad)
-        return self.encode(table, where, also=[self.encoder.target] if need_target else [])
+        also = [self.encoder.target] if need_target else []
+        if written is None:
+            return self.encode(table, where, also=also)
+        import numpy as np
+
+        from torchwork.tables import arrow
+
+        # Each row's number travels with it through the checks, past any rows dropped
+        # (--skip-bad), to pick the same rows of the text.
+        row = "\0row"
+        table = table.append_column(row, arrow.from_numpy(np.arange(table.num_rows)))
+        table, X = self.encode(table, where, also=also)
+        return written.take(table.column(row)), X
 
     def from_json(self, column: str, values: list[Any], where: Source) -> Any:
         """A column of JSON values (a request's rows, --x) as its kind takes them, every
@@ -381,7 +434,8 @@ def predict_file(
     of one column of files (pictures), `data` may be such a file or a folder of them: the
     table of their names (`file`, relative to the folder)."""
     predictor = Predictor.from_file(model_path)
-    table, X = predictor.read(data, skip_bad=skip_bad)
+    as_csv = out is None or Path(out).suffix.lower() == ".csv"  # text out: the text that came in
+    table, X = predictor.read(data, skip_bad=skip_bad, as_written=as_csv)
     result = with_predictions(table, predictor.encoder, predictor.outputs(X))
     write_table(result, out)
     return result

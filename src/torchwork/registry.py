@@ -37,6 +37,9 @@ class Entry:
     # applies them; models: their own defaults over those (a folder's run)
     folder: tuple[tuple[str, Any], ...] = ()
     defaults: tuple[tuple[str, Any], ...] = ()
+    # kinds: the settings ("section.key") that apply where a column is of this kind (the
+    # report and the card show them only then)
+    settings: tuple[str, ...] = ()
 
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
@@ -109,6 +112,7 @@ KINDS: dict[str, Entry] = {
         help="free text: a column of documents, or .txt files",
         suffixes=(".txt",),
         noun="text files",
+        settings=("data.encoding",),  # of its files, in a folder as in a table
         training=(("optimizer", "adam"), ("batch_size", 64), ("lr", 0.01), ("patience", 2)),
         # a folder of them: the bag of n-grams with a linear head, Adam (SparseAdam for the
         # bag) on minibatches, a validation split to stop early on
@@ -131,6 +135,7 @@ KINDS: dict[str, Entry] = {
         help="pictures: files named by a column, or a folder of class folders",
         suffixes=(".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"),
         noun="images",
+        settings=("data.image_size", "data.channels", "data.augment"),
         training=(("optimizer", "adamw"), ("batch_size", 64), ("lr", 0.003), ("patience", 8)),
         # a folder of them: a small CNN, minibatches, augmentation, a validation split to stop
         # early on, and a learning rate that decays to 0 over the epochs
@@ -149,6 +154,7 @@ KINDS: dict[str, Entry] = {
             ("train.schedule", "cosine"),
         ),
     ),
+    "date": Entry("torchwork.kinds.date:KIND", help="dates and times, as year, month, ... numbers"),
 }
 
 

@@ -112,6 +112,7 @@ class TableData(TypedDict, total=False):
     inputs: list[str]  # the model's first layer's inputs in order, one per category
     columns: list[Columns]  # each block of the inputs
     folder: str  # a folder of class folders: what its files are ("images")
+    dropped: dict[str, Any]  # --dropna: {"rows", "of", "columns": {column: cells}, "warned"}
 
 
 class ImageData(TypedDict, total=False):

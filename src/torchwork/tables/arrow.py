@@ -123,6 +123,11 @@ def index_in(values: Any, value_set: pa.Array) -> Any:
     return compute("index_in", values, options=SetLookupOptions(value_set))
 
 
+def is_in(values: Any, value_set: pa.Array) -> Any:
+    """True where a value is in value_set (False where it is null)."""
+    return compute("is_in", values, options=SetLookupOptions(value_set))
+
+
 def unique(values: Any) -> list[Any]:
     """The distinct values that are not null, as Python values."""
     return [v for v in compute("unique", values).to_pylist() if v is not None]

@@ -106,13 +106,33 @@ def check_values(
     source: str,
     dropna: bool = False,
     log: Callable[[str], None] | None = None,
-    fix: str = "add --dropna to drop such rows",
+    fix: str | None = None,
 ) -> pa.Table:
-    """Refuse (or with dropna, drop) rows with empty or NaN cells; refuse infinite values.
+    """check_table's table: the checked columns, any rows with empty cells dropped."""
+    return check_table(table, columns, source, dropna, log, fix)[0]
 
-    Text in a column that is otherwise numbers is an error naming the value and row.
+
+def check_table(
+    table: pa.Table,
+    columns: Sequence[str],
+    source: str,
+    dropna: bool = False,
+    log: Callable[[str], None] | None = None,
+    fix: str | None = None,
+    target: str = "",
+) -> tuple[pa.Table, dict[str, Any] | None]:
+    """Refuse (or with dropna, drop) rows with empty or NaN cells, naming every column that
+    has them, with counts, in one line; refuse infinite values.
+
+    Text in a column that is otherwise numbers is an error naming the values and rows. `fix`
+    is what a user does about such cells; None: a run's flags (--na-values for the text,
+    --dropna, --exclude for mostly empty columns other than the `target`). Returns the table
+    (numbers written as text read as numbers, dropped rows gone) and what --dropna dropped:
+    {"rows": dropped, "of": rows before, "columns": {column: its empty cells}, "warned": more
+    than DROPPED_WARNING of them}, or None.
     """
-    missing = np.zeros(table.num_rows, dtype=bool)
+    holes: dict[str, np.ndarray] = {}  # column -> True at its rows with an empty or NaN cell
+    odd: list[tuple[str, list[str], np.ndarray]] = []  # number columns that hold some text
     for name in columns:
         column = table.column(name)
         type_ = column.type
@@ -120,13 +140,14 @@ def check_values(
             raise DataError(
                 f"column '{name}' of {source} is empty in every row: fill it in or leave it out"
             )
-        if not (is_numeric(type_) or is_text(type_) or pa.types.is_binary(type_)):
+        if not (is_numeric(type_) or is_text(type_) or is_date(type_) or pa.types.is_binary(type_)):
             raise DataError(
-                f"column '{name}' of {source} holds {type_} values, not numbers or text: "
+                f"column '{name}' of {source} holds {type_} values, not numbers, text or dates: "
                 "convert it to numbers, or leave it out with --features"
             )
         distinct = arrow.unique(column) if is_text(type_) else []
-        if is_text(type_) and _check_mixed(column, distinct, name, source):
+        texts = _texts_among_numbers(distinct) if is_text(type_) else None
+        if texts == []:
             # Numbers stored as text (an Excel column formatted as text, say): read as numbers.
             try:
                 column = arrow.cast(column, pa.float64())
@@ -136,17 +157,14 @@ def check_values(
                 ) from None
             table = table.set_column(table.column_names.index(name), name, column)
             type_ = column.type
+        elif texts:
+            named = arrow.is_in(column, arrow.from_values(texts))
+            odd.append((name, texts, arrow.float_values(named, np.float32) == 1))
         elif is_text(type_) and log is not None:
             _point_out_formatted_numbers(distinct, name, source, log)
         if _all_present_and_finite(column):
             continue
-        present = [arrow.validity(chunk) for chunk in column.chunks]
-        col_missing = np.concatenate(
-            [
-                np.zeros(len(c), bool) if p is None else ~p
-                for c, p in zip(column.chunks, present, strict=True)
-            ]
-        )
+        col_missing = _empty(column)
         if pa.types.is_floating(type_):
             values = arrow.float_values(column, np.float64)
             col_missing = col_missing | np.isnan(values)
@@ -164,23 +182,154 @@ def check_values(
                     f"column '{name}' of {source} has a value too large for 32-bit floats in row "
                     f"{row}{more(count)}: rescale the column"
                 )
-        if col_missing.any() and not dropna:
-            row, count = first_row(col_missing)
-            raise DataError(
-                f"column '{name}' of {source} has an empty or NaN cell in row {row}{more(count)}: "
-                f"fill it in, or {fix}"
+        if col_missing.any():
+            holes[name] = col_missing
+    if odd:
+        raise DataError(_texts_message(odd, holes, source, dropna, fix))
+    if not holes:
+        return table, None
+    total = table.num_rows
+    missing = np.logical_or.reduce(list(holes.values()))
+    dropped, cells = int(missing.sum()), {name: int(rows.sum()) for name, rows in holes.items()}
+    if not dropna:
+        raise DataError(_holes_message(holes, source, dropped, total, fix, target))
+    table = table.filter(arrow.from_numpy(~missing))
+    if table.num_rows == 0:
+        raise DataError(
+            f"every row of {source} has an empty or NaN cell (in {_counted(cells)}): nothing is "
+            "left to learn from; fill them in"
+            + _exclude_hint(cells, total, target, " or leave out the emptiest columns with")
+        )
+    if log is not None:
+        log(
+            f"   --dropna: dropped {dropped:,} of {total:,} rows ({dropped / total:.0%}) with "
+            f"empty or NaN cells, in {_counted(cells)}"
+        )
+        if dropped > DROPPED_WARNING * total:  # as "warned" below
+            log(
+                f"   Warning: --dropna dropped {dropped / total:.0%} of the rows of {source}: the "
+                f"model learns from and is tested on the {table.num_rows:,} left, which may not be "
+                "like the others; fill in the cells"
+                + _exclude_hint(cells, total, target, ", or leave out the emptiest columns with")
             )
-        missing |= col_missing
-    if missing.any():
-        dropped = int(missing.sum())
-        table = table.filter(arrow.from_numpy(~missing))
-        if log is not None:
-            log(f"   --dropna: dropped {dropped} of {len(missing)} rows with empty or NaN cells")
-        if table.num_rows == 0:
-            raise DataError(
-                f"every row of {source} has an empty or NaN cell: nothing is left to learn from"
-            )
-    return table
+    warned = dropped > DROPPED_WARNING * total  # the pages warn as the run did
+    return table, {"rows": dropped, "of": total, "columns": cells, "warned": warned}
+
+
+DROPPED_WARNING = 0.1  # --dropna dropping more than this share of the rows is warned about
+SUGGESTED_TEXTS = 5  # at most this many texts in number columns are offered for --na-values
+
+
+def is_date(type_: pa.DataType) -> bool:
+    """Dates and times: what a CSV's ISO dates are read as, and Parquet's and Excel's dates."""
+    return pa.types.is_date(type_) or pa.types.is_timestamp(type_)
+
+
+def _empty(column: pa.ChunkedArray) -> np.ndarray:
+    """True at each empty (null) cell of a column."""
+    return np.concatenate(
+        [np.zeros(len(c), bool) if (p := arrow.validity(c)) is None else ~p for c in column.chunks]
+        or [np.zeros(0, bool)]
+    )
+
+
+def _by_count(cells: dict[str, int]) -> list[str]:
+    """Column names, most cells first (ties in table order)."""
+    return sorted(cells, key=lambda name: -cells[name])
+
+
+def _counted(cells: dict[str, int], shown: int = 20) -> str:
+    """ "'a' (400), 'b' (42)": columns and their empty cells, the most first."""
+    names = _by_count(cells)
+    listed = ", ".join(f"'{name}' ({cells[name]:,})" for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _exclude_hint(cells: dict[str, int], total: int, target: str, words: str) -> str:
+    """--exclude for the columns (not the target) whose empty cells alone would drop more
+    than DROPPED_WARNING of the rows, or ""."""
+    emptiest = [n for n in _by_count(cells) if n != target and cells[n] > DROPPED_WARNING * total]
+    if not emptiest:
+        return ""
+    return f"{words} --exclude {_shell(','.join(emptiest))}"
+
+
+def _shell(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _holes_message(
+    holes: dict[str, np.ndarray],
+    source: str,
+    rows: int,
+    total: int,
+    fix: str | None,
+    target: str,
+) -> str:
+    """Every column with empty or NaN cells, in one line, and what to do about them."""
+    if len(holes) == 1:
+        ((name, mask),) = holes.items()
+        row, count = first_row(mask)
+        return (
+            f"column '{name}' of {source} has an empty or NaN cell in row {row}{more(count)}: "
+            f"fill it in, or {fix or 'add --dropna to drop such rows'}"
+        )
+    cells = {name: int(mask.sum()) for name, mask in holes.items()}
+    firsts = {name: first_row(mask)[0] for name, mask in holes.items()}
+    shown = _by_count(cells)
+    listed = ", ".join(
+        f"'{n}' in {cells[n]:,} row{'s' if cells[n] > 1 else ''} "
+        f"({'the first ' if cells[n] > 1 else ''}row {firsts[n]})"
+        for n in shown[:20]
+    )
+    listed += f" and {len(shown) - 20} more" if len(shown) > 20 else ""
+    if fix is None:
+        emptiest = _exclude_hint(cells, total, target, ", or leave out the emptiest columns with")
+        fix = f"add --dropna to drop the {rows:,} of {total:,} rows that have any{emptiest}"
+    return (
+        f"{source} has empty or NaN cells in {len(holes)} columns: {listed}: fill them in, or {fix}"
+    )
+
+
+def _texts_message(
+    odd: list[tuple[str, list[str], np.ndarray]],
+    holes: dict[str, np.ndarray],
+    source: str,
+    dropna: bool,
+    fix: str | None,
+) -> str:
+    """The number columns that hold some text, in one line (with the columns that have
+    empty cells), and what to do: a run's --na-values where the texts may mean missing."""
+    parts = []
+    for name, texts, rows in odd:
+        row, count = first_row(rows)
+        values = ", ".join(repr(t) for t in texts[:SUGGESTED_TEXTS])
+        values += (
+            f" and {len(texts) - SUGGESTED_TEXTS} more" if len(texts) > SUGGESTED_TEXTS else ""
+        )
+        what = "a non-numeric value" if len(texts) == 1 else "non-numeric values"
+        parts.append(f"column '{name}' of {source} has {what} {values} in row {row}{more(count)}")
+    others = {n: int(m.sum()) for n, m in holes.items() if n not in {o[0] for o in odd}}
+    message = "; ".join(parts)
+    if others:
+        message += f"; and empty or NaN cells are in {_counted(others)}"
+    one = len(odd) == 1 and len(odd[0][1]) == 1
+    if fix is not None:
+        return f"{message}: {'it' if len(odd) == 1 else 'they'} should hold numbers; {fix}"
+    texts = list(dict.fromkeys(t for _, found, _ in odd for t in found))
+    message += f": {'it' if len(odd) == 1 else 'they'} should hold numbers"
+    if len(texts) > SUGGESTED_TEXTS or any(
+        "," in t or not t.strip() or not t.isprintable() for t in texts
+    ):
+        return message + "; fix or remove those values"
+    drop = "(--dropna then drops those rows)" if dropna else "and --dropna to drop those rows"
+    return (
+        f"{message}; if {'it means' if one else 'these mean'} a missing value, add --na-values "
+        f"{_shell(','.join(texts))} {drop}, else fix or remove "
+        f"{'that value' if one else 'those values'}"
+    )
 
 
 def _all_present_and_finite(column: pa.ChunkedArray) -> bool:
@@ -243,24 +392,14 @@ def _formatted_numbers(distinct: list[str]) -> str:
     return formatted[0] if formatted and len(formatted) * 10 >= len(distinct) * 9 else ""
 
 
-def _check_mixed(column: pa.ChunkedArray, distinct: list[str], name: str, source: str) -> bool:
-    """True when a text column (of these distinct values) holds only numbers; an error when
-    it holds mostly numbers."""
-    # A column of numbers with a typo is read as text; say so instead of one-hot encoding it.
+def _texts_among_numbers(distinct: list[str]) -> list[str] | None:
+    """A text column's (of these distinct values) texts that are not numbers, when at least
+    half of its values are numbers (a column of numbers with a typo, or "unknown" for a
+    missing value, is read as text): [] when all are numbers; None when it is text."""
     numeric = [v for v in distinct if _looks_numeric(v)]
-    if numeric and len(numeric) == len(distinct):
-        return True
-    if numeric and len(numeric) * 2 >= len(distinct):
-        bad = next(v for v in distinct if not _looks_numeric(v))
-        import pyarrow.compute as pc  # a mistake to report: the full toolkit is fine
-
-        mask = pc.equal(column, bad).fill_null(False).to_numpy(zero_copy_only=False)
-        row, count = first_row(mask)
-        raise DataError(
-            f"column '{name}' of {source} has a non-numeric value {bad!r} in row {row}{more(count)}: "
-            "it should hold numbers; fix or remove that value"
-        )
-    return False
+    if not numeric or len(numeric) * 2 < len(distinct):
+        return None
+    return [v for v in distinct if not _looks_numeric(v)]
 
 
 def sorted_labels(values: list[Any]) -> list[Any]:

@@ -30,11 +30,14 @@ _SNIFF_LINES = 20  # the first lines the delimiter is found from
 
 @dataclass(frozen=True)
 class CsvFormat:
-    """How a CSV/TSV file is written; the defaults read what most files are."""
+    """How a table's cells are written (a CSV/TSV file's delimiter, decimal mark and
+    encoding; in every format, the texts that mean a missing value); the defaults read what
+    most files are."""
 
     delimiter: str = "auto"  # auto: found from the first lines (sniff_delimiter)
     decimal: str = "."
     encoding: str = "utf-8"
+    na_values: tuple[str, ...] = ()  # more cell texts that mean missing (--na-values): "?"
 
     @property
     def utf8(self) -> bool:
@@ -43,7 +46,7 @@ class CsvFormat:
     @classmethod
     def of(cls, data: Any) -> CsvFormat:
         """The format a run's data config (DataConfig) names."""
-        return cls(data.delimiter, data.decimal, data.encoding)
+        return cls(data.delimiter, data.decimal, data.encoding, tuple(data.na_values))
 
 
 _PREFETCHED: dict[tuple[Path, CsvFormat], Future] = {}
@@ -66,7 +69,9 @@ def prefetch(path: str | Path, csv: CsvFormat = CsvFormat()) -> None:
 def read_table(path: str | Path, csv: CsvFormat = CsvFormat()) -> pa.Table:
     """Read a .csv/.tsv, .parquet, .xlsx, .npy (rows, target last) or .npz (X and y) file.
 
-    Column names are stripped of surrounding spaces (` x1 , y ` names x1 and y).
+    Column names are stripped of surrounding spaces (` x1 , y ` names x1 and y). Empty cells
+    are missing values, and so are text cells that `csv.na_values` names (in a CSV also
+    the usual markers: NA, null, NaN, ...).
     """
     with _PREFETCH_LOCK:
         started = _PREFETCHED.pop((Path(path).resolve(), csv), None)
@@ -144,6 +149,24 @@ def _read_table(path: Path, csv: CsvFormat) -> pa.Table:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DataError(f"{path} has duplicate column names: {', '.join(duplicates)}")
+    if csv.na_values and suffix not in (".csv", ".tsv", ".xlsx"):  # those read them as missing
+        table = _missing_texts(table, csv.na_values)
+    return table
+
+
+def _missing_texts(table: pa.Table, na_values: tuple[str, ...]) -> pa.Table:
+    """The table with every text cell that `na_values` names made missing (null)."""
+    value_set = arrow.from_values(list(na_values))
+    for j, column in enumerate(table.columns):
+        type_ = column.type
+        if pa.types.is_dictionary(type_) and pa.types.is_string(type_.value_type):
+            column, type_ = arrow.cast(column, pa.string()), pa.string()
+        if not (pa.types.is_string(type_) or pa.types.is_large_string(type_)):
+            continue
+        named = arrow.is_in(column, value_set)
+        if arrow.compute("any", named).as_py():
+            column = arrow.compute("if_else", named, pa.scalar(None, type_), column)
+            table = table.set_column(j, table.column_names[j], column)
     return table
 
 
@@ -192,10 +215,23 @@ _CSV_PART_BLOCK = 8 << 20  # the block a part is read in
 
 def _read_csv(path: Path, default_delimiter: str, csv: CsvFormat) -> pa.Table:
     """Read a CSV/TSV file as pyarrow's reader would with every missing-value marker ("",
-    "NA", "null", ...) and empty text as missing, only faster and in less memory (see
-    _read_csv_typed)."""
-    import pyarrow.csv as pcsv
+    "NA", "null", ..., and the format's na_values) and empty text as missing, only faster
+    and in less memory (see _read_csv_typed)."""
+    raw = _utf8_bytes(path, csv)
+    data = pa.py_buffer(raw)
+    parse = _parse_options(raw, default_delimiter, csv)
+    decimal = {"decimal_point": csv.decimal}
+    try:
+        table = _read_csv_typed(raw, data, parse, decimal, csv.na_values)
+    except pa.ArrowInvalid:
+        table = None  # a late value that does not fit its column's type, or a bad row
+    if table is not None:
+        return table
+    return _read_csv_buffer(data, parse, _with_markers(csv.na_values, **decimal))
 
+
+def _utf8_bytes(path: Path, csv: CsvFormat) -> Any:
+    """A CSV file's bytes as UTF-8: mapped, or decoded from its --encoding."""
     raw = _map_file(path)
     if not csv.utf8:
         # Decoded whole, here, so that a bad byte is reported as one, and the rest of the
@@ -204,20 +240,42 @@ def _read_csv(path: Path, default_delimiter: str, csv: CsvFormat) -> pa.Table:
             raw = bytes(raw).decode(csv.encoding).encode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(_not_utf8(path, csv, e.start)) from None
+    return raw
+
+
+def _parse_options(raw: Any, default_delimiter: str, csv: CsvFormat) -> pcsv.ParseOptions:
+    import pyarrow.csv as pcsv
+
     delimiter = _delimiter(raw, default_delimiter, csv)
-    data = pa.py_buffer(raw)
     # A quoted value may hold a newline: pyarrow must be told, or it cuts its blocks inside
     # such values and fails on (or misreads) a valid file larger than one block.
     quoted = _has_quote(raw, _row_end(raw, 0, quoted=True))
-    parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted)
-    decimal = {"decimal_point": csv.decimal}
-    try:
-        table = _read_csv_typed(raw, data, parse, decimal)
-    except pa.ArrowInvalid:
-        table = None  # a late value that does not fit its column's type, or a bad row
-    if table is not None:
-        return table
-    return _read_csv_buffer(data, parse, _with_markers(**decimal))
+    return pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted)
+
+
+def read_text(path: str | Path, csv: CsvFormat = CsvFormat()) -> pa.Table | None:
+    """A CSV or TSV file's cells as the text they are written with, every column as
+    strings, nothing missing, the column names as read_table gives them: rows written
+    back as they came (`True` stays `True`, `1.50` stays `1.50`). None for other formats,
+    whose cells are typed by the file itself."""
+    import pyarrow.csv as pcsv
+
+    path = Path(path)
+    default = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
+    if default is None:
+        return None
+    raw = _utf8_bytes(path, csv)
+    data, parse = pa.py_buffer(raw), _parse_options(raw, default, csv)
+    header = data.slice(0, _row_end(raw, 0, quoted=True))
+    names = _read_csv_buffer(header, parse, pcsv.ConvertOptions()).column_names
+    as_written = pcsv.ConvertOptions(
+        column_types={name: pa.string() for name in names},
+        null_values=[],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    table = _read_csv_buffer(data, parse, as_written)
+    return table.rename_columns([name.strip() for name in names])
 
 
 def _delimiter(raw: Any, default: str, csv: CsvFormat) -> str:
@@ -236,15 +294,22 @@ def csv_delimiter(path: str | Path, csv: CsvFormat = CsvFormat()) -> str:
     return _delimiter(raw, "\t" if path.suffix.lower() == ".tsv" else ",", csv)
 
 
-def _with_markers(**options: Any) -> pcsv.ConvertOptions:
+def _with_markers(na_values: tuple[str, ...] = (), **options: Any) -> pcsv.ConvertOptions:
     import pyarrow.csv as pcsv
 
     # Empty text cells are missing values too, not empty-string categories.
-    return pcsv.ConvertOptions(strings_can_be_null=True, **options)
+    convert = pcsv.ConvertOptions(strings_can_be_null=True, **options)
+    if na_values:
+        convert.null_values = [*convert.null_values, *na_values]
+    return convert
 
 
 def _read_csv_typed(
-    raw: Any, data: pa.Buffer, parse: pcsv.ParseOptions, decimal: dict[str, str]
+    raw: Any,
+    data: pa.Buffer,
+    parse: pcsv.ParseOptions,
+    decimal: dict[str, str],
+    na_values: tuple[str, ...] = (),
 ) -> pa.Table | None:
     """The file read with the column types of its first block, in parts when it is large
     (_read_csv_parts); None where that cannot give pyarrow's own answer.
@@ -253,8 +318,9 @@ def _read_csv_typed(
     compared with "", "NA", "null", ... The first block decides: where every column in it
     comes out as integers, booleans or floats without NaN ("NaN" parses as a float), the
     markers cannot matter and the file is read without them; a column where they matter
-    only later is read again with them. Otherwise the file is read with the markers. A
-    late value that does not fit its column's type raises ArrowInvalid.
+    only later is read again with them. Otherwise the file is read with the markers, and
+    always with `na_values` (--na-values -999 may name a number). A late value that does not
+    fit its column's type raises ArrowInvalid.
     """
     fast = _without_markers(**decimal)
     head_end = _row_end(raw, _CSV_BLOCK, parse.newlines_in_values)
@@ -262,16 +328,17 @@ def _read_csv_typed(
     names = head.column_names
     if len(set(names)) < len(names):  # duplicate names: read_table reports them
         return None
-    markers = not all(_markers_cannot_matter(column) for column in head.columns)
+    markers = bool(na_values) or not all(_markers_cannot_matter(c) for c in head.columns)
+    with_markers = _with_markers(na_values, **decimal)
     if markers:
-        head = _read_csv_buffer(data.slice(0, head_end), parse, _with_markers(**decimal), _serial())
+        head = _read_csv_buffer(data.slice(0, head_end), parse, with_markers, _serial())
     if head_end == data.size:
         return head
     types = dict(zip(names, head.schema.types, strict=True))
-    convert = _with_markers if markers else _without_markers
-    table = _read_csv_whole_or_parts(
-        raw, data, parse, convert(column_types=types, **decimal), names
-    )
+    convert = _without_markers(column_types=types, **decimal)
+    if markers:
+        convert = _with_markers(na_values, column_types=types, **decimal)
+    table = _read_csv_whole_or_parts(raw, data, parse, convert, names)
     again = [] if markers else [n for n in names if not _markers_cannot_matter(table.column(n))]
     if again:
         options = _with_markers(include_columns=again, **decimal)
@@ -441,7 +508,7 @@ def _markers_cannot_matter(column: pa.ChunkedArray) -> bool:
     )
 
 
-def _read_excel(path: Path) -> pa.Table:
+def _read_excel(path: Path, na_values: tuple[str, ...] = ()) -> pa.Table:
     try:
         import openpyxl
     except ImportError:
@@ -458,10 +525,11 @@ def _read_excel(path: Path) -> pa.Table:
     if not rows:
         raise DataError(f"{path} is empty: its first sheet needs a header row and data rows")
     header = [str(v) if v is not None else f"column{i + 1}" for i, v in enumerate(rows[0])]
+    missing = {"", *(v.strip() for v in na_values)}  # cells that mean a missing value
     columns = {}
     for j, name in enumerate(header):
         values = [r[j] if j < len(r) else None for r in rows[1:]]
-        values = [None if isinstance(v, str) and not v.strip() else v for v in values]
+        values = [None if isinstance(v, str) and v.strip() in missing else v for v in values]
         try:
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -513,7 +581,7 @@ READERS: dict[str, Callable[[Path, CsvFormat], pa.Table]] = {
     ".tsv": lambda path, csv: _read_csv(path, "\t", csv),
     ".parquet": _read_parquet,
     ".pq": _read_parquet,
-    ".xlsx": lambda path, csv: _read_excel(path),
+    ".xlsx": lambda path, csv: _read_excel(path, csv.na_values),
     ".npy": lambda path, csv: _read_numpy(path),
     ".npz": lambda path, csv: _read_numpy(path),
 }
