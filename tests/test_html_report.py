@@ -3,6 +3,7 @@
 import base64
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -328,8 +329,19 @@ def test_split_timings_versions_and_config_are_shown(runs, line_report):
         (group,), *settings = rows(table)
         config[group] = dict(settings)
     written = tomllib.loads((runs / "r1" / "config.toml").read_text())
-    assert set(config["[train]"]) == set(written["train"])
+    # Only the settings that apply to the line run: no table's, picture's or classifier's
+    # settings, no cross-validation repeats, no tol_epochs while tol is 0 (it is off).
+    assert written["train"]["tol"] == 0 and written["train"]["optimizer"] == "sgd"
+    left_out = {"repeats", "class_weight", "tol_epochs"}
+    assert set(config["[train]"]) == set(written["train"]) - left_out
     assert config["[train]"]["lr"] == "0.01" and config["[train]"]["epochs"] == "100"
+    assert config["[train]"]["momentum"] == "0.0"  # sgd takes it
+    assert set(config["[data]"]) == {
+        *("weight", "bias", "start", "end", "step", "noise"),
+        *("train", "val", "test", "shuffle"),
+    }
+    assert set(config["[model]"]) == {"kind"}  # the course's model_0 has no hidden layers
+    assert "threshold" not in config["top level"] and "interval" in config["top level"]
 
 
 def test_classification_report_has_confusion_matrix_and_majority_class(runs, table_report):
@@ -398,9 +410,44 @@ def test_predictions_are_previewed_not_embedded(runs, table_report):
     (table,) = preview.find("table")
     shown = rows(table)
     assert shown[0] == header
-    # the first rows, cell by cell (none is long enough to be shortened)
-    assert shown[1:] == [[row[name] for name in header] for row in written[:PREVIEW_ROWS]]
+    # The first rows, cell by cell (none is long enough to be shortened): the rows' own
+    # values and the predicted labels as written, the probabilities rounded for reading.
+    probabilities = [name.startswith("probability_") for name in header]
+    assert sum(probabilities) == 3  # the classes
+    assert len(shown) == PREVIEW_ROWS + 1
+    for cells, row in zip(shown[1:], written, strict=False):
+        for cell, name, rounded in zip(cells, header, probabilities, strict=True):
+            if not rounded:
+                assert cell == row[name], name
+            else:
+                assert_rounded(cell, float(row[name]))
     assert f"({len(written)} rows)" in preview.text()
+
+
+def assert_rounded(cell: str, value: float) -> None:
+    """4 decimals, or 4 significant digits in scientific notation for a tiny value."""
+    if 0 < abs(value) < 1e-4:
+        assert re.fullmatch(r"-?\d\.\d{3}e-\d+", cell), cell
+        assert float(cell) == pytest.approx(value, rel=5e-4), cell
+    else:
+        assert re.fullmatch(r"-?\d+\.\d{4}", cell), cell
+        assert float(cell) == pytest.approx(value, abs=5e-5), cell
+
+
+def test_tiny_probabilities_are_rounded_for_reading(runs, tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(runs / "cls", folder)
+    header, written = predictions(folder)
+    values = ["0.0000024566723", "0.99999756", "1.2345678e-12", "0.5", "1", "0"]
+    for row, value in zip(written, values * 2, strict=False):
+        row[header[-1]] = value
+    with open(folder / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(written)
+    (table,) = section(write_report(folder).read_text(), "predictions").find("table")
+    shown = [row[-1] for row in rows(table)[1 : len(values) + 1]]
+    assert shown == ["2.457e-06", "1.0000", "1.235e-12", "0.5000", "1.0000", "0.0000"]
 
 
 def test_text_from_the_files_is_escaped(runs, tmp_path):
@@ -455,6 +502,18 @@ def test_compare_shows_only_the_keys_that_differ(runs, tmp_path):
     assert shown["MAE"] == [f"{v:.6f}" for v in final]
     for unchanged in ("train.epochs", "data.weight", "model.kind", "train.optimizer"):
         assert unchanged not in shown
+
+
+def test_compare_marks_the_points_of_short_loss_curves(runs):
+    from torchwork.report.compare import _loss_overlay
+    from torchwork.runfolder import read_run_folder
+
+    folders = [read_run_folder(runs / f"lr-{lr}") for lr in ("0.01", "0.1")]
+    (ax,) = _loss_overlay(folders, ["a", "b"]).axes
+    assert len(ax.lines) == 4  # train and test of each
+    for line in ax.lines:
+        assert len(line.get_xdata()) == 3  # 30 epochs, recorded every 10
+        assert line.get_marker() not in (None, "", "None", " "), line.get_label()
 
 
 def test_compare_without_outputs_writes_nothing(runs, tmp_path, monkeypatch):

@@ -51,13 +51,21 @@ def test_a_table_card_names_the_file_by_its_sha256_and_counts_the_classes(
     assert "Spread over 3 fits, 3-fold cross-validation" in text
     assert f"| val | {mean:.4f} ± {std:.4f} |" in text
     assert "Anything but the 2 classes it learned: `no`, `yes`." in text
-    assert "Started from the Python API." in text  # called in this process, not as a command
+    # The command as typed, though main() was called in this process and not as `torchwork`
+    assert f"- Command: `torchwork run --data {data} --no-plots --folds 3 --out b`" in text
 
 
 def test_an_image_card(digits):
     folder, _ = digits
     text = card(folder / "run")
-    assert "1,797 images in one sub-folder per class" in text
+    # each digit's pictures, counted here from the class folders
+    counts = {d.name: len(list(d.glob("*.png"))) for d in sorted((folder / "digits").iterdir())}
+    each = ", ".join(f"{label} {n}" for label, n in counts.items())
+    assert f"- A folder of 1,797 images in 10 class folders: {each}; the class is" in text
+    settings = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert "image_size = " in settings and "augment = " in settings
+    for line_or_table in ("weight = ", "step = ", "dropna = ", "categorical = ", "scale = "):
+        assert f"\n{line_or_table}" not in settings, line_or_table
     assert "Pictures 'file': 16x16 RGB, through a CNN" in text
     assert "multiclass classification of `label`" in text
     assert text.count("| 0 |") == 1 and "| 9 |" in text  # a balance row per digit
@@ -71,3 +79,18 @@ def test_force_clears_the_card_with_the_rest(tw, tmp_path, small_table_files):
     assert tw("run", "--data", data, "--no-plots", "--out", "r", "--force")[0] == 0
     assert card(tmp_path / "r").startswith("# Model card: r\n")
     assert "regression of `price`" in card(tmp_path / "r")
+
+
+def test_a_run_from_python_says_so_even_after_a_command_in_the_same_process(tw, tmp_path):
+    from torchwork.config import RunConfig
+    from torchwork.workflow.run import run
+
+    code, _, err = tw("run", "--epochs", "3", "--no-plots", "--out", "typed")
+    assert code == 0, err
+    config = RunConfig(out=str(tmp_path / "api"), plots=False)
+    config.train.epochs = 3
+    run(config, log=lambda line: None)
+    assert "- Started from the Python API." in card(tmp_path / "api")
+    assert "- Command: `torchwork run --epochs 3 --no-plots --out typed`" in card(
+        tmp_path / "typed"
+    )

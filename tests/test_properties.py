@@ -4,6 +4,7 @@ half-written output folder."""
 
 import contextlib
 import os
+import re
 import string
 import tempfile
 from pathlib import Path
@@ -274,3 +275,112 @@ def test_random_flag_values(capsys, pairs):
             "--no-plots",
         )
         check_outcome(outcome, out)
+
+
+# --- The terminal's tables ---------------------------------------------------------------
+
+metric_value = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e12, -1e12, 1e-12, -1e-12, 0.0, -0.0, 9999.999999, -9999.9999995]),
+    st.builds(lambda m, e: m * 10.0**e, st.floats(-10, 10), st.integers(-15, 15)),
+)
+metric_names = st.lists(
+    st.sampled_from(["mae", "mse", "rmse", "r2", "accuracy", "f1", "roc_auc", "precision"]),
+    min_size=1,
+    max_size=6,
+    unique=True,
+)
+
+
+def split_metrics(names, draw_value, splits):
+    return {split: {n: draw_value() for n in names} for split in splits}
+
+
+def assert_columns(lines: list[str], headings: list[str], cells_per_row: int, left: int):
+    """Every row but the header splits into `cells_per_row` cells at whitespace; the first
+    `left` columns start where they start in the other rows, the rest end where they end;
+    each heading sits over its column, ending where its column's cells end."""
+    header, *body = lines
+    spans = [[m.span() for m in re.finditer(r"\S+", line)] for line in body]
+    for line, found in zip(body, spans, strict=True):
+        assert len(found) == cells_per_row, line
+    starts = {tuple(s for s, _ in found[:left]) for found in spans}
+    ends = {tuple(e for _, e in found[left:]) for found in spans}
+    assert len(starts) == 1 and len(ends) == 1, "\n".join(lines)
+    # Headings: the names over the left columns, the rest right-aligned over their cells.
+    per_heading = (cells_per_row - left) // (len(headings) - left)
+    (column_ends,) = ends
+    for k, heading in enumerate(headings[left:]):
+        end = column_ends[(k + 1) * per_heading - 1]
+        assert header[end - len(heading) : end] == heading, (heading, header)
+        assert header[end - len(heading) - 1] == " ", header
+    for start, heading in zip(next(iter(starts)), headings[:left], strict=True):
+        assert header[start : start + len(heading)] == heading, header
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    names=metric_names,
+    splits=st.lists(st.sampled_from(["train", "val", "test"]), min_size=1, unique=True),
+    reference=st.booleans(),
+    reference_name=st.sampled_from(["closed-form", "majority"]),
+    data=st.data(),
+)
+def test_the_metrics_table_keeps_its_columns_apart(names, splits, reference, reference_name, data):
+    from torchwork.report.text import HEADINGS, format_metrics_table
+
+    def value():
+        return data.draw(metric_value)
+
+    metrics = split_metrics(names, value, splits)
+    ref = split_metrics(names, value, splits) if reference else None
+    lines = format_metrics_table(metrics, ref, reference_name).splitlines()
+    assert len(lines) == 1 + len(splits) * (2 if reference else 1)
+    headings = ["split", "model", *(HEADINGS.get(n, n) for n in names)]
+    assert_columns(lines, headings, 2 + len(names), left=2)
+    for line, (split, label) in zip(
+        lines[1:],
+        [(s, m) for s in splits for m in ["learned", *([reference_name] if reference else [])]],
+        strict=True,
+    ):
+        assert line.split()[:2] == [split, label]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    names=metric_names,
+    splits=st.lists(st.sampled_from(["val", "test"]), min_size=1, unique=True),
+    fits=st.integers(1, 10),
+    data=st.data(),
+)
+def test_the_cross_validation_spread_keeps_its_columns_apart(names, splits, fits, data):
+    from torchwork.report.text import HEADINGS, format_spread
+
+    def value():
+        return data.draw(metric_value)
+
+    result = {
+        "mean": split_metrics(names, value, splits),
+        "std": split_metrics(names, value, splits),
+        "fits": [{}] * fits,
+    }
+    title, *lines = format_spread(result).splitlines()
+    assert f"Over {fits} fits" in title
+    headings = ["split", *(HEADINGS.get(n, n) for n in names)]
+    # a cell is three: the mean, +/-, the standard deviation, each lined up
+    assert_columns(lines, headings, 1 + 3 * len(names), left=1)
+    for line in lines[1:]:
+        assert line.split()[2::3] == ["+/-"] * len(names), line
+
+
+def test_the_learned_line_keeps_its_columns_apart(tw, tmp_path):
+    """The line's parameters beside a true weight of 1e9 (the table of format_table, as the
+    metrics and the spread above)."""
+    code, out, err = tw("run", "--weight", "1e9", "--epochs", "1", "--no-plots", "--out", "r")
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(
+        i for i, line in enumerate(lines) if line.split()[:2] == ["learned", "closed-form"]
+    )
+    for line in lines[header + 1 : header + 3]:
+        assert len(line.split()) == 4, line  # name, learned, closed-form, true

@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 MAX_POINTS = 5000  # a scatter plot draws at most this many points, a fixed random sample
 DPI = 100  # pixels per inch of every PNG: a 10 x 7 inch figure is 1000 x 700 pixels
+FEW_POINTS = 30  # a curve of fewer points marks each one: a single point is a dot, not nothing
 
 
 class Figure(matplotlib.figure.Figure):
@@ -95,11 +96,13 @@ def plot_loss_curves(
     """The course's "Training and test loss curves" picture."""
     fig = Figure(figsize=(10, 7))
     ax = fig.add_subplot()
-    ax.plot(list(epochs), list(train_loss), label="Train loss")
+    epochs = list(epochs)
+    marks = curve_markers(len(epochs))
+    ax.plot(epochs, list(train_loss), label="Train loss", **marks)
     if val_loss:
-        ax.plot(list(epochs), list(val_loss), label="Validation loss")
+        ax.plot(epochs, list(val_loss), label="Validation loss", **marks)
     if test_loss:
-        ax.plot(list(epochs), list(test_loss), label="Test loss")
+        ax.plot(epochs, list(test_loss), label="Test loss", **marks)
     ax.set_title("Training and test loss curves")
     ax.set_ylabel("Loss")
     ax.set_xlabel("Epochs")
@@ -107,6 +110,13 @@ def plot_loss_curves(
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def curve_markers(points: int) -> dict[str, Any]:
+    """How a curve of this many points marks them (Axes.plot's keywords): a line alone draws
+    nothing for one point (a run of fewer epochs than --log-every records one), so a short
+    curve marks every point; a long one is a plain line."""
+    return {"marker": "o", "markersize": 4} if points < FEW_POINTS else {}
 
 
 def plot_predicted_vs_actual(

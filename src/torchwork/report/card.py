@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from torchwork.fileio import write_text_atomic
-from torchwork.report.format import HEADINGS, _coefficient, _decision_sentences, _flatten
+from torchwork.report.format import (
+    HEADINGS,
+    _coefficient,
+    _decision_sentences,
+    _dropped_words,
+    _flatten,
+    _folder_words,
+    _settings,
+    _source,
+    _toml,
+)
 from torchwork.report.format import _num as _format_num
 from torchwork.runfolder import CONFIG, MODEL_CARD, MODEL_SAFETENSORS, RunFolder, read_run_folder
 
@@ -68,18 +78,18 @@ def _data(s: dict[str, Any], flat: dict[str, Any]) -> str:
     lines = ["## Data", ""]
     if data:
         lines.append(f"- Source: `{data.get('path')}`, sha256 `{data.get('sha256') or '?'}`")
+        if _source(s) == "folder":
+            lines.append(
+                f"- A folder of {_folder_words(s)}; the class is the target, "
+                f"`{data.get('target') or 'label'}`"
+            )
         if "images" in data:  # a folder of images, as runs wrote it before the kinds of data
             grey = data.get("channels") == 1
             lines.append(
-                f"- {data['images']:,} images, each resized to {data.get('image_size')}x"
-                f"{data.get('image_size')} {'grey' if grey else 'RGB'}"
+                f"- Each image resized to {data.get('image_size')}x{data.get('image_size')} "
+                f"{'grey' if grey else 'RGB'}"
             )
-        elif data.get("folder"):
-            lines.append(
-                f"- {data.get('table_rows', '?'):,} {data['folder']} in one sub-folder per class "
-                f"(the target, `{data.get('target')}`)"
-            )
-        else:
+        elif _source(s) == "table":
             features = list(data.get("features") or [])
             named = ", ".join(f"`{f}`" for f in features[:SHOWN_COLUMNS])
             more = (
@@ -87,14 +97,23 @@ def _data(s: dict[str, Any], flat: dict[str, Any]) -> str:
                 if len(features) > SHOWN_COLUMNS
                 else ""
             )
+            count = data.get("table_rows")
+            columns = (
+                f"{len(features)} feature columns ({named}{more}) giving "
+                f"{len(data.get('inputs') or [])} model inputs; "
+                if features
+                else ""
+            )
             lines.append(
-                f"- {data.get('table_rows', '?'):,} rows; {len(features)} feature columns "
-                f"({named}{more}) giving {len(data.get('inputs') or [])} model inputs; "
+                f"- {f'{count:,}' if isinstance(count, int) else '?'} rows; {columns}"
                 f"target `{data.get('target')}`"
             )
         for block in data.get("columns") or []:
             if isinstance(block, dict) and block.get("about"):
                 lines.append(f"- {str(block['about'])[:1].upper()}{str(block['about'])[1:]}")
+        dropped = _dropped_words(s)
+        if dropped:
+            lines.append(f"- {dropped}.")
     else:
         lines.append(
             f"- The built-in straight line y = {flat.get('data.weight')} x + {flat.get('data.bias')}"
@@ -294,6 +313,8 @@ def _importance(s: dict[str, Any]) -> str:
 
 
 def _reproducibility(run: RunFolder, s: dict[str, Any]) -> str:
+    flat = _flatten(run.config)
+    shown = _settings(s, flat)
     settings = s.get("reproducibility") or {}
     versions = s.get("versions") or {}
     command = s.get("command")
@@ -305,12 +326,43 @@ def _reproducibility(run: RunFolder, s: dict[str, Any]) -> str:
         "(every choice is in the config, so the same machine gives the same bits).",
         f"- Seed {s.get('seed', '?')}, device {s.get('device', '?')}",
     ]
+    processes = settings.get("processes", 1)
+    if isinstance(processes, int) and processes > 1:
+        lines.append(
+            f"- Trained data-parallel in {processes} processes: the command above repeats these "
+            f"bits; one process, or another number of them, trains a slightly different model "
+            "(the gradients are summed in another order)."
+        )
     if settings:
         lines.append("- torch: " + ", ".join(f"{name} {value}" for name, value in settings.items()))
     if versions:
         lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    lines += ["", "The config (`config.toml`):", "", "```toml", run.config_text.rstrip(), "```"]
+    left_out = len(flat) - len(shown)
+    lines += [
+        "",
+        "The settings that apply to this run"
+        + (
+            f" (`config.toml` holds them and the {left_out} others, which do not change it):"
+            if left_out
+            else " (`config.toml`):"
+        ),
+        "",
+        "```toml",
+        _settings_toml(shown),
+        "```",
+    ]
     return "\n".join(lines)
+
+
+def _settings_toml(settings: dict[str, Any]) -> str:
+    """Flattened settings (section.key) as TOML, top-level keys first as config.toml has."""
+    groups: dict[str, list[str]] = {}
+    for name, value in settings.items():
+        group, _, key = name.rpartition(".")
+        groups.setdefault(group, []).append(f"{key} = {_toml(value)}")
+    blocks = ["\n".join(groups.pop("", []))] if "" in groups else []
+    blocks += [f"[{group}]\n" + "\n".join(keys) for group, keys in groups.items()]
+    return "\n\n".join(blocks)
 
 
 def _num(value: Any) -> str:

@@ -165,11 +165,9 @@ def _text_table(names: list[str], rows: list[tuple[str, list[str]]]) -> str:
 
 
 def _loss_overlay(runs: list[RunFolder], names: list[str]) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from torchwork.plots import Figure, curve_markers
 
     fig = Figure(figsize=(10, 7))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for i, (run, name) in enumerate(zip(runs, names, strict=True)):
         colour = f"C{i % 10}"
@@ -177,7 +175,14 @@ def _loss_overlay(runs: list[RunFolder], names: list[str]) -> Any:
             points = [(r["epoch"], r[column]) for r in run.history if "epoch" in r and column in r]
             if points:
                 epochs, losses = zip(*points, strict=True)
-                ax.plot(epochs, losses, style, color=colour, label=f"{name} {label} loss")
+                ax.plot(
+                    epochs,
+                    losses,
+                    style,
+                    color=colour,
+                    label=f"{name} {label} loss",
+                    **curve_markers(len(epochs)),
+                )
     ax.set_title("Training and test loss curves")
     ax.set_ylabel("Loss")
     ax.set_xlabel("Epochs")

@@ -22,16 +22,21 @@ from torchwork.report.format import (
     HEADINGS,
     _coefficient,
     _decision_sentences,
+    _dropped_words,
     _e,
     _epochs,
     _figure,
     _final_metrics,
     _finished,
     _flatten,
+    _folder_words,
     _num,
     _page,
+    _rounded,
     _scroll,
     _seconds,
+    _settings,
+    _source,
     _toml,
 )
 from torchwork.runfolder import (
@@ -103,12 +108,11 @@ def report_html(run: RunFolder) -> str:
                 _confusion_section(s["confusion_matrix"], s["labels"]),
             )
         )
-    sections.append(("pictures", "Pictures", _pictures_section(run.path / PLOTS)))
+    sections.append(("pictures", "Pictures", _pictures_section(run.path / PLOTS, s)))
     sections.append(("training", "Training", _training_section(run)))
     predictions = run.path / PREDICTIONS
     if predictions.is_file():
-        rows = (s.get("data") or {}).get("table_rows")
-        sections.append(("predictions", "Predictions", _predictions_section(predictions, rows)))
+        sections.append(("predictions", "Predictions", _predictions_section(predictions, s)))
     sections.append(("config", "Config", _config_section(run)))
     sections.append(("versions", "Versions", _versions_section(s)))
 
@@ -172,23 +176,29 @@ def _columns(data: dict[str, Any]) -> str:
 
 def _data_section(run: RunFolder) -> str:
     s, flat = run.summary, _flatten(run.config)
-    data = s.get("data")
-    if isinstance(data, dict) and (data.get("folder") or "images" in data):
-        noun = data.get("folder") or "images"
+    data = s.get("data") or {}
+    if _source(s) == "folder":
         source = (
-            f"<p>The folder <code>{_e(str(data.get('path', '')))}</code>: "
-            f"{_e(_value(data.get('table_rows')))} {_e(str(noun))}, one sub-folder per class "
-            f"(the target, <code>{_e(str(data.get('target', '')))}</code>).</p>"
+            f"<p>The folder <code>{_e(str(data.get('path', '')))}</code>: a folder of "
+            f"{_e(_folder_words(s))}; the class is the target, "
+            f"<code>{_e(str(data.get('target') or 'label'))}</code>.</p>"
         ) + _columns(data)
-    elif isinstance(data, dict):
+    elif _source(s) == "table":
         names = [str(f) for f in data.get("features") or []]
         features = ", ".join(names[:20]) + (
             f" and {len(names) - 20} more" if len(names) > 20 else ""
         )
+        rows = data.get("table_rows")
         source = (
-            f"<p>The table <code>{_e(str(data.get('path', '')))}</code>: target "
-            f"<code>{_e(str(data.get('target', '')))}</code>, features {_e(features)}.</p>"
+            f"<p>The table <code>{_e(str(data.get('path', '')))}</code>"
+            + (f", {rows:,} rows" if isinstance(rows, int) else "")
+            + f": target <code>{_e(str(data.get('target', '')))}</code>"
+            + (f", features {_e(features)}" if names else "")
+            + ".</p>"
         ) + _columns(data)
+        dropped = _dropped_words(s)
+        if dropped:
+            source += f"<p>{_e(dropped)}.</p>"
     else:
         true = s.get("true") or {}
         weight = true.get("weight", flat.get("data.weight"))
@@ -486,7 +496,7 @@ def _confusion_section(matrices: dict[str, Any], labels: list[Any]) -> str:
     return "\n".join(parts)
 
 
-def _pictures_section(folder: Path) -> str:
+def _pictures_section(folder: Path, s: Summary) -> str:
     pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
     if not pngs:
         return '<p class="muted">No pictures: the run was made with --no-plots.</p>'
@@ -497,12 +507,48 @@ def _pictures_section(folder: Path) -> str:
         data = _read_bytes(png)
         if not data.startswith(PNG_SIGNATURE):
             raise RunFolderError(f"{png} is not a PNG picture: remove it, or draw the plots again")
-        prefix = next((p for p in PICTURE_PREFIXES if png.stem.startswith(p)), None)
-        caption = PICTURES.get(png.stem, png.stem.replace("_", " "))
-        if prefix is not None:
-            caption = PICTURE_PREFIXES[prefix] + png.stem[len(prefix) :]
-        figures.append(_figure(data, caption, f"{PLOTS}/{png.name}"))
+        figures.append(_figure(data, _caption(png.stem, s), f"{PLOTS}/{png.name}"))
     return f'<div class="figures">{"".join(figures)}</div>'
+
+
+def _caption(stem: str, s: Summary) -> str:
+    """What a picture of plots/ shows, and how to read it where that is not plain."""
+    if stem == "reliability":
+        return _reliability_caption(s)
+    if stem == "importance":
+        importance = s.get("importance") or {}
+        metric = HEADINGS.get(importance.get("metric"), importance.get("metric") or "metric")
+        coefficients = (s.get("coefficients") or {}).get("learned")
+        return (
+            f"Which inputs matter: the drop in the test {metric} when each column is shuffled "
+            "(the bar; the line across it: the standard deviation over the shuffles), the "
+            "largest at the top"
+            + ("; beside it, the linear model's coefficients" if coefficients else "")
+        )
+    prefix = next((p for p in PICTURE_PREFIXES if stem.startswith(p)), None)
+    if prefix is not None:
+        return PICTURE_PREFIXES[prefix] + stem[len(prefix) :]
+    return PICTURES.get(stem, stem.replace("_", " "))
+
+
+def _reliability_caption(s: Summary) -> str:
+    calibration = s.get("calibration") or {}
+    split = (calibration.get("reliability") or {}).get("split", "test")
+    scores = (calibration.get("splits") or {}).get(split) or {}
+    caption = (
+        f"Reliability diagram ({split} data): the rows in bins of the probability the model "
+        "gave its predicted class; each point is one bin: across, the mean predicted "
+        "probability of its rows; up, how often those predictions were right (the observed "
+        "frequency). On the dashed diagonal the probabilities are perfectly calibrated; below "
+        "it the model is over-confident, above it under-confident."
+    )
+    before, after = scores.get("ece_before"), scores.get("ece_after")
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        caption += (
+            f" Expected calibration error (the mean gap to the diagonal, weighted by rows): "
+            f"{_num(before, 4)} before temperature scaling, {_num(after, 4)} after."
+        )
+    return caption
 
 
 def _training_section(run: RunFolder) -> str:
@@ -554,9 +600,10 @@ def _training_section(run: RunFolder) -> str:
     )
 
 
-def _predictions_section(path: Path, rows: int | None = None) -> str:
+def _predictions_section(path: Path, s: Summary) -> str:
     # Only the first rows are read when the summary says how many there are: the file
     # holds every row of the table, which may be millions.
+    rows = (s.get("data") or {}).get("table_rows")
     preview: list[list[str]] = []
     count = 0
     try:
@@ -576,8 +623,23 @@ def _predictions_section(path: Path, rows: int | None = None) -> str:
             f"cannot read {path} ({reason}): check the file, or run the training again"
         ) from None
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    # The model's numbers (a regression's predictions and bounds, the class probabilities)
+    # rounded for reading, as the page's other numbers are; the rows' own values (file,
+    # split, target) and predicted labels as written.
+    target = str((s.get("data") or {}).get("target", ""))
+    labels = s.get("task") != "regression"
+    ours = [
+        name not in {"file", "split", target, f"{target} (actual)"}
+        and not (labels and name.startswith("prediction"))
+        for name in header
+    ]
     body = "".join(
-        "<tr>" + "".join(f"<td>{_e(_short(cell))}</td>" for cell in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{_e(_short(_rounded(cell) if i < len(ours) and ours[i] else cell))}</td>"
+            for i, cell in enumerate(row)
+        )
+        + "</tr>"
         for row in preview
     )
     table = _scroll(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
@@ -588,8 +650,10 @@ def _predictions_section(path: Path, rows: int | None = None) -> str:
 
 
 def _config_section(run: RunFolder) -> str:
+    flat = _flatten(run.config)
+    shown = _settings(run.summary, flat)
     groups: dict[str, list[str]] = {}
-    for name, value in _flatten(run.config).items():
+    for name, value in shown.items():
         group, _, key = name.rpartition(".")
         groups.setdefault(group, []).append(
             f"<tr><th><code>{_e(key)}</code></th><td><code>{_e(_toml(value))}</code></td></tr>"
@@ -601,9 +665,16 @@ def _config_section(run: RunFolder) -> str:
         )
         for group, rows in groups.items()
     )
+    left_out = len(flat) - len(shown)
     return (
-        f'<p class="muted">The effective config; <code>torchwork run --config '
-        f"{_e(str(run.path / CONFIG))}</code> repeats the run.</p>"
+        '<p class="muted">The effective config: the settings that apply to this run'
+        + (
+            f" (the {left_out} others, which do not change it, are in config.toml)"
+            if left_out
+            else ""
+        )
+        + f"; <code>torchwork run --config {_e(str(run.path / CONFIG))}</code> repeats the "
+        "run.</p>"
         f'<div class="config">{tables}</div>'
         f"<details><summary>config.toml as written</summary><pre>{_e(run.config_text)}</pre>"
         "</details>"

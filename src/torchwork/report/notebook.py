@@ -81,6 +81,6 @@ def run_html(run: RunFolder) -> str:
     parameters = _parameters_section(s)
     if parameters:
         parts += ["<h4>Learned parameters</h4>", parameters]
-    parts += ["<h4>Pictures</h4>", _pictures_section(run.path / PLOTS)]
+    parts += ["<h4>Pictures</h4>", _pictures_section(run.path / PLOTS, run.summary)]
     body = "\n".join(parts)
     return f'<div class="torchwork-run">\n<style>{CSS}</style>\n{body}\n</div>'
