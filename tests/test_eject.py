@@ -2,11 +2,14 @@
 imported, writes a state_dict equal to the run's model and the run's own metrics.csv."""
 
 import ast
+import contextlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -31,8 +34,17 @@ RUNS = {
     "mlp": ("multiclass.csv", ["--model", "mlp", "--hidden", "8", "--epochs", "30"]),  # Adam
     # 4,800 training rows: the full batch is trained stored column by column
     "by_column": ("wide.parquet", ["--optimizer", "adam", "--lr", "0.05", "--epochs", "20"]),
+    # settings fitted after training, which the script names; its table is moved (MOVED)
+    "calibrated": (
+        "gone/binary.csv",
+        ["--calibrate", "--threshold", "auto", "--train", "0.6", "--val", "0.2"],
+    ),
+    "interval": ("regression.csv", ["--interval", "0.8", "--train", "0.6", "--val", "0.2"]),
 }
-ALLOWED_IMPORTS = {"csv", "hashlib", "math", "numpy", "pyarrow", "torch"}
+# Runs whose table is moved once ejected, and the --data their script is run with (from its
+# folder out-NAME)
+MOVED = {"calibrated": ("gone/binary.csv", "moved/binary.csv")}
+ALLOWED_IMPORTS = {"argparse", "csv", "hashlib", "math", "numpy", "pyarrow", "torch"}
 
 
 def write_wide(path: Path) -> None:
@@ -48,9 +60,11 @@ def write_wide(path: Path) -> None:
 @pytest.fixture(scope="module")
 def ejected(tmp_path_factory):
     """Each of RUNS run in this process and ejected to NAME.py, then every script run at
-    once, each in its own folder, in a fresh process where `import torchwork` fails.
+    once, each in its own folder, in a fresh process where `import torchwork` fails; the
+    tables of MOVED are moved first, and their scripts given --data.
 
-    Returns {"folder": ..., NAME: the script's finished process}."""
+    Returns {"folder": ..., NAME: the script's finished process, "said": {NAME: what eject
+    wrote on stderr}}."""
     folder = tmp_path_factory.mktemp("eject")
     blocker = folder / "blocked" / "torchwork"
     blocker.mkdir(parents=True)
@@ -58,18 +72,28 @@ def ejected(tmp_path_factory):
     for name, columns in small_tables(rows=300).items():
         write_csv(folder / f"{name}.csv", columns)
     write_wide(folder / "wide.parquet")
+    for was, _ in MOVED.values():
+        (folder / was).parent.mkdir(exist_ok=True)
+        shutil.copy(folder / Path(was).name, folder / was)
+    said = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         for name, (data, flags) in RUNS.items():
             source = ["--data", data] if data else []
             assert main(["run", *source, *flags, "--out", name, "--no-plots"]) == 0
-            assert main(["eject", name, "--out", f"{name}.py"]) == 0
+            with contextlib.redirect_stderr(io.StringIO()) as err:
+                assert main(["eject", name, "--out", f"{name}.py"]) == 0
+            said[name] = err.getvalue()
+    for was, now in MOVED.values():
+        (folder / now).parent.mkdir(exist_ok=True)
+        (folder / was).rename(folder / now)
     env = {**os.environ, "PYTHONPATH": str(blocker.parent)}
     started = {}
     for name in RUNS:
         (folder / f"out-{name}").mkdir()
+        moved = ["--data", str(Path("..", MOVED[name][1]))] if name in MOVED else []
         started[name] = subprocess.Popen(
-            [sys.executable, "-W", "error::UserWarning", str(folder / f"{name}.py")],
+            [sys.executable, "-W", "error::UserWarning", str(folder / f"{name}.py"), *moved],
             cwd=folder / f"out-{name}",
             env=env,
             stdout=subprocess.PIPE,
@@ -80,7 +104,7 @@ def ejected(tmp_path_factory):
     for name, process in started.items():
         out, err = process.communicate(timeout=300)
         finished[name] = (process.returncode, out, err)
-    return {"folder": folder, **finished}
+    return {"folder": folder, "said": said, **finished}
 
 
 @pytest.mark.parametrize("name", list(RUNS))
@@ -102,6 +126,18 @@ def test_script_prints_the_run_s_own_test_metric(ejected):
     summary = json.loads((ejected["folder"] / "course" / "summary.json").read_text())
     mae = summary["metrics"]["test"]["mae"]
     assert f"Test MAE: {mae:.6g} (the run: {mae:.6g})" in ejected["course"][1]
+
+
+def test_scripts_train_on_the_run_s_threads(ejected):
+    """The thread count can round a model apart: the script sets the run's, from its config,
+    as the run chose it (and wrote it in config.toml)."""
+    for name in RUNS:
+        threads = tomllib.loads((ejected["folder"] / name / "config.toml").read_text())["train"][
+            "threads"
+        ]
+        assert threads >= 1
+        script = (ejected["folder"] / f"{name}.py").read_text()
+        assert f"torch.set_num_threads({threads})  # the run's" in script, name
 
 
 def test_scripts_read_like_the_course_and_import_no_torchwork(ejected):
@@ -216,3 +252,77 @@ def test_a_schedule_resumed_with_other_epochs_is_refused(tmp_path, tw):
         tw("eject", "run", "--out", "t.py"), "--epochs changed from 20 to 30", "cosine"
     )
     assert not (tmp_path / "t.py").exists()
+
+
+def test_out_in_folders_not_yet_made_makes_them(ejected, tmp_path, tw):
+    run = _copy(ejected, "course", tmp_path)
+    code, out, err = tw("eject", str(run), "--out", "new/dir/train.py")
+    assert code == 0, err
+    assert "Wrote new/dir/train.py" in out
+    # written in one step: no temporary file is left beside it
+    assert [p.name for p in (tmp_path / "new" / "dir").iterdir()] == ["train.py"]
+    (tmp_path / "a-file").write_text("")
+    assert_one_line_error(
+        tw("eject", str(run), "--out", "a-file/train.py"), "cannot make its folder a-file"
+    )
+
+
+def test_a_moved_table_is_one_line_naming_data(ejected):
+    # The run's table has moved (MOVED): with --data the script reproduces the run (above);
+    # without, it says where it looked and how to give the new place.
+    folder = ejected["folder"]
+    (folder / "out-missing").mkdir()
+    result = subprocess.run(
+        [sys.executable, str(folder / "calibrated.py")],
+        cwd=folder / "out-missing",
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(folder / "gone" / "binary.csv") in lines[0]
+    assert "python calibrated.py --data NEW/PATH.csv" in lines[0]
+    assert not list((folder / "out-missing").iterdir())
+
+
+def test_the_script_names_the_settings_it_leaves_out(ejected):
+    folder, said = ejected["folder"], ejected["said"]
+    summary = json.loads((folder / "calibrated" / "summary.json").read_text())
+    temperature = summary["calibration"]["temperature"]
+    threshold = summary["threshold"]["value"]
+    line = said["calibrated"].strip()
+    assert line.startswith("The script leaves out: --calibrate (temperature scaling"), line
+    assert f"the run's temperature, {temperature:.6g}" in line
+    assert "--threshold auto (the probability of the best validation f1" in line
+    assert f"at the run's, {threshold:g}" in line
+    assert line.endswith("its predictions are the model's before them."), line
+    assert "--interval 0.8 (split-conformal prediction intervals" in said["interval"]
+    for name in ("calibrated", "interval"):
+        docstring = ast.get_docstring(ast.parse((folder / f"{name}.py").read_text()))
+        assert "The script leaves out:" in docstring
+        flags = [
+            flag
+            for flag in ("--calibrate", "--threshold auto", "--interval 0.8")
+            if flag in said[name]
+        ]
+        assert flags
+        for flag in flags:
+            assert f"- {flag}: " in docstring, (name, flag)
+    for name in RUNS.keys() - {"calibrated", "interval"}:
+        assert said[name] == "", name
+        assert "leaves out" not in (folder / f"{name}.py").read_text(), name
+
+
+def test_folds_and_a_fixed_threshold_are_named(ejected, tmp_path, tw):
+    run = _copy(ejected, "binary", tmp_path)
+    shutil.copy(ejected["folder"] / "binary.csv", tmp_path / "binary.csv")
+    config = (run / "config.toml").read_text()
+    assert "\nthreshold = 0.5\n" in config and "\nfolds = 0\n" in config
+    config = config.replace("\nthreshold = 0.5\n", "\nthreshold = 0.3\n")
+    (run / "config.toml").write_text(config.replace("\nfolds = 0\n", "\nfolds = 3\n"))
+    code, _, err = tw("eject", str(run), "--out", "t.py")
+    assert code == 0, err
+    assert err.startswith("The script leaves out: --folds 3 (the cross-validation fits"), err
+    assert "; --threshold 0.3 (" in err
+    assert "- --folds 3: " in (tmp_path / "t.py").read_text()

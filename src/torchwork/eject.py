@@ -7,6 +7,9 @@ early stopping, the evaluation and the saving are all in it, in the course's six
 and with the course's names. Where torchwork computes something in a way a plain loop
 would not (an addmv for one output, a full batch stored column by column, fused Adam), the
 script does the same, with a comment saying why: otherwise the sums would round apart.
+A table's script takes `--data` for a table moved since the run. What the run did besides
+training its model (--folds, --calibrate, --threshold, --interval) the script leaves out,
+and says so (`left_out`).
 
 >>> eject("runs/line", "train.py")  # doctest: +SKIP
 PosixPath('train.py')
@@ -17,6 +20,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
+import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,16 +63,36 @@ class Recipe:
     as_string: list[str] = field(default_factory=list)  # text columns not stored as plain strings
 
 
-def eject(run_dir: str | Path, out: str | Path = "train.py", force: bool = False) -> Path:
-    """Write the run in `run_dir` as one standalone PyTorch script at `out`; an existing
-    file is replaced only with `force`. A run whose settings the script cannot reproduce
-    exactly is refused with the setting named."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def eject(
+    run_dir: str | Path,
+    out: str | Path = "train.py",
+    force: bool = False,
+    say: Callable[[str], None] | None = _stderr,
+) -> Path:
+    """Write the run in `run_dir` as one standalone PyTorch script at `out`, making its
+    folders; an existing file is replaced only with `force`. A run whose settings the script
+    cannot reproduce exactly is refused with the setting named; the settings it leaves out
+    (`left_out`) are named in the script's docstring and, through `say`, in one line."""
     out = check_out_name(out)
     if out.suffix != ".py":
         raise ConfigError(f"--out {out}: give the script a .py name, such as train.py")
     refuse_overwrite(out, force)
     recipe = read_recipe(run_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"--out {out}: cannot make its folder {out.parent} ({e.strerror or e}): "
+            "give a script name in a folder you can write to"
+        ) from None
     write_text_atomic(out, script(recipe, out.name))
+    line = left_out_line(recipe)
+    if line and say is not None:
+        say(line)
     return out
 
 
@@ -162,6 +188,71 @@ def _refuse_what_differs(
             raise RunFolderError(
                 f"cannot eject {folder}: {setting}, which the script cannot reproduce exactly"
             )
+
+
+def left_out(r: Recipe) -> list[tuple[str, str]]:
+    """The run's settings that the script neither reproduces nor refuses (what the run did
+    besides training its model, or after), as (the flags, what they did); [] when none."""
+    e, t = r.preprocess or {}, r.config.train
+    items = []
+    if t.folds or t.repeats > 1:
+        flags = f"--folds {t.folds}" if t.folds else ""
+        flags = f"{flags} --repeats {t.repeats}".strip() if t.repeats > 1 else flags
+        items.append(
+            (flags, "the cross-validation fits before the final model, which never change it")
+        )
+    if r.config.calibrate:
+        temperature = float(e.get("temperature", 1.0))
+        items.append(
+            (
+                "--calibrate",
+                "temperature scaling, fitted on the validation rows; section 4 divides the "
+                f"logits by the run's temperature, {temperature:.6g}",
+            )
+        )
+    threshold = r.config.threshold
+    if threshold == "auto":
+        items.append(
+            (
+                "--threshold auto",
+                f"the probability of the best validation {r.config.threshold_metric}; section 4 "
+                f"counts a row positive at the run's, {float(e.get('threshold', 0.5)):g}",
+            )
+        )
+    elif float(threshold) != 0.5:
+        items.append(
+            (f"--threshold {float(threshold):g}", "section 4 alone counts a row positive there")
+        )
+    if r.config.interval:
+        half_width = (e.get("interval") or [0.0, float("nan")])[-1]
+        items.append(
+            (
+                f"--interval {r.config.interval:g}",
+                "split-conformal prediction intervals, fitted on the validation rows: the "
+                f"prediction ±{half_width:.6g} in the target's units",
+            )
+        )
+    return items
+
+
+def _before_them(r: Recipe) -> str:
+    """What a model.pth of a run with settings applied after training gives ('' for none)."""
+    c = r.config
+    if c.calibrate or c.interval or c.threshold == "auto" or float(c.threshold) != 0.5:
+        return (
+            "model.pth holds the trained weights alone: its predictions are the model's before them"
+        )
+    return ""
+
+
+def left_out_line(r: Recipe) -> str:
+    """`left_out` in one line, as eject prints it ('' when the script leaves nothing out)."""
+    items = left_out(r)
+    if not items:
+        return ""
+    line = "The script leaves out: " + "; ".join(f"{flags} ({what})" for flags, what in items)
+    after = _before_them(r)
+    return f"{line}. {after}." if after else f"{line}."
 
 
 def _read_table_facts(recipe: Recipe, folder: Path) -> None:
@@ -261,8 +352,19 @@ def script(recipe: Recipe, filename: str = "train.py") -> str:
 
 def _header(r: Recipe, filename: str) -> str:
     command = r.summary.get("command") or "torchwork run"
+    # as the docstring's text: a Windows path's backslashes, or quotes, stay what was typed
+    command = command.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
     versions = r.summary.get("versions") or {}
     threads = (r.summary.get("reproducibility") or {}).get("threads", "?")
+    moved = ""
+    if r.path is not None:
+        moved = "\n" + textwrap.fill(
+            f"It reads the table where the run read it; `python {filename} --data "
+            f"NEW/PATH{r.path.suffix}` reads it from another place (checked to be the same file).",
+            94,
+            break_on_hyphens=False,
+        )
+        moved += "\n"
     return f'''"""The run {r.name} as plain PyTorch, written by `torchwork eject` (torchwork {__version__}).
 
 The run: {command}
@@ -271,14 +373,29 @@ The run: {command}
 state_dict) and metrics.csv (the losses every {r.config.train.log_every} epochs) into the folder it runs in.
 On the machine the run was made on (torch {versions.get("torch", "?")}, {threads} threads), model.pth's tensors
 equal the run's model.safetensors and metrics.csv is the run's own file, bit for bit.
-"""'''
+{moved}{_left_out_paragraph(r)}"""'''
+
+
+def _left_out_paragraph(r: Recipe) -> str:
+    """`left_out` as the docstring says it: one item a setting, wrapped ('' for none)."""
+    items = left_out(r)
+    if not items:
+        return ""
+    lines = ["", "The script leaves out:"]
+    for flags, what in items:
+        lines.append(
+            textwrap.fill(f"{flags}: {what}", 92, initial_indent="- ", subsequent_indent="  ")
+        )
+    after = _before_them(r)
+    if after:
+        lines.append(textwrap.fill(f"{after}.", 94))
+    return "\n".join(lines) + "\n"
 
 
 def _imports(r: Recipe) -> str:
     t = r.config.train
-    lines = ["import csv"]
-    if r.path is not None:
-        lines.append("import hashlib")
+    # a table's script takes --data and checks the file's SHA-256
+    lines = ["import argparse", "import csv", "import hashlib"] if r.path else ["import csv"]
     if t.schedule == "cosine":
         lines.append("import math")
     lines.append("")
@@ -375,12 +492,27 @@ def _table(r: Recipe) -> str:
     assert r.path is not None
     d = r.config.data
     lines = [
-        f"# 1. Data: the table the run trained on, {r.source_rows} rows",
-        f"path = {_py(str(r.path))}",
+        f"# 1. Data: the table the run trained on, {r.source_rows} rows, where the run read it or",
+        "# where --data says",
+        f"parser = argparse.ArgumentParser(description={_py(f'The run {r.name} again, in plain PyTorch.')})",
+        "parser.add_argument(",
+        '    "--data",',
+        f"    default={_py(str(r.path))},",
+        '    help="the table the run trained on (default: %(default)s)",',
+        ")",
+        "path = parser.parse_args().data",
         f"sha256 = {_py(r.sha256)}  # the file's fingerprint when the run read it",
-        'with open(path, "rb") as f:',
-        "    if hashlib.sha256(f.read()).hexdigest() != sha256:",
-        '        raise SystemExit(f"{path} changed since the run: its SHA-256 differs")',
+        "try:",
+        '    with open(path, "rb") as f:',
+        "        digest = hashlib.sha256(f.read()).hexdigest()",
+        "except OSError as error:",
+        "    parser.exit(",
+        "        2,",
+        '        f"cannot read the table {path} ({error.strerror}): give where it is now, as in "',
+        f'        f"python {{parser.prog}} --data NEW/PATH{r.path.suffix}\\n",',
+        "    )",
+        "if digest != sha256:",
+        '    parser.exit(2, f"{path} changed since the run: its SHA-256 differs\\n")',
     ]
     if r.path.suffix.lower() in (".csv", ".tsv"):
         parse = f"delimiter={_py(r.delimiter)}"
@@ -700,10 +832,15 @@ def _model(r: Recipe) -> str:
     cls, code = _model_class(r)
     model = _model_name(r)
     optimizer = _optimizer(r, model)
+    threads = (
+        f"torch.set_num_threads({t.threads})  # the run's: another count can round apart\n"
+        if t.threads
+        else ""
+    )
     return f"""# 2. Build a model
 {code}
 
-torch.manual_seed({t.seed})  # the initial parameters come from the seed
+{threads}torch.manual_seed({t.seed})  # the initial parameters come from the seed
 {model} = {cls}()
 
 # The loss function and the optimizer
