@@ -1,6 +1,7 @@
 import pytest
 
 from torchwork import RunConfig, TorchworkError
+from torchwork.settings import config_from
 
 
 def test_toml_round_trip():
@@ -189,3 +190,202 @@ def test_an_mlp_on_a_small_table_holds_out_more_validation_rows():
     assert choose_split(large, 200_000) == "" and (large.data.train, large.data.val) == MLP_SPLIT
     given = RunConfig.layered(overrides={**mlp, "data.train": 0.7, "data.val": 0.1})
     assert choose_split(given, 442) == "" and given.data.val == 0.1  # a flag wins
+
+
+# --- torchwork.run's settings by name: the command line's flags as keywords ------------------
+
+
+def from_flags(*flags: str) -> RunConfig:
+    from torchwork.cli.parser import build_parser, config_from_args
+
+    return config_from_args(build_parser().parse_args(["run", *flags]))
+
+
+@pytest.mark.parametrize(
+    ("settings", "flags"),
+    [
+        ({}, ""),
+        ({"epochs": 100}, "--epochs 100"),
+        ({"data": "iris.csv", "target": "species"}, "--data iris.csv --target species"),
+        (
+            {
+                "data": "t.csv",
+                "model": "mlp",
+                "hidden": [32, 32],
+                "lr": 0.01,
+                "val": 0.2,
+                "train": 0.6,
+            },
+            "--data t.csv --model mlp --hidden 32,32 --lr 0.01 --val 0.2 --train 0.6",
+        ),
+        (
+            {"data": "t.csv", "epochs": 50, "batch_size": "auto", "kind": ["review=text"]},
+            "--data t.csv --epochs 50 --batch-size auto --kind review=text",
+        ),
+        (
+            {"data": "t.csv", "no_plots": True, "folds": 5, "out": "runs/x", "no_scale": True},
+            "--data t.csv --no-plots --folds 5 --out runs/x --no-scale",
+        ),
+        ({"plots": False, "shuffle": True}, "--no-plots --shuffle"),
+        ({"threads": 2, "na_values": ["?"]}, "--threads 2 --na-values ?"),
+    ],
+)
+def test_settings_by_name_make_the_config_the_flags_make(settings, flags):
+    assert config_from(**settings) == from_flags(*flags.split())
+
+
+def test_a_table_by_name_gets_the_table_defaults_not_the_lines():
+    config = config_from(data="iris.csv", target="species")
+    assert (config.model.kind, config.train.loss, config.train.optimizer) == (
+        "linear",
+        "auto",
+        "auto",
+    )
+    assert config.data.target == "species" and config.train.tol == 1e-4
+
+
+def test_every_flag_of_run_is_a_setting_and_every_setting_a_flag():
+    from torchwork.cli.parser import RUN_FLAGS
+    from torchwork.config import field_hint
+    from torchwork.settings import SETTINGS, setting_name
+
+    assert {setting_name(flag): field for flag, field, _, _ in RUN_FLAGS} == SETTINGS
+    for name, field in SETTINGS.items():
+        if name.startswith("no_"):  # it turns a field of its own name off
+            assert field.rpartition(".")[2] == name[3:]
+            assert field_hint(*field.rpartition(".")[::2]) is bool
+
+
+def test_values_by_name_are_converted_as_the_flags_are(tmp_path):
+    np = pytest.importorskip("numpy")
+    config = config_from(
+        data=tmp_path / "t.csv",
+        epochs=np.int64(20),
+        lr=np.float64(0.5),
+        momentum=0,
+        hidden="16,8",
+        features=("a", "b"),
+        exclude="id",
+        batch_size="32",
+        threshold="auto",
+        val=0.2,
+        train=0.6,
+        target=None,  # None: the default, as a flag not given
+    )
+    assert config.data.path == str(tmp_path / "t.csv") and config.data.target == ""
+    assert (config.train.epochs, config.train.lr, config.train.momentum) == (20, 0.5, 0.0)
+    assert type(config.train.epochs) is int and type(config.train.lr) is float
+    assert config.model.hidden == [16, 8] and config_from(hidden=32).model.hidden == [32]
+    assert (config.data.features, config.data.exclude) == (["a", "b"], ["id"])
+    assert (config.train.batch_size, config.threshold) == (32, "auto")
+
+
+def test_a_runconfig_still_runs_as_given_with_settings_over_it():
+    given = RunConfig()
+    given.train.epochs = 7
+    assert config_from(given) == given
+    over = config_from(given, lr=0.1, no_plots=True)
+    assert (over.train.epochs, over.train.lr, over.plots) == (7, 0.1, False)
+    assert given.train.lr == 0.01 and given.plots  # the RunConfig itself is left alone
+
+
+@pytest.mark.parametrize(
+    ("config", "fragments"),
+    [
+        (
+            lambda: RunConfig(data="iris.csv"),
+            ["RunConfig's data must be a DataConfig", "torchwork.run(data='iris.csv')"],
+        ),
+        (lambda: RunConfig(model="mlp"), ["torchwork.run(model='mlp')"]),
+        (lambda: RunConfig(train={"epochs": 5}), ["TrainConfig", "torchwork.run(data="]),
+        (lambda: "iris.csv", ["a .toml config file", "torchwork.run(data='iris.csv')"]),
+    ],
+)
+def test_a_config_of_the_wrong_shape_says_what_to_write_instead(config, fragments):
+    import torchwork
+    from torchwork import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        torchwork.run(config(), log=lambda _: None)
+    message = str(error.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_a_runconfig_field_of_the_wrong_type_is_a_config_error():
+    from torchwork import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="'train.epochs' in the RunConfig must be a whole"):
+        config_from(RunConfig(train=TrainConfig(epochs="100")))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epoch": 100}, "unknown setting 'epoch': did you mean epochs=?"),
+        ({"learning_rate": 0.1}, "did you mean lr=?"),
+        ({"no_plot": True}, "did you mean no_plots=?"),
+        ({"batchsize": 8}, "did you mean batch_size=?"),
+        ({"xyzzy": 1}, "the settings are the flags of torchwork run"),
+        ({"resume": "runs/a"}, "torchwork.resume(folder)"),
+    ],
+)
+def test_an_unknown_setting_names_the_closest(settings, message):
+    import torchwork
+    from torchwork import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        torchwork.run(log=lambda _: None, **settings)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"loss": "nope"}, "unknown loss 'nope': use loss=auto or l1"),
+        ({"model": "resnet"}, "unknown model 'resnet': use model=params"),
+        ({"epochs": "many"}, "epochs must be a whole number (got 'many')"),
+        ({"epochs": 1.5}, "epochs must be a whole number (got 1.5)"),
+        ({"epochs": 0}, "epochs must be at least 1 (got 0)"),
+        ({"lr": "fast"}, "lr must be greater than 0, or auto"),
+        ({"hidden": [8, "x"]}, "hidden must be whole numbers"),
+        ({"no_plots": "yes"}, "no_plots must be True or False"),
+        ({"patience": 3}, "patience needs a validation split: add val, for example train=0.7"),
+        ({"calibrate": True}, "calibrate=True is fitted on a validation split"),
+        ({"optimizer": "adam", "momentum": 0.9}, "drop momentum or use optimizer=sgd"),
+        ({"plots": False, "no_plots": True}, "plots= and no_plots= are the same setting"),
+        ({"data": object()}, "data must be the path of a table file or a folder"),
+    ],
+)
+def test_a_bad_value_by_name_is_a_config_error_naming_the_keyword(settings, message):
+    import torchwork
+    from torchwork import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        torchwork.run(log=lambda _: None, **settings)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_toml_file_is_the_first_layer_as_with_config(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\npath = "t.csv"\n[train]\nepochs = 50\n')
+    config = config_from(path, lr=0.05)
+    assert config == from_flags("--config", str(path), "--lr", "0.05")
+    assert (config.train.epochs, config.train.lr, config.train.tol) == (50, 0.05, 0.0)
+
+
+def test_any_value_of_any_setting_is_a_config_error_of_one_line_naming_it():
+    from torchwork import ConfigError
+    from torchwork.settings import KEYWORDS
+
+    odd = [None, "", "abc", "auto", "1,2", " 5 ", -1, 0, 2**70, float("nan"), float("inf")]
+    odd += [True, [1], ["a"], [], (1, 2), {"a": 1}, b"x", object()]
+    for name in KEYWORDS:
+        for value in odd:
+            try:
+                config_from(**{"data": "t.csv", name: value})
+            except ConfigError as e:
+                message = str(e)
+                assert "\n" not in message, (name, value, message)
+                assert name in message or "the line would have" in message, (name, value, message)

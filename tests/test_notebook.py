@@ -2,6 +2,7 @@
 what torchwork's objects show in Jupyter (History, the models, a run's result, the live
 loss curves), checked without a kernel."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -129,6 +130,18 @@ def test_the_notebook_runs_to_the_courses_numbers(executed):
     assert learned == ["0.5784", "0.3513"]
     assert (folder / "runs" / "01_pytorch_workflow" / "summary.json").is_file()
     assert (folder / "models" / "01_pytorch_workflow_model_0.pth").is_file()
+
+
+def test_the_notebook_runs_a_table_by_name_with_a_tables_defaults(executed):
+    cells, folder = executed
+    assert "torchwork.run(epochs=100," in code_cell(cells, "run").source  # the flags by name
+    table = code_cell(cells, "table-run")
+    assert 'torchwork.run(data="data/line.csv", target="y"' in table.source
+    assert any("text/html" in o.get("data", {}) for o in table.outputs)  # its report
+    summary = json.loads((folder / "runs" / "line_table" / "summary.json").read_text())
+    assert summary["task"] == "regression" and summary["converged"]  # a table's defaults
+    learned = summary["coefficients"]["learned"]  # in the column's units: the true line
+    assert (round(learned["weight"][0][0], 4), round(learned["bias"][0], 4)) == (0.7, 0.3)
 
 
 def test_each_step_shows_its_picture(executed):
@@ -274,6 +287,49 @@ def test_resume_returns_the_run_folder_as_run_does(course_run, tmp_path, capsys)
     assert "Resuming" in "\n".join(lines)
     learned = re.findall(r'<td class="num learned">([\d.]+)</td>', result._repr_html_())
     assert learned == ["0.5784", "0.3513"]
+
+
+def test_run_by_name_is_the_command_line_run(tw, tmp_path):
+    """torchwork.run(data=..., target=..., ...) takes the flags of `torchwork run` by name,
+    with its defaults (a table's) and checks: the same run, metric for metric."""
+    import numpy as np
+
+    from conftest import write_csv
+
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 3, 60)
+    write_csv(
+        tmp_path / "tiny.csv",
+        {
+            "a": k + rng.normal(size=60),
+            "colour": np.where(k == 1, "red", "blue"),
+            "species": np.array(["x", "y", "z"])[k],
+        },
+    )
+    # one thread: an auto count follows the machine's load, which may change between runs
+    flags = "--data tiny.csv --target species --model mlp --hidden 8 --epochs 5 --no-plots"
+    flags += " --threads 1"
+    assert tw("run", *flags.split(), "--out", "cli")[0] == 0
+    folder = torchwork.run(
+        data="tiny.csv",
+        target="species",
+        model="mlp",
+        hidden=[8],
+        epochs=5,
+        no_plots=True,
+        threads=1,
+        out="api",
+        log=lambda _: None,
+    )
+    assert type(folder) is RunFolderPath and folder.name == "api"
+    cli, api = (
+        json.loads((tmp_path / name / "summary.json").read_text()) for name in ("cli", "api")
+    )
+    for key in ("task", "loss", "metrics", "reference", "learned", "rows", "epochs_run"):
+        assert api[key] == cli[key], key
+    assert api["metrics"]["test"]["accuracy"] > 0
+    config = (tmp_path / "cli" / "config.toml").read_text().replace('"cli"', '"api"')
+    assert (folder / "config.toml").read_text() == config
 
 
 class FakeClock:

@@ -4,6 +4,11 @@ saving and loading) as a library and a command-line tool.
 Importing torchwork is cheap: the names below are loaded from their modules on first use.
 
 >>> from torchwork import make_line, split, LinearRegressionModel, fit, save, load
+
+The whole of `torchwork run` is `run`, its flags as keywords of the same name:
+
+>>> import torchwork as tw
+>>> folder = tw.run(data="iris.csv", target="species", epochs=100)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import tomllib
 import types
 import typing
@@ -27,6 +28,11 @@ TASKS = ("auto", *MODEL_TASKS)  # --task: auto finds it from the target column
 MAX_LINE_ROWS = 10_000_000  # the built-in line is a teaching set; tables have no such limit
 THRESHOLD_METRICS = ("f1", "accuracy")  # what --threshold auto may maximise
 MAX_FOLDS = 100  # --folds and --repeats: each is a whole fit
+MAX_THREADS = 1024  # --threads: more only guards against typos
+# serve --max-pixels: an upload decodes to a few bytes a pixel; Pillow's own limit (89 million
+# pixels) would let each of the server's threads hold a gigabyte. 25 million is a
+# 24-megapixel camera's photo.
+SERVE_MAX_PIXELS = 25_000_000
 MAX_HIDDEN_LAYERS = 100  # a small MLP; more only guards against typos and hostile model files
 CATEGORICAL = ("auto", "none")
 DECIMALS = (".", ",")
@@ -87,6 +93,7 @@ class DataConfig:
     kinds: list[str] = field(default_factory=list)  # column=kind pairs over recognition
     task: str = "auto"  # auto, regression, binary or multiclass
     dropna: bool = False  # drop rows with empty or NaN cells (else they are an error)
+    na_values: list[str] = field(default_factory=list)  # more cell texts that mean missing: ?
     categorical: str = "auto"  # auto: text of a few distinct values is categories; none: refuse
     scale: bool = True  # standardize numeric table features (fitted on the training rows only)
     scale_target: bool = True  # standardize a regression target; predictions are mapped back
@@ -129,6 +136,7 @@ class TrainConfig:
     repeats: int = 1  # fits for each fold (or of the split), each with the next seed
     checkpoint_every: int = 0  # write a resume checkpoint every N epochs; 0: every 30 seconds
     device: str = "auto"  # auto (CUDA when available), cpu, cuda or mps
+    threads: int = 0  # torch's CPU threads; 0: auto, the cores not busy with other work
 
 
 @dataclass
@@ -174,7 +182,7 @@ class RunConfig:
             "(for example --train 0.7 --val 0.1 --test 0.2)",
         )
         _check(
-            m.kind in MODELS, f"unknown model {_shown(m.kind)}: use --model {' or '.join(MODELS)}"
+            m.kind in MODELS, f"unknown model {shown(m.kind)}: use --model {' or '.join(MODELS)}"
         )
         _check(
             len(m.hidden) <= MAX_HIDDEN_LAYERS,
@@ -183,7 +191,7 @@ class RunConfig:
         )
         _check(
             len(m.hidden) > 0 and all(h >= 1 for h in m.hidden),
-            f"--hidden must be a list of positive layer sizes such as 64,64 (got {_shown(m.hidden)})",
+            f"--hidden must be a list of positive layer sizes such as 64,64 (got {shown(m.hidden)})",
         )
         _check(d.task in TASKS, f"unknown task '{d.task}': use --task {' or '.join(TASKS)}")
         _check(
@@ -193,11 +201,11 @@ class RunConfig:
         _check(d.channels in (1, 3), f"--channels must be 1 (grey) or 3 (RGB), not {d.channels}")
         _check(
             d.augment in AUGMENTS,
-            f"unknown --augment {_shown(d.augment)}: use {' or '.join(AUGMENTS)}",
+            f"unknown --augment {shown(d.augment)}: use {' or '.join(AUGMENTS)}",
         )
         _check(
             t.schedule in SCHEDULES,
-            f"unknown --schedule {_shown(t.schedule)}: use {' or '.join(SCHEDULES)}",
+            f"unknown --schedule {shown(t.schedule)}: use {' or '.join(SCHEDULES)}",
         )
         if not stored and m.kind in MODELS:
             # What a folder of class folders holds decides the models that fit it; a table's
@@ -291,6 +299,10 @@ class RunConfig:
         _check(
             t.checkpoint_every >= 0,
             f"--checkpoint-every must be 0 (every 30 seconds) or more (got {t.checkpoint_every})",
+        )
+        _check(
+            0 <= t.threads <= MAX_THREADS,
+            f"--threads must be 0 (auto) or 1 to {MAX_THREADS} (got {t.threads})",
         )
         _check(0 <= t.seed < 2**63, f"--seed must be between 0 and 2**63 - 1 (got {t.seed})")
         _check(
@@ -396,7 +408,7 @@ class RunConfig:
             config.set(name, value)
         config = cls.from_dict(file, source, base=config)
         for name, value in overrides.items():
-            config.set(name, coerce(value, field_hint(*_split_name(name)), name))
+            config.set(name, coerce(value, field_hint(*split_name(name)), name))
         kind = registry.MODELS.get(config.model.kind)
         if "model.hidden" not in given and kind is not None:
             config.model.hidden = list(kind.hidden)  # tinyvgg's 10 channels, cnn's widths
@@ -431,7 +443,7 @@ class RunConfig:
 
     def set(self, name: str, value: Any) -> None:
         """Set one field by dotted name, e.g. config.set("train.lr", 0.1)."""
-        section, key = _split_name(name)
+        section, key = split_name(name)
         setattr(getattr(self, section) if section else self, key, value)
 
     @classmethod
@@ -468,8 +480,6 @@ def folder_kind(folder: str | Path) -> str:
     """The kind of data a folder holds: the kind (registry.KINDS) whose files it holds the
     most of ("image" for a folder of pictures with a notes.txt); the first kind that reads
     files when it holds none (reading it then says what was looked for)."""
-    import os
-
     readers = {name: entry for name, entry in registry.KINDS.items() if entry.suffixes}
     counts = dict.fromkeys(readers, 0)
     for _, dirs, names in os.walk(folder):
@@ -624,7 +634,7 @@ def config_kinds(pairs: list[str]) -> list[tuple[str, str]]:
         if not sep or not column.strip() or kind.strip() not in registry.KINDS:
             raise ConfigError(
                 f"--kind takes column=kind pairs such as review=text, the kind one of "
-                f"{', '.join(registry.KINDS)} (got {_shown(pair)})"
+                f"{', '.join(registry.KINDS)} (got {shown(pair)})"
             )
         found.append((column.strip(), kind.strip()))
     return found
@@ -680,7 +690,7 @@ def stored_config(raw: Any, source: str) -> RunConfig:
         ) from None
 
 
-def _shown(value: Any, limit: int = 60) -> str:
+def shown(value: Any, limit: int = 60) -> str:
     """A value for an error message, cut short: a list from a file can be long."""
     text = repr(value)
     if len(text) <= limit:
@@ -702,7 +712,7 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-def _split_name(name: str) -> tuple[str, str]:
+def split_name(name: str) -> tuple[str, str]:
     section, _, key = name.rpartition(".")
     return section, key
 

@@ -19,6 +19,7 @@ from torchwork.config import (
     MODELS,
     OPTIMIZERS,
     SCHEDULES,
+    SERVE_MAX_PIXELS,
     TABLE_DEFAULTS,
     TABLE_VAL_PATIENCE,
     TASKS,
@@ -26,6 +27,7 @@ from torchwork.config import (
     RunConfig,
     read_toml,
 )
+from torchwork.settings import SETTINGS, setting_name
 
 if TYPE_CHECKING:
     pass
@@ -79,66 +81,57 @@ def _name_list(text: str) -> list[str]:
     return names
 
 
-# flag, config field ("section.key"), argparse options, help
 def _choices(entries: dict[str, registry.Entry]) -> str:
     """A registry's names for --help, each with its note: "l1 (the course's), mse, ..."."""
     return ", ".join(f"{name} ({e.help})" if e.help else name for name, e in entries.items())
 
 
-RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
+# Every flag of `run` that sets a config field: flag, argparse options, help
+_RUN_FLAGS: list[tuple[str, dict[str, Any], str]] = [
     (
         "--data",
-        "data.path",
         {"metavar": "PATH"},
         "learn from a table (.csv .tsv .parquet .xlsx .npy .npz) or a folder of images or .txt "
         "files, one sub-folder per class (or train/ and test/ of them) (default: the line)",
     ),
     (
         "--image-size",
-        "data.image_size",
         {"type": int, "metavar": "N"},
         "images: resize each to N x N pixels (0: auto, 64 or less for small pictures)",
     ),
     (
         "--channels",
-        "data.channels",
         {"type": int, "choices": (1, 3)},
         "images: 3 (RGB) or 1 (grey)",
     ),
     (
         "--augment",
-        "data.augment",
         {"choices": AUGMENTS},
         "images: flip (random flips, small shifts), shift (no flips: text), none",
     ),
     (
         "--skip-bad",
-        "data.skip_bad",
         {"action": "store_const", "const": True},
         "images and text files: drop those that cannot be read, and say how many (else they "
         "are an error)",
     ),
     (
         "--target",
-        "data.target",
         {"metavar": "COL"},
         "the table's target column (default: the last)",
     ),
     (
         "--features",
-        "data.features",
         {"type": _name_list, "metavar": "A,B"},
         "feature columns (default: all but the target)",
     ),
     (
         "--exclude",
-        "data.exclude",
         {"type": _name_list, "metavar": "A,B"},
         "columns to leave out, such as IDs",
     ),
     (
         "--kind",
-        "data.kinds",
         {"type": _name_list, "metavar": "COL=KIND"},
         "a column's kind of data, over what torchwork recognises: "
         + ", ".join(registry.KINDS)
@@ -146,188 +139,173 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     (
         "--max-categories",
-        "data.max_categories",
         {"type": int, "metavar": "N"},
         "keep a text column's N most frequent categories, the rest as one 'other' (0: all)",
     ),
     (
         "--delimiter",
-        "data.delimiter",
         {"metavar": "CHAR"},
         "CSV field separator (auto: found from the first lines: , ; tab |)",
     ),
-    ("--decimal", "data.decimal", {"metavar": "CHAR"}, "CSV decimal mark: . or , (3,14)"),
-    ("--encoding", "data.encoding", {"metavar": "NAME"}, "CSV text encoding, e.g. latin-1"),
+    ("--decimal", {"metavar": "CHAR"}, "CSV decimal mark: . or , (3,14)"),
+    ("--encoding", {"metavar": "NAME"}, "CSV text encoding, e.g. latin-1"),
     (
         "--task",
-        "data.task",
         {"choices": TASKS},
         "auto picks regression, binary or multiclass from the target",
     ),
     (
         "--dropna",
-        "data.dropna",
         {"action": "store_const", "const": True},
         "drop rows with empty or NaN cells",
     ),
     (
+        "--na-values",
+        {"type": _name_list, "metavar": "A,B"},
+        "more cell texts that mean a missing value, such as unknown,? (empty cells, NA and NaN "
+        "always do)",
+    ),
+    (
         "--categorical",
-        "data.categorical",
         {"choices": CATEGORICAL},
         "encode columns of a few distinct values as categories (auto) or refuse them (none)",
     ),
     (
         "--no-scale",
-        "data.scale",
         {"action": "store_const", "const": False},
         "do not standardize table features",
     ),
     (
         "--no-scale-target",
-        "data.scale_target",
         {"action": "store_const", "const": False},
         "do not standardize a regression target",
     ),
-    ("--weight", "data.weight", {"type": float}, "true weight of the line y = weight * X + bias"),
-    ("--bias", "data.bias", {"type": float}, "true bias of the line"),
-    ("--start", "data.start", {"type": float}, "first X value"),
-    ("--end", "data.end", {"type": float}, "X stops before this value"),
-    ("--step", "data.step", {"type": float}, "distance between X values"),
-    ("--noise", "data.noise", {"type": float}, "std of Gaussian noise added to y"),
-    ("--train", "data.train", {"type": float}, "fraction of rows for training"),
-    ("--val", "data.val", {"type": float}, "fraction of rows for validation (0: none)"),
-    ("--test", "data.test", {"type": float}, "fraction of rows for testing"),
+    ("--weight", {"type": float}, "true weight of the line y = weight * X + bias"),
+    ("--bias", {"type": float}, "true bias of the line"),
+    ("--start", {"type": float}, "first X value"),
+    ("--end", {"type": float}, "X stops before this value"),
+    ("--step", {"type": float}, "distance between X values"),
+    ("--noise", {"type": float}, "std of Gaussian noise added to y"),
+    ("--train", {"type": float}, "fraction of rows for training"),
+    ("--val", {"type": float}, "fraction of rows for validation (0: none)"),
+    ("--test", {"type": float}, "fraction of rows for testing"),
     (
         "--shuffle",
-        "data.shuffle",
         {"action": "store_const", "const": True},
         "shuffle rows (seeded) before splitting",
     ),
     (
         "--model",
-        "model.kind",
         {"choices": MODELS},
         "model: " + _choices(registry.MODELS),
     ),
     (
         "--hidden",
-        "model.hidden",
         {"type": _int_list, "metavar": "N,N"},
         "mlp hidden layer sizes; cnn block widths; tinyvgg channels",
     ),
     (
         "--loss",
-        "train.loss",
         {"choices": LOSSES},
         f"loss function: {_choices(registry.LOSSES)}; auto: by the task",
     ),
     (
         "--optimizer",
-        "train.optimizer",
         {"choices": OPTIMIZERS},
         f"optimizer: {_choices(registry.OPTIMIZERS)}; auto (tables): lbfgs for a linear "
         "model, adam for an mlp",
     ),
-    ("--lr", "train.lr", {"type": _or_auto(float)}, "learning rate (auto: by the optimizer)"),
-    ("--momentum", "train.momentum", {"type": float}, "SGD momentum"),
-    ("--epochs", "train.epochs", {"type": int}, "number of epochs"),
+    ("--lr", {"type": _or_auto(float)}, "learning rate (auto: by the optimizer)"),
+    ("--momentum", {"type": float}, "SGD momentum"),
+    ("--epochs", {"type": int}, "number of epochs"),
     (
         "--batch-size",
-        "train.batch_size",
         {"type": _or_auto(int)},
         "rows per step (0: full batch; auto, for tables: minibatches for an mlp on many rows)",
     ),
     (
         "--schedule",
-        "train.schedule",
         {"choices": SCHEDULES},
         "learning rate: none (constant) or cosine (decays to 0 over --epochs)",
     ),
     (
         "--patience",
-        "train.patience",
         {"type": int},
         "early stopping patience in epochs (0: off; needs --val)",
     ),
     (
         "--tol",
-        "train.tol",
         {"type": float},
         "stop as converged when the training loss improves by no more than this for "
         "--tol-epochs epochs (0: off; tables: 1e-4 unless --epochs is given)",
     ),
     (
         "--tol-epochs",
-        "train.tol_epochs",
         {"type": int},
         "epochs in a row without such an improvement before stopping",
     ),
     (
         "--folds",
-        "train.folds",
         {"type": int},
         "cross-validate first: K fits, each validated on one of K folds of the train and val "
         "rows (by class), metrics as mean and spread; the final model as the flags say (0: off)",
     ),
     (
         "--repeats",
-        "train.repeats",
         {"type": int},
         "fits of every fold (or of the split, without --folds), seeded --seed, --seed + 1, ...",
     ),
-    ("--log-every", "train.log_every", {"type": int}, "record and print losses every N epochs"),
+    ("--log-every", {"type": int}, "record and print losses every N epochs"),
     (
         "--eval-every",
-        "train.eval_every",
         {"type": int},
         "also compute the test loss every N epochs, as the course does (0: when recording)",
     ),
     (
         "--checkpoint-every",
-        "train.checkpoint_every",
         {"type": int},
         "write a resume checkpoint every N epochs (0: every 30 seconds, and at the end)",
     ),
-    ("--seed", "train.seed", {"type": int}, "random seed"),
-    ("--device", "train.device", {"choices": DEVICES}, "where to train"),
-    ("--out", "out", {"metavar": "DIR"}, "run folder (default: a new folder under runs/)"),
-    ("--no-plots", "plots", {"action": "store_const", "const": False}, "skip the PNG pictures"),
+    ("--seed", {"type": int}, "random seed"),
+    ("--device", {"choices": DEVICES}, "where to train"),
+    (
+        "--threads",
+        {"type": int, "metavar": "N"},
+        "CPU threads for torch (0: auto, the cores not busy with other work, as the load "
+        "average shows)",
+    ),
+    ("--out", {"metavar": "DIR"}, "run folder (default: a new folder under runs/)"),
+    ("--no-plots", {"action": "store_const", "const": False}, "skip the PNG pictures"),
     (
         "--no-reference",
-        "reference",
         {"action": "store_const", "const": False},
         "skip the closed-form (or majority-class) reference",
     ),
     (
         "--class-weight",
-        "train.class_weight",
         {"metavar": "WEIGHTS"},
         "classification: weigh the classes in the loss, balanced (rows / (classes x the "
         "class's rows)) or label=weight pairs such as yes=3,no=1 (default: none)",
     ),
     (
         "--threshold",
-        "threshold",
         {"type": _or_auto(float)},
         "binary: the probability of the second class above which a row is that class; auto: "
         "the one with the best --threshold-metric on --val",
     ),
     (
         "--threshold-metric",
-        "threshold_metric",
         {"choices": THRESHOLD_METRICS},
         "what --threshold auto maximises on the validation split",
     ),
     (
         "--calibrate",
-        "calibrate",
         {"action": "store_const", "const": True},
         "classification: scale the logits by one temperature fitted on --val, so that the "
         "class probabilities mean what they say (ECE and Brier score before and after)",
     ),
     (
         "--interval",
-        "interval",
         {"type": float, "metavar": "LEVEL"},
         "regression: prediction intervals that hold the true value with this probability, "
         "such as 0.9 (split-conformal, fitted on --val; predict writes lower and upper) "
@@ -335,10 +313,13 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     (
         "--tensorboard",
-        "tensorboard",
         {"action": "store_const", "const": True},
         "also log the losses for TensorBoard (needs torchwork[tensorboard])",
     ),
+]
+# ...each with the config field it sets (settings.SETTINGS: run's keywords are these flags)
+RUN_FLAGS: list[tuple[str, str, dict[str, Any], str]] = [
+    (flag, SETTINGS[setting_name(flag)], options, text) for flag, options, text in _RUN_FLAGS
 ]
 
 
@@ -537,6 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)"
+    )
+    serve.add_argument(
+        "--max-pixels",
+        type=int,
+        default=SERVE_MAX_PIXELS,
+        metavar="N",
+        help=f"the largest picture taken, in pixels (default: {SERVE_MAX_PIXELS:,}, a "
+        "24-megapixel photo; each of the server's threads holds one while it decodes it)",
     )
 
     compare = commands.add_parser(
