@@ -278,3 +278,13 @@ def serve_answer(model: Path, rows: list[dict]) -> dict:
     )
     assert statuses and statuses[0].startswith("200"), (statuses, answer)
     return answer
+
+
+@pytest.fixture(autouse=True)
+def _all_threads(monkeypatch):
+    """Runs in the tests train on all of torch's threads, however busy the machine: a run's
+    thread count can change a CNN's last bits, and tests compare runs' bits (test_threads
+    tests the auto count itself)."""
+    from torchwork import machine
+
+    monkeypatch.setattr(machine, "free_cores", lambda cores: (cores, "as in the tests"))

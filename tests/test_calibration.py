@@ -179,3 +179,28 @@ def test_bad_calibrate_is_one_line_that_writes_nothing(tw, tmp_path, flags, mess
     write_mixed_table(tmp_path / "t.csv")
     assert_one_line_error(tw("run", *flags, "--out", "bad"), message)
     assert not (tmp_path / "bad").exists()
+
+
+def test_calibration_on_few_rows_or_that_makes_things_worse_is_a_warning(tw, tmp_path, noisy):
+    from torchwork.calibration import calibration_warnings
+
+    better = {"ece_before": 0.1, "ece_after": 0.05, "brier_before": 0.2, "brier_after": 0.19}
+    worse = {"ece_before": 0.042, "ece_after": 0.402, "brier_before": 0.2, "brier_after": 0.19}
+    assert calibration_warnings({"val": better, "test": better}, 500) == []
+    (warning,) = calibration_warnings({"val": better, "test": worse}, 500)
+    assert warning.startswith("calibration made the test split's probabilities worse (ECE ")
+    assert "0.0420 -> 0.4020" in warning and "Brier" not in warning
+    (few,) = calibration_warnings({"val": better}, 12)
+    assert "rests on 12 validation rows, too few to trust (at least 100)" in few
+    # A run says so, and so do summary.json, the report and the card
+    flags = ("--train", "0.79", "--val", "0.01", "--no-plots", "--epochs", "20")
+    code, out, err = tw("run", "--data", str(noisy), "--calibrate", *flags, "--out", "few")
+    assert code == 0, err
+    assert "   Warning: the temperature rests on 30 validation rows, too few to trust" in out
+    recorded = summary(tmp_path / "few")["calibration"]["warnings"]
+    assert recorded and "30 validation rows" in recorded[0]
+    for page in ("MODEL_CARD.md", "report.html"):
+        assert (
+            "Warning: the temperature rests on 30 validation rows"
+            in (tmp_path / "few" / page).read_text()
+        )

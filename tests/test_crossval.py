@@ -166,3 +166,74 @@ def test_bad_folds_are_one_line_errors_that_write_nothing(tw, tmp_path, flags, m
     )
     assert_one_line_error(tw("run", "--data", "rare.csv", *flags, "--out", "bad"), message)
     assert not (tmp_path / "bad").exists()
+
+
+def test_advice_for_too_few_rows_per_class_is_advice_that_works(tw, tmp_path):
+    # Ten rows whose target of ten whole numbers became ten classes: fewer folds cannot work
+    write_csv(tmp_path / "ten.csv", {"x": [i * 0.5 for i in range(10)], "y": list(range(10))})
+    outcome = tw("run", "--data", "ten.csv", "--folds", "5", "--out", "bad")
+    assert_one_line_error(
+        outcome, "use --folds 0 (no cross-validation)", "at least 5 rows", "--task regression"
+    )
+    assert "or fewer" not in outcome[2]  # no --folds 1, which is refused
+    # ...which is what was meant: the numbers as a quantity fold as asked
+    code, _, err = tw(
+        "run", "--data", "ten.csv", "--folds", "2", "--task", "regression", "--no-plots"
+    )
+    assert code == 0, err
+    # Text classes are no quantity; two rows of the rarest class allow two folds
+    write_csv(
+        tmp_path / "rare.csv", {"x": [float(i) for i in range(20)], "y": ["a"] * 17 + ["b"] * 3}
+    )
+    _, _, err = tw("run", "--data", "rare.csv", "--folds", "5", "--out", "bad")
+    assert "use --folds 2 or fewer, or --folds 0" in err and "--task" not in err
+
+
+def test_a_long_cross_validation_says_how_long_it_will_take(tw, tmp_path, small_table_files):
+    args = ("--data", str(small_table_files / "regression.csv"), "--no-plots", "--epochs", "2")
+    code, out, err = tw("run", *args, "--folds", "3", "--repeats", "2", "--out", "cv")
+    assert code == 0, err
+    lines = out.splitlines()
+    estimate = [line for line in lines if "The first fit took" in line]
+    assert len(estimate) == 1 and "the 6 fits, about" in estimate[0], out
+    # once, after the first fit's line, and one line a fit
+    first = next(i for i, line in enumerate(lines) if "fold 1/3, repeat 1/2" in line)
+    assert lines.index(estimate[0]) == first + 1
+    assert sum("(seed " in line for line in lines) == 6
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_signal_during_the_folds_says_what_was_stopped(
+    tw, tmp_path, small_table_files, monkeypatch, signals
+):
+    """SIGTERM during the fits: after the fit (or at once, a second time), a line that says
+    nothing was written and the run cannot be resumed, exit 143, no run folder."""
+    import os
+    import signal
+
+    from torchwork.workflow import crossval
+
+    real = crossval._log_fit
+
+    def log_fit(one, folds, repeats, log):
+        real(one, folds, repeats, log)
+        if one["fold"] == 2:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(crossval, "_log_fit", log_fit)
+    args = ("--data", str(small_table_files / "regression.csv"), "--no-plots", "--epochs", "2")
+    code, out, err = tw("run", *args, "--folds", "4", "--out", "cv")
+    assert code == 143, (out, err)
+    assert not (tmp_path / "cv").exists()
+    last = err.strip().splitlines()[-1]
+    if signals == 1:
+        assert "SIGTERM received: cross-validation stopped after fit 2 of 4" in last
+        assert "nothing was written" in last and "cannot be resumed" in last
+        assert "fold 3/4" not in out
+    else:
+        assert last == (
+            "torchwork run: stopped at once; nothing was written (the run folder is made once "
+            "the fits are done)"
+        )
+    assert "stopping after this fit" in err

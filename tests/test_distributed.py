@@ -72,6 +72,11 @@ def test_two_processes_full_batch_match_one_process(tmp_path):
     single(tmp_path, *args, "--out", "one")
     a, b = parameters(tmp_path / "two"), parameters(tmp_path / "one")
     assert all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)
+    # Each run records how it was started: torchrun by hand, or one process
+    assert summary(tmp_path / "two")["command"] == (
+        f"torchrun --nproc_per_node=2 -m torchwork run {' '.join(args)} --out two"
+    )
+    assert summary(tmp_path / "one")["command"] == f"torchwork run {' '.join(args)} --out one"
     for split, metrics in summary(tmp_path / "one")["metrics"].items():
         for name, value in metrics.items():
             assert summary(tmp_path / "two")["metrics"][split][name] == pytest.approx(
@@ -122,6 +127,12 @@ def test_nproc_flag_launches_torchrun(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "2 processes" in result.stdout and (tmp_path / "r" / "summary.json").exists()
+    # The command as typed, --nproc 2 included: without it one process trains another model
+    recorded = summary(tmp_path / "r")
+    assert recorded["command"] == "torchwork run --nproc 2 --epochs 20 --start 0 --out r --no-plots"
+    assert recorded["reproducibility"]["processes"] == 2
+    card = (tmp_path / "r" / "MODEL_CARD.md").read_text()
+    assert "`torchwork run --nproc 2 --epochs 20" in card
 
 
 def _listening(port: int) -> bool:
@@ -460,7 +471,7 @@ def test_the_exit_code_is_right_every_time_while_a_table_is_being_read(tmp_path)
     (tmp_path / "dates.csv").write_text("day,x,y\n" + rows)
     expected = {  # how the run fails: its exit code and the end of what it prints
         "error": (2, "torchwork run: error: the run failed"),
-        "interrupt": (130, "torchwork run: stopped at once; files are complete but the run is not"),
+        "interrupt": (130, "torchwork run: stopped at once; any file written is complete"),
         "bug": (1, "RuntimeError: a bug"),  # the last line of its traceback
     }
     outcomes = []

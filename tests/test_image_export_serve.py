@@ -316,3 +316,17 @@ def test_the_server_answers_a_picture_and_refuses_a_large_one_in_its_words(train
         server.stop()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_a_picture_over_the_servers_pixel_limit_says_how_to_raise_it(trained):
+    big = io.BytesIO()
+    Image.new("L", (300, 200)).save(big, "PNG")  # a few hundred bytes, 60,000 pixels
+    status, answer = call(make_app(trained["multi"], max_pixels=50_000), big.getvalue())
+    assert status == 400
+    assert answer["error"] == (
+        "the image is 300x200 = 60,000 pixels, over the server's limit of 50,000: send a "
+        "smaller picture, or start the server with --max-pixels 60000 to take it"
+    )
+    assert "bomb" not in answer["error"]
+    # ...which takes it
+    assert call(make_app(trained["multi"], max_pixels=60_000), big.getvalue())[0] == 200

@@ -260,6 +260,14 @@ def _too_small(root):
     Image.new("RGB", (5, 7), (9, 9, 9)).save(root / "dog" / "zz_small.png")
 
 
+def _one_image_a_class(root):
+    colours(root, {"cat": 1, "dog": 1})
+
+
+def _two_images_a_class(root):
+    colours(root, {"cat": 2, "dog": 2})
+
+
 BAD_FOLDERS = [
     (_nothing, (), "pics has no class folders"),
     (_no_images, (), "class folder pics/dog has no text files"),  # its one file: a .txt
@@ -270,6 +278,20 @@ BAD_FOLDERS = [
     (_too_small, (), "image pics/dog/zz_small.png is 5x7 pixels, smaller than 8 a side"),
     (_a_corrupt_file, ("--model", "mlp"), "--model mlp learns from rows, and pics is a folder"),
     (_a_corrupt_file, ("--image-size", "3"), "--image-size must be 0 (auto) or 8 to 1024"),
+    # How many images a class needs at the fractions given, not "raise --val"
+    (
+        _one_image_a_class,
+        (),
+        "pics has too few images for a val split (--val 0.1): its largest class has 1, and at "
+        "--train 0.7 --val 0.1 --test 0.2 a class needs 6 to give one to each split; add "
+        "images, or give --val 0",
+    ),
+    (
+        _two_images_a_class,
+        ("--val", "0"),
+        "pics has too few images for a test split (--test 0.2): its largest class has 2, and "
+        "at --train 0.7 --val 0 --test 0.2 a class needs 3 to give one to each split; add images",
+    ),
 ]
 
 
@@ -517,3 +539,19 @@ def test_tinyvgg_trains_at_a_constant_rate_without_early_stopping(subset):
     assert (vgg.schedule, vgg.patience) == ("none", 0)
     given = train(**{"model.kind": "tinyvgg", "train.schedule": "cosine", "train.patience": 3})
     assert (given.schedule, given.patience) == ("cosine", 3)
+
+
+def test_evaluate_on_a_folder_with_a_corrupt_picture_takes_the_advice_it_gives(
+    tw, tmp_path, subset, image_model
+):
+    """The error names --skip-bad, and evaluate takes it: the other pictures are scored."""
+    import shutil
+
+    folder = tmp_path / "digits"
+    shutil.copytree(subset, folder)
+    (folder / "3" / "zz_cut.png").write_bytes(_noisy_png_bytes()[:200])
+    outcome = tw("evaluate", "--model", str(image_model), "--data", "digits")
+    assert_one_line_error(outcome, "digits/3/zz_cut.png cannot be read", "--skip-bad")
+    code, out, err = tw("evaluate", "--model", str(image_model), "--data", "digits", "--skip-bad")
+    assert code == 0, err
+    assert "on 200 images of digits" in out, out

@@ -33,9 +33,11 @@ LAYERS = [
     "metrics",
     "solve",
     "distributed",
+    "settings",
     "config",
     "registry",
     "fileio",
+    "machine",
     "errors",
 ]
 

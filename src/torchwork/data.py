@@ -326,6 +326,8 @@ class Prepared:
     folder: bool = False  # the data is a folder of class folders (the table it stands for)
     # the first EXAMPLES test rows' columns as a person reads them (a text's start), by column
     examples: dict[str, list[str]] | None = None
+    # what --dropna dropped: {"rows": N, "of": rows read, "columns": {column: empty cells}}
+    dropped: dict[str, Any] | None = None
 
     @property
     def labels(self) -> list[Any]:
@@ -383,13 +385,15 @@ def prepare_data(
         return prepare_folder(config, log, keep_table)
     from torchwork.kinds.base import Source
     from torchwork.kinds.encoder import Encoder, decode_columns, recognise, say_kinds
-    from torchwork.tables.check import check_values, detect_task, select_columns
+    from torchwork.tables.check import check_table, detect_task, select_columns
     from torchwork.tables.read import CsvFormat, give_back_memory, read_table
 
     source = d.path
     table = read_table(source, CsvFormat.of(d))
     target, features = select_columns(table, d.target, d.features, source, d.exclude)
-    table = check_values(table, [*features, target], source, dropna=d.dropna, log=log)
+    table, dropped = check_table(
+        table, [*features, target], source, dropna=d.dropna, log=log, target=target
+    )
     where = Source(source, Path(source).parent, d.skip_bad, d.encoding, log)
     options = fit_options(config)
     kinds = recognise(table, features, options.kinds, where)
@@ -451,6 +455,7 @@ def prepare_data(
         source_rows=source_rows,
         table=table,
         examples=examples,
+        dropped=dropped,
     )
 
 
@@ -545,6 +550,15 @@ def _class_sizes(rows: int, train: float, val: float, test: float) -> tuple[int,
     return max(1, min(n_train, rows - n_test - n_val)), n_val, n_test
 
 
+def _class_needs(train: float, val: float, test: float) -> int | str:
+    """The fewest rows a class needs for _class_sizes to give one to each split asked for."""
+    for rows in range(1, 1001):
+        sizes = _class_sizes(rows, train, val, test)
+        if all(n >= 1 for n, fraction in zip(sizes, (train, val, test), strict=True) if fraction):
+            return rows
+    return "more than 1,000"
+
+
 def prepare_folder(
     config: RunConfig, log: Callable[[str], None] = print, keep_table: bool = False
 ) -> Prepared:
@@ -611,9 +625,13 @@ def prepare_folder(
         raise DataError(f"the training {noun} of {folder.root} hold only one class: add {noun}")
     for name, fraction in (("val", d.val), ("test", d.test)):
         if fraction > 0 and not len(rows[name]):
+            largest = int(torch.bincount(labels).max())
+            need = _class_needs(d.train, d.val, d.test)
             raise DataError(
-                f"{folder.root} has too few {noun} of each class for a {name} split "
-                f"(--{name} {fraction:g}): add {noun}, or raise --{name}"
+                f"{folder.root} has too few {noun} for a {name} split (--{name} {fraction:g}): "
+                f"its largest class has {largest}, and at --train {d.train:g} --val {d.val:g} "
+                f"--test {d.test:g} a class needs {need} to give one to each split; add {noun}"
+                + (", or give --val 0" if name == "val" else "")
             )
     encoder = Encoder.fit(
         table, ["file"], "label", task, rows["train"].numpy(), where, options, kinds, decoded

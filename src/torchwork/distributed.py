@@ -11,9 +11,11 @@ check a run's settings and say a mistake before paying for the import.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -62,8 +64,37 @@ def main_process() -> bool:
 # `torchwork run --nproc` tells the processes it starts who it is and where to leave their
 # closing message, through their environment.
 _LAUNCHER = "TORCHWORK_LAUNCHER"  # the launcher's process id
+_COMMAND = "TORCHWORK_COMMAND"  # the command as typed, for the run's record
 _MESSAGES = "TORCHWORK_MESSAGES"  # a folder: each process's closing message, a file per rank
 _AGENT_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")  # those torchrun's agent handles
+
+
+@contextlib.contextmanager
+def typed(argv: Sequence[str]) -> Iterator[None]:
+    """While a command runs: `torchwork ARGV` as typed (whatever the script or alias that
+    started it is called), for `typed_command`. The processes that `run --nproc` starts keep
+    their launcher's, which names --nproc; those torchrun started by hand name torchrun."""
+    if launched() and _COMMAND in os.environ:
+        yield
+        return
+    command = shlex.join(["torchwork", *argv])
+    if launched():
+        world = os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", ""))
+        command = f"torchrun --nproc_per_node={world} -m {command}"
+    before = os.environ.get(_COMMAND)
+    os.environ[_COMMAND] = command
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_COMMAND, None)
+        else:
+            os.environ[_COMMAND] = before
+
+
+def typed_command() -> str:
+    """The command that started this run, as typed; empty when the Python API did."""
+    return os.environ.get(_COMMAND, "")
 
 
 def launch(nproc: int, args: Sequence[str]) -> int:

@@ -62,6 +62,19 @@ class TrainingInterrupted(TrainingError):
         )
 
 
+class FitsInterrupted(TrainingError):
+    """A signal stopped cross-validation after a fit, before the run folder was made."""
+
+    def __init__(self, signum: int, done: int, total: int) -> None:
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: cross-validation stopped after fit {done} of {total:,}; nothing "
+            "was written (the run folder is made once the fits are done), so it cannot be "
+            "resumed: run the command again to start over"
+        )
+
+
 # Message helpers: what an error says about values it quotes, kept to one short line.
 
 

@@ -17,7 +17,7 @@ from torchwork.errors import TorchworkError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from torchwork.distributed import follow_launcher, say_last
+    from torchwork.distributed import follow_launcher, say_last, typed
 
     follow_launcher()  # a process of `run --nproc` ends with its launcher, even a killed one
     parser = build_parser()
@@ -27,15 +27,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command](args)
+        with typed(args.argv):
+            return COMMANDS[args.command](args)
     except TorchworkError as e:
         say_last(f"torchwork {args.command}: error: {e}")
         return e.exit_code
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", 2)
-        say_last(
-            f"torchwork {args.command}: stopped at once; files are complete but the run is not"
-        )
+        # What stopping left, where the work knew (signals.ImmediateStop); else every file
+        # written is whole, as writes are atomic
+        left = getattr(e, "left", "any file written is complete")
+        say_last(f"torchwork {args.command}: stopped at once; {left}")
         return 128 + signum
 
 

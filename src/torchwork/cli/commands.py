@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from torchwork import machine
+
+    machine.watch()  # how busy the cores are while torch imports: --threads auto
     flags = {field: getattr(args, field) for _, field, _, _ in RUN_FLAGS if hasattr(args, field)}
     if args.nproc is not None:
         from torchwork.distributed import launched
@@ -211,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from torchwork.predict import evaluate_file
-    from torchwork.report.text import format_metrics_table
+    from torchwork.report.text import format_metrics_table, format_table
 
     result = evaluate_file(args.model, args.data, args.target or "", skip_bad=args.skip_bad)
     if args.json:
@@ -228,11 +231,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_metrics_table({"data": result["metrics"]}))
     if "confusion_matrix" in result:
         labels = [str(v) for v in result["labels"]]
-        width = max(8, *(len(v) + 2 for v in labels))
+        rows = [["", *labels]]
+        rows += [
+            [label, *(f"{n:,}" for n in row)]
+            for label, row in zip(labels, result["confusion_matrix"], strict=True)
+        ]
         print("Confusion matrix (rows: actual, columns: predicted)")
-        print(" " * width + "".join(f"{v:>{width}}" for v in labels))
-        for label, row in zip(labels, result["confusion_matrix"], strict=True):
-            print(f"{label:>{width}}" + "".join(f"{n:>{width}}" for n in row))
+        print(format_table(rows, left=1, minimum=6))
     return 0
 
 
@@ -371,7 +376,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from torchwork.serve.server import serve
 
     # flush: the address line must show at once when the output is a pipe
-    serve(args.model, args.host, args.port, log=partial(print, flush=True))
+    serve(
+        args.model,
+        args.host,
+        args.port,
+        log=partial(print, flush=True),
+        max_pixels=args.max_pixels,
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from torchwork import registry
+from torchwork.config import SERVE_MAX_PIXELS
 from torchwork.errors import ConfigError, TorchworkError
 from torchwork.kinds.base import Source, short
 from torchwork.predict import Predictor
@@ -29,9 +30,7 @@ MAX_DIGITS = 400  # a longer integer gets 400 as it is parsed (float32 stops at 
 SOURCE = "the request"  # how error messages name the data, as they name a file
 FIX = "fix or remove those rows"
 ROUTES = {"/health": ("GET", "HEAD"), "/predict": ("POST",)}
-# An upload decodes to a few bytes a pixel; Pillow's own limit (89 million pixels) would let
-# each of the server's threads hold a gigabyte. 25 million is a 24-megapixel camera's photo.
-MAX_IMAGE_PIXELS = 25_000_000
+MAX_IMAGE_PIXELS = SERVE_MAX_PIXELS  # pictures of more are refused (serve --max-pixels)
 logger = logging.getLogger("torchwork.serve")
 
 
@@ -55,7 +54,7 @@ class RequestError(Exception):
 class PredictionApp:
     """The WSGI application: one loaded model answering GET /health and POST /predict."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self.predictor = predictor
         self.encoder = predictor.encoder
         # A model of one column of files (pictures, text files) takes JSON rows, or one
@@ -68,7 +67,7 @@ class PredictionApp:
         # keeps that shared state out of any race; the model is tiny next to JSON and checks.
         self.lock = threading.Lock()
         self.features: list[str] = []
-        self.where = Source(SOURCE, max_pixels=MAX_IMAGE_PIXELS)  # no folder a path could name
+        self.where = Source(SOURCE, max_pixels=max_pixels)  # no folder a path could name
         self.features = predictor.feature_names
         self.takes = f"features {', '.join(self.features)}"
         self.health: dict[str, Any] = {
@@ -374,8 +373,9 @@ def json_body(body: dict[str, Any]) -> bytes:
     return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
 
 
-def make_app(model_path: str | Path) -> PredictionApp:
-    """The WSGI app answering with the model saved in `model_path`, loaded once.
+def make_app(model_path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> PredictionApp:
+    """The WSGI app answering with the model saved in `model_path`, loaded once; pictures
+    sent to it of at most `max_pixels` pixels.
 
     >>> app = make_app("runs/example/model.safetensors")  # doctest: +SKIP
     """
@@ -384,4 +384,6 @@ def make_app(model_path: str | Path) -> PredictionApp:
         found = [name for name in MODEL_FILES if (path / name).is_file()]
         hint = f": give its model file, e.g. {path / found[0]}" if found else ": give a model file"
         raise ConfigError(f"--model {path} is a folder{hint}")
-    return PredictionApp(Predictor.from_file(path))
+    if max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be at least 1 (got {max_pixels})")
+    return PredictionApp(Predictor.from_file(path), max_pixels)

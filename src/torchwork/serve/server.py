@@ -17,6 +17,7 @@ from typing import Any
 from torchwork.errors import ConfigError
 from torchwork.serve.app import (
     MAX_HEADER_BYTES,
+    MAX_IMAGE_PIXELS,
     PredictionApp,
     body_limit,
     body_too_large,
@@ -196,10 +197,15 @@ class Server:
 
 
 def make_server(
-    model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, threads: int = THREADS
+    model_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    threads: int = THREADS,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Server:
-    """The model loaded and the server bound to host:port (0: a free port), not yet running."""
-    return Server(make_app(model_path), host, port, threads)
+    """The model loaded and the server bound to host:port (0: a free port), not yet running;
+    pictures sent to it of at most `max_pixels` pixels."""
+    return Server(make_app(model_path, max_pixels), host, port, threads)
 
 
 def is_loopback(host: str) -> bool:
@@ -217,14 +223,17 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     log: Callable[[str], None] = print,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> None:
     """Answer prediction requests with the model in `model_path` until Ctrl-C or SIGTERM.
 
     The model file is read and checked before the server starts; port 0 picks a free port.
+    A picture sent of more than `max_pixels` pixels is refused (each of the server's threads
+    holds a picture's pixels while it decodes it).
 
     >>> serve("runs/example/model.safetensors", port=8000)  # doctest: +SKIP
     """
-    server = make_server(model_path, host, port)
+    server = make_server(model_path, host, port, max_pixels=max_pixels)
     app = server.app
     if not is_loopback(host):
         limit, seconds = server.connection_limit, server.request_seconds

@@ -23,13 +23,14 @@ import torch
 
 from torchwork.data import fold_indices
 from torchwork.engine import fit
-from torchwork.errors import ConfigError
+from torchwork.errors import ConfigError, FitsInterrupted
 from torchwork.kinds.base import cat_rows
 from torchwork.metrics import spread
 from torchwork.optim import optimizer_for
 from torchwork.predict import outputs_of, score
 from torchwork.report.text import format_spread
 from torchwork.workflow.session import fresh_model
+from torchwork.workflow.signals import StopSignals
 from torchwork.workflow.train import fit_options
 
 if TYPE_CHECKING:
@@ -54,7 +55,13 @@ def cross_validate(session: Session, log: Callable[[str], None]) -> dict[str, An
     }
     rows = len(pool["X"])
     if t.folds:
-        _check_folds(t.folds, rows, pool["y_raw"] if classification else None, data.labels)
+        _check_folds(
+            t.folds,
+            rows,
+            pool["y_raw"] if classification else None,
+            data.labels,
+            task_given=session.config.data.task != "auto",
+        )
         what = (
             f"{t.folds} folds of the {rows:,} train + val rows"
             + (" (by class)" if classification else "")
@@ -63,27 +70,31 @@ def cross_validate(session: Session, log: Callable[[str], None]) -> dict[str, An
     else:
         what = f"{t.repeats} fits of the split, seeds {t.seed} to {t.seed + t.repeats - 1}"
     log(f"3. Cross-validation: {what}; then the final model")
+    total = t.repeats * (t.folds or 1)
     started = time.perf_counter()
     fits: list[dict[str, Any]] = []
-    for repeat in range(t.repeats):
-        seed = t.seed + repeat
-        if t.folds:
+    nothing = "nothing was written (the run folder is made once the fits are done)"
+    with StopSignals(log, when="after this fit", at_once=nothing) as stop:
+        for repeat in range(t.repeats):
+            seed = t.seed + repeat
             labels = pool["y_raw"].reshape(-1) if classification else None
-            folds = fold_indices(rows, t.folds, labels, seed)
-            for k, held in enumerate(folds):
-                kept = torch.cat([f for i, f in enumerate(folds) if i != k])
-                train_part = {name: tensor[kept] for name, tensor in pool.items()}
-                val_part = {name: tensor[held] for name, tensor in pool.items()}
-                fits.append(
-                    _fit(session, seed, train_part, val_part)
-                    | {"repeat": repeat + 1, "fold": k + 1}
-                )
+            folds = fold_indices(rows, t.folds, labels, seed) if t.folds else []
+            for k in range(len(folds) or 1):
+                if folds:
+                    kept = torch.cat([f for i, f in enumerate(folds) if i != k])
+                    train_part = {name: tensor[kept] for name, tensor in pool.items()}
+                    val_part = {name: tensor[folds[k]] for name, tensor in pool.items()}
+                    where = {"repeat": repeat + 1, "fold": k + 1}
+                else:
+                    train_part = {"X": X["train"], "y": y["train"], "y_raw": data.y_raw["train"]}
+                    val_part = {"X": X["val"], "y": y["val"], "y_raw": data.y_raw["val"]}
+                    where = {"repeat": repeat + 1}
+                fits.append(_fit(session, seed, train_part, val_part) | where)
                 _log_fit(fits[-1], t.folds, t.repeats, log)
-        else:
-            train_part = {"X": X["train"], "y": y["train"], "y_raw": data.y_raw["train"]}
-            val_part = {"X": X["val"], "y": y["val"], "y_raw": data.y_raw["val"]}
-            fits.append(_fit(session, seed, train_part, val_part) | {"repeat": repeat + 1})
-            _log_fit(fits[-1], 0, t.repeats, log)
+                if len(fits) == 1 and total > 1:
+                    log(_estimate(time.perf_counter() - started, total))
+                if stop.received is not None:
+                    raise FitsInterrupted(stop.received, len(fits), total)
     seconds = time.perf_counter() - started
     result = {
         "folds": t.folds,
@@ -100,21 +111,41 @@ def cross_validate(session: Session, log: Callable[[str], None]) -> dict[str, An
     return result
 
 
-def _check_folds(folds: int, rows: int, labels: torch.Tensor | None, names: list[Any]) -> None:
+def _check_folds(
+    folds: int, rows: int, labels: torch.Tensor | None, names: list[Any], task_given: bool
+) -> None:
+    """Refuse folds that cannot be made, saying what works: fewer folds where at least two
+    can be made, else no cross-validation (--folds 0) or more rows."""
     if folds > rows:
+        fewer = f"--folds {rows} or fewer, or " if rows >= 2 else ""
         raise ConfigError(
-            f"--folds {folds} is more than the {rows} train + val rows: use --folds {rows} or fewer"
+            f"--folds {folds} is more than the {rows} train + val rows: use {fewer}--folds 0 "
+            "(no cross-validation)"
         )
     if labels is None:
         return
     counts = torch.bincount(labels.reshape(-1).long(), minlength=len(names))
     present = [(int(n), k) for k, n in enumerate(counts.tolist()) if n > 0]
     fewest, k = min(present)
-    if fewest < folds:
-        raise ConfigError(
-            f"--folds {folds} is more than the {fewest} train + val rows of class "
-            f"{str(names[k])[:40]!r}: every fold needs each class; use --folds {fewest} or fewer"
+    if fewest >= folds:
+        return
+    works = (
+        f"use --folds {fewest} or fewer, or --folds 0 (no cross-validation)"
+        if fewest >= 2
+        else f"use --folds 0 (no cross-validation), or give every class at least {folds} rows"
+    )
+    # A target of a few whole numbers is taken for classes: it may be a quantity
+    numbers = all(isinstance(n, int) and not isinstance(n, bool) for n in names)
+    if numbers and not task_given:
+        works += (
+            f"; the target's {len(names)} whole numbers were taken for classes: "
+            "for a quantity, add --task regression"
         )
+    raise ConfigError(
+        f"--folds {folds} is more than the {fewest} train + val "
+        f"{'row' if fewest == 1 else 'rows'} of class {str(names[k])[:40]!r}: every fold "
+        f"needs each class; {works}"
+    )
 
 
 def _fit(
@@ -166,6 +197,18 @@ def _log_fit(one: dict[str, Any], folds: int, repeats: int, log: Callable[[str],
         for name, value in list(values.items())[:1]
     )
     log(f"   {where} (seed {one['seed']}): {one['epochs_run']} epochs; {scores}")
+
+
+def _estimate(seconds: float, total: int) -> str:
+    """How long all the fits will take, from the first one's time."""
+    left = seconds * total
+    if left < 90:
+        took = f"{left:.0f} s"
+    elif left < 5400:
+        took = f"{left / 60:.0f} min"
+    else:
+        took = f"{left // 3600:.0f} h {left % 3600 / 60:02.0f} min"
+    return f"   The first fit took {seconds:.1f} s: the {total:,} fits, about {took} in all"
 
 
 def _over_fits(

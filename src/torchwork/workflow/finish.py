@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from torchwork import __version__, registry
+from torchwork import __version__, distributed, registry
 from torchwork.checkpoint import (
     load,
     save,
@@ -24,7 +24,7 @@ from torchwork.fileio import write_text_atomic
 from torchwork.metrics import classification_metrics, regression_metrics
 from torchwork.models import build_from_spec
 from torchwork.predict import Score, outputs_of, prediction_columns, score, write_table
-from torchwork.report.text import HEADINGS, format_metrics_table
+from torchwork.report.text import HEADINGS, NUMBER_WIDTH, format_metrics_table, format_table
 from torchwork.runfolder import (
     CHECKPOINT_BEST,
     CHECKPOINT_LAST,
@@ -255,7 +255,7 @@ def fit_calibration(
     validation split's) reliability table."""
     if not session.config.calibrate:
         return None
-    from torchwork.calibration import calibration_scores, fit_temperature
+    from torchwork.calibration import calibration_scores, calibration_warnings, fit_temperature
 
     data, task = session.data, session.data.task
     temperature = fit_temperature(outputs["val"], data.y_raw["val"], task)
@@ -272,12 +272,16 @@ def fit_calibration(
         f"validation rows); {shown} ECE {scores['ece_before']:.4f} -> {scores['ece_after']:.4f}, "
         f"Brier {scores['brier_before']:.4f} -> {scores['brier_after']:.4f}"
     )
+    warnings = calibration_warnings(splits, session.sizes["val"])
+    for warning in warnings:
+        log(f"   Warning: {warning}")
     return {
         "temperature": temperature,
         "fitted_on": "val",
         "val_rows": session.sizes["val"],
         "splits": splits,
         "reliability": {"split": shown} | diagram,
+        "warnings": warnings,
     }
 
 
@@ -439,8 +443,8 @@ def summary_of(
         "reproducibility": reproducibility()
         | {"processes": session.group.world if session.group is not None else 1},
     }
-    if command_line():
-        summary["command"] = command_line()
+    if distributed.typed_command():
+        summary["command"] = distributed.typed_command()
     optional = {
         "cross_validation": session.cross_validation,
         "importance": evaluation.importance,
@@ -484,6 +488,8 @@ def summary_of(
                 for b in encoder.blocks
             ],
         }
+        if data.dropped:  # --dropna: {"rows", "of", "columns": {column: empty cells}}
+            summary["data"]["dropped"] = data.dropped
         if data.folder:  # a folder of class folders: what its files are
             from torchwork import registry
 
@@ -513,17 +519,6 @@ def reproducibility() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
-
-
-def command_line() -> str:
-    """The command that started this process, when it was `torchwork ...`; else empty."""
-    import shlex
-    import sys
-
-    started = Path(sys.argv[0])  # the torchwork script, or torchwork/__main__.py (python -m)
-    if started.name != "torchwork" and started.parts[-2:] != ("torchwork", "__main__.py"):
-        return ""
-    return shlex.join(["torchwork", *sys.argv[1:]])
 
 
 LEARNED_MAX = 20_000  # numbers summary.json lists one by one; a CNN's are in its model file
@@ -637,10 +632,11 @@ def log_parameters(
     """The learned line next to the exact answer and the truth."""
     line = learned_line(model)
     learned = [f"{v:.4f}" for v in line] if line is not None else ["(mlp)", "(mlp)"]
-    log(f"  {'':<8}{'learned':>12}{'closed-form':>14}{'true':>10}")
+    rows = [["", "learned", "closed-form", "true"]]
     for i, name in enumerate(("weight", "bias")):
         exact = f"{reference[name][0]:.4f}" if name in reference else "n/a"
-        log(f"  {name:<8}{learned[i]:>12}{exact:>14}{true[name]:>10.4f}")
+        rows.append([name, learned[i], exact, f"{true[name]:.4f}"])
+    log(format_table(rows, left=1, minimum=NUMBER_WIDTH))
 
 
 def draw_plots(

@@ -35,10 +35,18 @@ from torchwork.runfolder import (
     create_run_dir,
     resolve_run_dir,
 )
+from torchwork.settings import config_from
 from torchwork.workflow.checkpoints import check_resume_fields, restore, tensorboard_writer
 from torchwork.workflow.crossval import cross_validate
 from torchwork.workflow.finish import describe_parameters, finish, inputs_sha256
-from torchwork.workflow.session import Session, fresh_model, model_title, resolve_device
+from torchwork.workflow.session import (
+    Session,
+    fresh_model,
+    model_title,
+    resolve_device,
+    resolve_threads,
+    threads_kept,
+)
 from torchwork.workflow.train import train
 
 
@@ -55,9 +63,15 @@ def setup(
     if group is not None:
         device = distributed.device_for(group, device)
     processes = f" | {group.world} processes" if group is not None else ""
+    # Recorded as chosen, so that the run's config (and --resume) repeats its bits
+    t.threads, fewer = resolve_threads(t.threads, group)
+    threads = f" | {t.threads} thread{'s' if t.threads > 1 else ''}" if device.type == "cpu" else ""
     log(
-        f"torchwork {__version__} | torch {torch.__version__} | device {device}{processes} | seed {t.seed}"
+        f"torchwork {__version__} | torch {torch.__version__} | device {device}{processes} | "
+        f"seed {t.seed}{threads}"
     )
+    if fewer:
+        log(f"   Threads: {fewer} (--threads N to change)")
 
     # 1. Data
     notes: list[str] = []  # what reading and encoding found, said after what the data is
@@ -127,24 +141,32 @@ def setup(
 
 
 def run(
-    config: RunConfig,
+    config: RunConfig | str | Path | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
     live: bool = False,
+    **settings: Any,
 ) -> RunFolderPath:
     """Run the whole workflow and return the run folder (a Path that a notebook shows as
-    the run's report). `live`: the loss curves redrawn as training goes, in a notebook
-    (elsewhere a progress bar), as `fit(..., live=True)`.
+    the run's report).
+
+    The settings are `torchwork run`'s flags by name, with the command line's defaults and
+    checks (`settings.config_from`): `--batch-size 32` is `batch_size=32`, `--no-plots`
+    is `no_plots=True` (or `plots=False`), `--kind review=text` is `kind=["review=text"]`.
+    `config`: a .toml file (as `--config`), or a RunConfig taken as it is; `force`: as
+    `--force`, overwrite a non-empty `out` folder. `live`: the loss curves redrawn as
+    training goes, in a notebook (elsewhere a progress bar), as `fit(..., live=True)`.
 
     Started by torchrun (several processes), it trains data-parallel: every process reads
     the data and builds the same model; only the main process prints and writes.
 
+    >>> folder = run(data="iris.csv", target="species", epochs=100)  # doctest: +SKIP
     >>> folder = run(RunConfig(out="runs/demo"))  # doctest: +SKIP
     """
-    config.validate()
+    config = config_from(config, **settings)
     if config.tensorboard:
         tensorboard_writer(None)  # a missing package is a clear error before anything is written
-    with process_group(config) as group:
+    with process_group(config) as group, threads_kept():
         log = log if group is None or group.main else _silent
         return RunFolderPath(_run(config, force, log, group, live))
 
@@ -224,7 +246,8 @@ def resume(
     Under torchrun every process reads the checkpoint and the main one writes.
     """
     if not distributed.launched():
-        return RunFolderPath(_resume(Path(folder), overrides, log, None, live))
+        with threads_kept():
+            return RunFolderPath(_resume(Path(folder), overrides, log, None, live))
     stored = RunConfig()
     if (Path(folder) / CHECKPOINT_LAST).exists():
         # The run's own device decides between gloo and NCCL, not this machine's default.

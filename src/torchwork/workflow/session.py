@@ -3,6 +3,9 @@ device, the model, loss function and optimizer, the run folder, the process grou
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchwork import machine
 from torchwork.config import RunConfig
 from torchwork.data import Prepared
 from torchwork.distributed import Group
@@ -29,6 +33,35 @@ def resolve_device(name: str) -> torch.device:
             "--device mps: Apple's MPS is not available here: use --device cpu or auto"
         )
     return torch.device(name)
+
+
+# torch's own thread count (a thread per core, or OMP_NUM_THREADS), before any run set one
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def resolve_threads(threads: int, group: Group | None) -> tuple[int, str]:
+    """The CPU threads a run trains with, set in torch: `threads` (--threads), else (auto)
+    torch's count less the cores other processes keep busy (machine.free_cores); a process
+    of a torchrun group, or one given OMP_NUM_THREADS, keeps the count it was given. With
+    why, in words, when auto left cores out (else empty)."""
+    fewer = ""
+    if not threads and group is None and "OMP_NUM_THREADS" not in os.environ:
+        threads, seen = machine.free_cores(DEFAULT_THREADS)
+        if threads < DEFAULT_THREADS:
+            fewer = f"{threads} of {DEFAULT_THREADS}, as {seen}"
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads, fewer
+
+
+@contextlib.contextmanager
+def threads_kept() -> Iterator[None]:
+    """torch's thread count as it was before a run: a notebook's later work keeps it."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Ctrl-C and SIGTERM while training: the first stops cleanly after the epoch with a
-checkpoint, a second at once."""
+checkpoint (or, during cross-validation, after the fit), a second at once."""
 
 from __future__ import annotations
 
@@ -19,18 +19,25 @@ class StopSignals:
     epoch (with a checkpoint); a second one stops at once. Atomic writes mean no file is
     left half-written either way."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        log: Callable[[str], None],
+        when: str = "after this epoch with a checkpoint",
+        at_once: str = "files are complete but the run is not",
+    ) -> None:
         self.received: int | None = None
         self.log = log
+        self.when = when  # when the first signal stops the work
+        self.at_once = at_once  # what a second one leaves
         self.previous: dict[int, Any] = {}
 
     def handler(self, signum: int, frame: Any) -> None:
         if self.received is not None:
-            raise ImmediateStop(signum)
+            raise ImmediateStop(signum, self.at_once)
         self.received = signum
         if distributed.main_process():  # every process gets it; one says so
             print(
-                f"\n{signal.Signals(signum).name}: stopping after this epoch with a checkpoint "
+                f"\n{signal.Signals(signum).name}: stopping {self.when} "
                 "(press Ctrl-C again to stop at once)",
                 file=sys.stderr,
             )
@@ -54,8 +61,10 @@ class StopSignals:
 
 
 class ImmediateStop(KeyboardInterrupt):
-    """A second signal during training: stop now (exit code 128 + the signal's number)."""
+    """A second signal during training: stop now (exit code 128 + the signal's number);
+    `left` says what that leaves on disk."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, left: str) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.left = left

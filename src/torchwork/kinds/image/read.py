@@ -171,27 +171,39 @@ def decode_bytes(
     `decode` reads files; a DataError says what is wrong with it."""
     into = np.empty((channels, size, size), dtype=np.uint8)
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    # max_pixels is a server's own limit (serve --max-pixels): say so, and how to raise it
+    whose = BOMB if max_pixels is None else SERVER_LIMIT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        reason = _decode_one(io.BytesIO(data), into, size, MIN_IMAGE_SIZE, limit)
+        reason = _decode_one(io.BytesIO(data), into, size, MIN_IMAGE_SIZE, limit, whose)
     if reason is not None:
         raise DataError(f"the image {reason}")
     return torch.from_numpy(into).unsqueeze(0)
 
 
+BOMB = "the limit of {limit:,} against decompression bombs (files that expand to gigabytes)"
+SERVER_LIMIT = (
+    "the server's limit of {limit:,}: send a smaller picture, or start the server with "
+    "--max-pixels {pixels} to take it"
+)
+
+
 def _decode_one(
-    path: Path | IO[bytes], into: np.ndarray, size: int, min_size: int, limit: int | None
+    path: Path | IO[bytes],
+    into: np.ndarray,
+    size: int,
+    min_size: int,
+    limit: int | None,
+    whose: str = BOMB,
 ) -> str | None:
     """Decode one file (or open file) into `into` [channels, size, size]; what is wrong with
-    it, or None."""
+    it, or None. `whose` says whose pixel limit `limit` is."""
     try:
         with Image.open(path, formats=FORMATS) as img:  # reads the header only
             width, height = img.size
             if limit is not None and width * height > limit:
-                return (
-                    f"is {width}x{height} = {width * height:,} pixels, over the limit of "
-                    f"{limit:,} (a decompression bomb?)"
-                )
+                over = whose.format(limit=limit, pixels=width * height)
+                return f"is {width}x{height} = {width * height:,} pixels, over {over}"
             if width < min_size or height < min_size:
                 return f"is {width}x{height} pixels, smaller than {min_size} a side"
             img.draft(None, (size, size))  # a JPEG at 1/2, 1/4 or 1/8 scale, still >= size
@@ -202,10 +214,7 @@ def _decode_one(
             picture = picture.resize((size, size), Image.Resampling.BILINEAR)
             values = np.asarray(picture)
     except Image.DecompressionBombError:
-        return (
-            f"has more than twice Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
-            "(a decompression bomb?)"
-        )
+        return f"has more pixels than {BOMB.format(limit=Image.MAX_IMAGE_PIXELS)}"
     except Exception as e:  # a file is bad in whatever way a Pillow plugin finds
         return f"cannot be read ({_why(e)})"
     if values.ndim == 2:
