@@ -34,7 +34,7 @@ from torchwork.kinds.base import (
     malformed,
     short,
 )
-from torchwork.kinds.number import MAX_COLUMNS, Numbers, Standardize
+from torchwork.kinds.number import MAX_COLUMNS, NumberBlock, Numbers
 from torchwork.tables import arrow
 from torchwork.tables.check import is_date, is_text
 
@@ -105,19 +105,14 @@ def day_number(text: str) -> int:
 
 
 @dataclass
-class DateBlock(Block):
+class DateBlock(NumberBlock):
     """The date columns: each one's first training date (`origin`, which its days count
-    from) and last, and the standardization of its five numbers (mean 0 and std 1: none)."""
+    from) and last; the block of numbers of their five numbers each, with its
+    standardization (mean 0 and std 1: none), as the number block's."""
 
     kind = "date"
     origin: list[str] = field(default_factory=list)  # ISO dates, one a column
     last: list[str] = field(default_factory=list)
-    mean: list[float] = field(default_factory=list)  # PARTS of each column, in turn
-    std: list[float] = field(default_factory=list)
-
-    @property
-    def scaled(self) -> bool:
-        return any(m != 0.0 for m in self.mean) or any(s != 1.0 for s in self.std)
 
     def numbers(self, table: pa.Table, where: Source) -> np.ndarray:
         """The PARTS of every column, unstandardized: float32 [rows, 5 x columns]."""
@@ -143,18 +138,6 @@ class DateBlock(Block):
             x = (x - mean) / torch.tensor(self.std, dtype=torch.float32)
         return x
 
-    def raw(
-        self, table: pa.Table, where: Source, decoded: dict[str, Any] | None = None
-    ) -> torch.Tensor:
-        return self.encode(table, where, scaled=False)  # the graph standardizes them
-
-    def example(self, rows: int, generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(rows, len(self.mean), generator=generator)
-        return torch.tensor(self.mean) + torch.tensor(self.std) * noise
-
-    def graph_layer(self) -> nn.Module | None:
-        return Standardize(self.mean, self.std) if self.scaled else None
-
     def from_json(self, column: str, values: list[Any], where: Source) -> pa.Array:
         """ISO dates as text, each checked; None stays for check_values to name."""
         for i, value in enumerate(values):
@@ -166,15 +149,6 @@ class DateBlock(Block):
         array = pa.array(values, pa.string())
         days_since_1970(pa.chunked_array([array]), column, where)
         return array
-
-    def standardization(self) -> tuple[list[float], list[float]]:
-        return list(self.mean), list(self.std)
-
-    def linear_inputs(self, x: torch.Tensor) -> torch.Tensor | None:
-        return x
-
-    def spec(self) -> dict[str, Any]:
-        return {"kind": self.kind, "columns": len(self.columns)}
 
     def input_names(self) -> list[str]:
         return [f"{name}.{part}" for name in self.columns for part in PARTS]
@@ -316,10 +290,10 @@ class DateKind(Kind):
             raise malformed("a date column's std is not above 0")
         return DateBlock(
             list(columns),
-            list(raw["origin"]),
-            list(raw["last"]),
             [float(v) for v in raw["mean"]],
             [float(v) for v in raw["std"]],
+            list(raw["origin"]),
+            list(raw["last"]),
         )
 
     def layer(self, spec: dict[str, Any], width: int) -> nn.Module:

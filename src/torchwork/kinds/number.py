@@ -67,7 +67,7 @@ class NumberBlock(Block):
         return self.encode(table, where, scaled=False)  # the graph standardizes them
 
     def example(self, rows: int, generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(rows, len(self.columns), generator=generator)
+        noise = torch.randn(rows, len(self.mean), generator=generator)  # a number each
         return torch.tensor(self.mean) + torch.tensor(self.std) * noise
 
     def graph_layer(self) -> nn.Module | None:
