@@ -336,13 +336,17 @@ def test_text_in_a_number_column_points_to_na_values_and_dropna(tw, tmp_path):
         tw("run", "--data", "t.csv", "--out", "r"),
         "column 'a' of t.csv has a non-numeric value 'unknown' in row 4 (and 5 more rows); "
         "column 'b' of t.csv has a non-numeric value '?' in row 6 (and 3 more rows)",
-        "add --na-values 'unknown,?' and --dropna to drop those rows",
+        "add --na-values 'unknown,?' (the run then keeps them as empty cells, or drops those "
+        "rows with --dropna)",
     )
-    assert_one_line_error(
-        tw("run", "--data", "t.csv", "--out", "r", "--na-values", "unknown,?"),
-        "'a' in 6 rows (the first row 4), 'b' in 4 rows (the first row 6)",
-        "add --dropna to drop the 10 of 60 rows",
-    )
+    # Named, they are empty cells: kept, each the column's training mean and an input
+    code, out, err = tw("run", "--data", "t.csv", "--out", "kept", "--na-values", "unknown,?",
+                        "--no-plots")  # fmt: skip
+    assert code == 0, err
+    assert "   Empty cells, kept: 'a' (6), 'b' (4)" in out
+    s = json.loads((tmp_path / "kept" / "summary.json").read_text())
+    assert s["data"]["missing"] == {"a": 6, "b": 4} and sum(s["rows"].values()) == 60
+    assert s["data"]["inputs"] == ["a", "b", "a (empty)", "b (empty)"]
     code, out, err = tw("run", "--data", "t.csv", "--out", "r", "--na-values", "unknown,?",
                         "--dropna", "--no-plots")  # fmt: skip
     assert code == 0, err
@@ -368,16 +372,14 @@ def test_text_in_a_number_column_points_to_na_values_and_dropna(tw, tmp_path):
             text
         ), page
         assert "the 50 left. Warning: more than a tenth of the rows were dropped" in text, page
-    # The model keeps the setting: its 'unknown' is a missing cell in new rows too.
-    assert_one_line_error(
-        tw("evaluate", "--model", "r/model.safetensors", "--data", "t.csv"),
-        "t.csv has empty or NaN cells in 2 columns: 'a' in 6 rows",
-    )
+    # The model keeps the setting: its '?' is an empty cell in new rows too, which the model
+    # trained on fewer rows fills with the training mean (it had no input for empty cells)
     (tmp_path / "new.csv").write_text("a,b\n1.5,0.5\n2.5,?\n")
-    assert_one_line_error(
-        tw("predict", "--model", "r/model.safetensors", "--data", "new.csv"),
-        "column 'b' of new.csv has an empty or NaN cell in row 2",
-    )
+    code, out, err = tw("predict", "--model", "r/model.safetensors", "--data", "new.csv")
+    assert code == 0, err
+    assert out.splitlines()[2].startswith("2.5,?,")
+    code, out, err = tw("evaluate", "--model", "kept/model.safetensors", "--data", "t.csv")
+    assert code == 0 and "on 60 rows of t.csv" in out, err
 
 
 def test_dropna_of_a_tenth_or_less_is_said_without_a_warning(tw, tmp_path):

@@ -78,8 +78,9 @@ def test_multiclass_with_string_labels(species):
     assert s["metrics"]["test"]["accuracy"] > 0.9
     assert len(s["confusion_matrix"]["test"]) == 3
     assert "Columns: number p, q; category colour" in stdout
-    # a validation split turns on early stopping for tables by default
-    assert "patience = 20" in (folder / "run" / "config.toml").read_text()
+    # a validation split chooses a linear classifier's L2 penalty; L-BFGS is not stopped early
+    config = (folder / "run" / "config.toml").read_text()
+    assert "patience = 0" in config and 'l2_c = "' not in config  # a number: the C chosen
     predictions = pcsv.read_csv(folder / "run" / "predictions.csv")
     assert set(predictions.column("prediction").to_pylist()) <= {
         "setosa",
@@ -240,7 +241,7 @@ def _bad_tables(tmp_path):
     )
     (tmp_path / "empty.csv").write_bytes(b"")
     (tmp_path / "header.csv").write_text("a,b,y\n")
-    (tmp_path / "nan.csv").write_text("a,y\n1,2\n2,\n3,4\n4,5\n5,6\n")
+    (tmp_path / "nan.csv").write_text("a,y\n1,\n2,\n3,\n4,\n5,\n")  # no target at all
     (tmp_path / "inf.csv").write_text("a,y\n1,2\ninf,3\n3,4\n4,5\n5,6\n")
     (tmp_path / "text.csv").write_text("a,y\n1,2\n2,3\nabc,4\n4,5\n5,6\n")
     (tmp_path / "const.csv").write_text("a,c,y\n1,7,2\n2,7,3\n3,7,4\n4,7,5\n5,7,6\n")
@@ -260,7 +261,7 @@ BAD_TABLES = [
         "target column 'z' is not in ok.csv; its columns are a, b, y",
     ),
     (("--data", "ok.csv", "--features", "a,zz"), "--features: column 'zz' not in ok.csv"),
-    (("--data", "nan.csv"), "column 'y' of nan.csv has an empty or NaN cell in row 2"),
+    (("--data", "nan.csv"), "column 'y' of nan.csv is empty in every row"),
     (("--data", "inf.csv"), "column 'a' of inf.csv has an infinite value in row 2"),
     (("--data", "text.csv"), "column 'a' of text.csv has a non-numeric value 'abc' in row 3"),
     (

@@ -328,6 +328,7 @@ class Prepared:
     examples: dict[str, list[str]] | None = None
     # what --dropna dropped: {"rows": N, "of": rows read, "columns": {column: empty cells}}
     dropped: dict[str, Any] | None = None
+    missing: dict[str, int] | None = None  # feature column -> its empty cells, kept
 
     @property
     def labels(self) -> list[Any]:
@@ -391,13 +392,29 @@ def prepare_data(
     source = d.path
     table = read_table(source, CsvFormat.of(d))
     target, features = select_columns(table, d.target, d.features, source, d.exclude)
-    table, dropped = check_table(
-        table, [*features, target], source, dropna=d.dropna, log=log, target=target
+    checked = check_table(
+        table, [*features, target], source, dropna=d.dropna, log=log, target=target, keep=features
     )
+    table, dropped, missing = checked.table, checked.dropped, checked.missing
+    empty = [name for name in features if missing.get(name) == table.num_rows]
+    if empty:
+        log(f"   Left out {len(empty)} column(s) empty in every row: {', '.join(empty[:10])}")
+        features = [name for name in features if name not in empty]
+        missing = {name: n for name, n in missing.items() if name not in empty}
+        if not features:
+            raise DataError(f"every feature column of {source} is empty: nothing to learn from")
     where = Source(source, Path(source).parent, d.skip_bad, d.encoding, log)
     options = fit_options(config)
     kinds = recognise(table, features, options.kinds, where)
     say_kinds(kinds, where)
+    _check_missing(missing, kinds, source)
+    if missing:
+        listed = ", ".join(f"'{n}' ({c:,})" for n, c in list(missing.items())[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        log(
+            f"   Empty cells, kept: {listed}{more}; each as its kind takes it (a number: the "
+            "training mean, and an input saying so; a category: one of its own; text: no words)"
+        )
     table, decoded = decode_columns(table, kinds, where, options)
     task, why = detect_task(table.column(target), d.task, target, source)
     chosen_split = choose_split(config, table.num_rows, sorted({k for k, _ in kinds.values()}))
@@ -456,6 +473,7 @@ def prepare_data(
         table=table,
         examples=examples,
         dropped=dropped,
+        missing=missing,
     )
 
 
@@ -548,6 +566,22 @@ def _class_sizes(rows: int, train: float, val: float, test: float) -> tuple[int,
     n_val = min(rows - 1 - n_test, round(val * rows)) if val > 0 else 0
     n_train = rows - n_test - n_val if train + val + test > 1 - 1e-9 else round(train * rows)
     return max(1, min(n_train, rows - n_test - n_val)), n_val, n_test
+
+
+def _check_missing(missing: dict[str, int], kinds: dict[str, tuple[str, str]], source: str) -> None:
+    """Empty cells are kept where their column's kind takes them (a number's mean and an
+    input saying so, a category of their own, an empty document), refused elsewhere; the
+    columns that have them are said."""
+    from torchwork import registry
+
+    refused = [n for n in missing if not registry.KINDS[kinds[n][0]].load().takes_missing]
+    if refused:
+        listed = ", ".join(f"'{n}' ({missing[n]:,})" for n in refused[:10])
+        raise DataError(
+            f"{source} has empty cells in {listed}, of a kind that cannot be missing "
+            f"({', '.join(sorted({kinds[n][0] for n in refused}))}): fill them in, or add "
+            "--dropna to drop those rows"
+        )
 
 
 def _class_needs(train: float, val: float, test: float) -> int | str:

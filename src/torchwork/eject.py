@@ -175,6 +175,10 @@ def _refuse_what_differs(
         (bool(t.class_weight), f"--class-weight {t.class_weight}"),
         (d.dropna, "--dropna"),
         (
+            bool((summary.get("data") or {}).get("missing")),
+            "its table has empty cells, which the run filled in (the script reads full tables)",
+        ),
+        (
             d.path and Path(d.path).suffix.lower() not in TABLE_SUFFIXES,
             f"its data is a {Path(d.path).suffix} file: the script reads CSV and Parquet files",
         ),

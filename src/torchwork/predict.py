@@ -261,7 +261,8 @@ class Predictor:
         from torchwork.tables.convert import table_to_tensor
 
         names = self.feature_names
-        table = check_values(table, [*names, *also], where.name, fix=fix)
+        keep = self.encoder.takes_missing() if self.encoder is not None else []
+        table = check_values(table, [*names, *also], where.name, fix=fix, keep=keep)
         if self.encoder is None:
             return table, table_to_tensor(table, names)
         table, decoded = self.encoder.prepare(table, where)

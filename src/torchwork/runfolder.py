@@ -113,6 +113,7 @@ class TableData(TypedDict, total=False):
     columns: list[Columns]  # each block of the inputs
     folder: str  # a folder of class folders: what its files are ("images")
     dropped: dict[str, Any]  # --dropna: {"rows", "of", "columns": {column: cells}, "warned"}
+    missing: dict[str, int]  # the empty cells kept (each as its kind takes it), by column
 
 
 class ImageData(TypedDict, total=False):

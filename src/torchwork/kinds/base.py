@@ -310,6 +310,10 @@ class Block:
         to show beside the model's mistakes; {} when a row is not shown that way."""
         return {}
 
+    def takes_missing(self, column: str) -> bool:
+        """Whether an empty cell of this column is taken (as training took them), or refused."""
+        return False
+
     def describe_input(self) -> dict[str, Any]:
         """What a server says it takes for this block (its /health), as plain values."""
         return {"input": self.kind}
@@ -328,6 +332,7 @@ class Kind:
     block's tensor goes through from the block's spec. One object per kind module."""
 
     name: ClassVar[str] = ""
+    takes_missing: ClassVar[bool] = False  # its columns may have empty cells (a run keeps them)
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         """Why `column` holds this kind of data ("numbers", "free text: ..."), or None."""
@@ -389,6 +394,7 @@ class Kind:
 
 
 SAME = "column(s) with the same value in every row"  # why a column is left out (Kind.fit)
+EMPTY = "column(s) empty in every row"
 
 
 def short(value: Any) -> str:
@@ -510,7 +516,8 @@ class TrainingRows:
 
     def mean_std(self, values: np.ndarray) -> tuple[float, float]:
         """In float64, each rounded to float32 as stored; a std of 0 (constant on the
-        training rows) becomes 1: centre the column, do not divide by zero."""
+        training rows) becomes 1: centre the column, do not divide by zero. Empty cells
+        (NaN) are left out: the mean and std of the values given."""
         import math
 
         # Sums of values less a shift near their mean: the variance from them keeps its
@@ -521,6 +528,17 @@ class TrainingRows:
             centred = part.astype(np.float64) - shift
             return float(centred.sum()), float(np.dot(centred, centred))
 
+        empty = np.isnan(values)
+        if empty.any():  # the training rows' given values alone
+            given = values[self.mask() & ~empty].astype(np.float64)
+            if not len(given):
+                return 0.0, 1.0
+            shift = float(np.float32(given[:1024].mean()))
+            centred = given - shift
+            mean = float(centred.mean())
+            spread = float(np.dot(centred, centred)) / len(given) - mean * mean
+            std = math.sqrt(max(spread, 0.0)) if len(given) > 1 else 0.0
+            return float(np.float32(shift + mean)), float(np.float32(std)) if std > 0 else 1.0
         first, second = sums(values[self.rows])
         if self.negate:
             every = sums(values)

@@ -19,6 +19,7 @@ from torch import nn
 
 from torchwork.errors import DataError
 from torchwork.kinds.base import (
+    EMPTY,
     SAME,
     Block,
     Kind,
@@ -29,7 +30,14 @@ from torchwork.kinds.base import (
     short,
 )
 from torchwork.tables import arrow
-from torchwork.tables.check import first_row, is_text, list_names, more, sorted_labels
+from torchwork.tables.check import (
+    empty_cells,
+    first_row,
+    is_text,
+    list_names,
+    more,
+    sorted_labels,
+)
 
 MANY_CATEGORIES = 100  # a column with more is pointed out, with the ways to cap it
 ID_SHARE = 0.5  # ...and one with a different value in at least this share of rows looks like an ID
@@ -69,23 +77,34 @@ class CategoryBlock(Block):
         return torch.from_numpy(codes)
 
     def codes(self, column: pa.ChunkedArray, j: int, where: Source) -> np.ndarray:
-        """Each row's code in column j's categories; an unseen category is an error, or
-        with `other`, the code after them."""
+        """Each row's code in column j's categories, an empty cell the code of the category
+        None (last) where the column had empty cells; an unseen category (or an empty cell
+        where there were none) is an error, or with `other`, the code after them."""
         name, categories = self.columns[j], self.categories[j]
-        found = category_codes(column, categories)
-        if found.null_count and self.other[j]:
-            values = arrow.float_values(found, np.float64)
-            return np.where(np.isnan(values), len(categories), values).astype(np.int64)
-        if found.null_count:
-            unseen = np.isnan(arrow.float_values(found))
+        known = categories[:-1] if categories and categories[-1] is None else categories
+        found = category_codes(column, known)
+        if not found.null_count:
+            return integers(found)
+        values = arrow.float_values(found, np.float64)
+        if known is not categories:
+            values[empty_cells(column)] = len(known)
+        unseen = np.isnan(values)
+        if unseen.any() and self.other[j]:
+            values[unseen] = len(categories)
+        elif unseen.any():
             row, count = first_row(unseen)
             value = column[row - 1].as_py()
+            if value is None:
+                raise DataError(
+                    f"column '{name}' of {where.name} has an empty cell in row {row}"
+                    f"{more(count)}, and the model never saw one empty: fill it in"
+                )
             raise DataError(
                 f"column '{name}' of {where.name} has the category {value!r} in row {row}"
                 f"{more(count)}, which the model never saw; known categories: "
-                f"{list_names([str(c) for c in categories])}"
+                f"{list_names([str(c) for c in known])}"
             )
-        return integers(found)
+        return values.astype(np.int64)
 
     def from_json(self, column: str, values: list[Any], where: Source) -> pa.Array:
         """A text column of a request; an empty cell is refused here, as check_values
@@ -93,16 +112,16 @@ class CategoryBlock(Block):
         j = self.columns.index(column)
         for i, value in enumerate(values):
             if value is None:
-                raise DataError(
-                    f"column '{column}' of {where.name} has an empty cell in row {i + 1}: fill "
-                    "it in, or fix or remove those rows"
-                )
+                continue  # its code says whether the model takes an empty cell
             if not isinstance(value, str):
                 raise DataError(
                     f"column '{column}' of {where.name} must hold text, one of "
                     f"{', '.join(map(str, self.categories[j]))}; row {i + 1} has {short(value)}"
                 )
         return pa.array(values, pa.string())
+
+    def takes_missing(self, column: str) -> bool:
+        return True  # the codes take an empty cell where training had them, or say why not
 
     def example(self, rows: int, generator: torch.Generator) -> torch.Tensor:
         return torch.stack(
@@ -124,7 +143,8 @@ class CategoryBlock(Block):
     def input_names(self) -> list[str]:
         names = []
         for name, categories, other in zip(self.columns, self.categories, self.other, strict=True):
-            names += [f"{name}={c}" for c in categories] + [f"{name}=(other)"] * other
+            names += [f"{name}={'(empty)' if c is None else c}" for c in categories]
+            names += [f"{name}=(other)"] * other
         return names
 
     def column_part(self, column: str) -> tuple[Any, ...]:
@@ -150,8 +170,9 @@ class CategoryBlock(Block):
             "categories": dict(zip(self.columns, self.categories, strict=True)),
             "other": dict(zip(self.columns, self.other, strict=True)),
             "how": "each column's category as its place in 'categories' of that column, in "
-            "this column order; a category not listed, where 'other' is true, as the number "
-            "of categories listed (grouped by --max-categories, or new)",
+            "this column order (an empty cell as the place of null, where it is listed); a "
+            "category not listed, where 'other' is true, as the number of categories listed "
+            "(grouped by --max-categories, or new)",
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +206,7 @@ class CategoryWeights(nn.Module):
 
 class CategoryKind(Kind):
     name = "category"
+    takes_missing = True  # an empty cell is a category of its own
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         return "text of a few distinct values" if is_text(column.type) else None
@@ -211,9 +233,10 @@ class CategoryKind(Kind):
                     f"column '{name}' of {where.name} holds text: use --categorical auto to "
                     f"encode it, or leave it out with --exclude {name}"
                 )
-            found = sorted_labels(arrow.unique(column))
-            if len(found) < 2:
-                left_out.append((name, SAME, repr(found[0])))
+            found = sorted_labels(arrow.unique(column))  # the values given
+            empty = column.null_count > 0  # empty cells: a category of their own, None, last
+            if len(found) + empty < 2:
+                left_out.append((name, *((SAME, repr(found[0])) if found else (EMPTY, ""))))
                 continue
             if len(found) == table.num_rows > MANY_CATEGORIES and not options.keep_ids:
                 left_out.append((name, IDS, ""))
@@ -223,7 +246,7 @@ class CategoryKind(Kind):
                 listed, extra = _most_frequent(found, column, train, options.max_categories)
             _point_out_many(name, len(listed), extra, len(found), table.num_rows, where)
             kept.append(name)
-            categories.append(listed)
+            categories.append([*listed, None] if empty else listed)
             other.append(extra)
         return [CategoryBlock(kept, categories, other)] if kept else []
 
@@ -242,7 +265,8 @@ class CategoryKind(Kind):
                 raise malformed(f"column '{name}' has a non-boolean 'other'")
             if not isinstance(listed, list) or not listed:
                 raise malformed(f"column '{name}' has no categories")
-            if not all(isinstance(c, (str, int, float, bool)) for c in listed):
+            given = listed[:-1] if listed[-1] is None else listed  # None: empty cells, last
+            if not all(isinstance(c, (str, int, float, bool)) for c in given):
                 raise malformed(f"column '{name}' lists a category that is not text or a number")
             if len({str(c) for c in listed}) < len(listed):
                 raise malformed(f"column '{name}' lists a category twice")

@@ -26,6 +26,7 @@ from torch import nn
 
 from torchwork.errors import DataError
 from torchwork.kinds.base import (
+    EMPTY,
     SAME,
     Block,
     Kind,
@@ -34,7 +35,7 @@ from torchwork.kinds.base import (
     malformed,
     short,
 )
-from torchwork.kinds.number import MAX_COLUMNS, NumberBlock, Numbers
+from torchwork.kinds.number import MAX_COLUMNS, NumberBlock, Numbers, read_missing
 from torchwork.tables import arrow
 from torchwork.tables.check import is_date, is_text
 
@@ -132,11 +133,13 @@ class DateBlock(NumberBlock):
     ) -> torch.Tensor:
         values = self.numbers(table, where)
         x = torch.from_numpy(np.ascontiguousarray(values if order is None else values[order]))
-        if scaled and self.scaled:
+        if not scaled:
+            return x  # raw: the graph standardizes them and fills empty cells
+        if self.scaled:
             # float32, in the order the exported graph's Standardize computes it
             mean = torch.tensor(self.mean, dtype=torch.float32)
             x = (x - mean) / torch.tensor(self.std, dtype=torch.float32)
-        return x
+        return self.imputed(x)
 
     def from_json(self, column: str, values: list[Any], where: Source) -> pa.Array:
         """ISO dates as text, each checked; None stays for check_values to name."""
@@ -150,12 +153,17 @@ class DateBlock(NumberBlock):
         days_since_1970(pa.chunked_array([array]), column, where)
         return array
 
-    def input_names(self) -> list[str]:
+    def number_names(self) -> list[str]:
         return [f"{name}.{part}" for name in self.columns for part in PARTS]
 
-    def column_part(self, column: str) -> tuple[Any, ...]:
+    def input_names(self) -> list[str]:
+        # a column's one empty-cell input is its first number's (a date is all or nothing)
+        empty = [f"{self.columns[i // len(PARTS)]} (empty)" for i in self.indicators]
+        return self.number_names() + empty
+
+    def numbers_of(self, column: str) -> list[int]:
         j = self.columns.index(column)
-        return (slice(None), slice(len(PARTS) * j, len(PARTS) * (j + 1)))
+        return list(range(len(PARTS) * j, len(PARTS) * (j + 1)))
 
     def describe(self) -> str:
         how = ", standardized on the training rows" if self.scaled else ""
@@ -185,7 +193,12 @@ class DateBlock(NumberBlock):
             "(1 to 12), day of the week (0 Monday to 6 Sunday), day of the month (1 to 31), "
             "and days since that column's 'origin' date (a time of day as a fraction of a "
             "day; a time with a time zone in UTC): the graph "
-            + ("standardizes them" if self.scaled else "takes them as they are"),
+            + ("standardizes them" if self.scaled else "takes them as they are")
+            + (
+                "; an empty cell is 5 NaN, which the graph fills in as training did"
+                if self.fill
+                else ""
+            ),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,11 +209,12 @@ class DateBlock(NumberBlock):
             "last": self.last,
             "mean": self.mean,
             "std": self.std,
-        }
+        } | ({"fill": self.fill, "missing": self.missing} if self.fill else {})
 
 
 class DateKind(Kind):
     name = "date"
+    takes_missing = True  # an empty cell: each number its training mean, and an input saying so
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         if is_date(column.type):
@@ -239,15 +253,20 @@ class DateKind(Kind):
         training = train.mask()
         for name in columns:
             days = days_since_1970(table.column(name), name, where)
-            if days.max() == days.min():
-                left_out.append((name, SAME, iso_day(math.floor(days[0]))))
+            empty = np.isnan(days)
+            given = days[training & ~empty]
+            if not len(given) or (np.nanmax(days) == np.nanmin(days) and not empty.any()):
+                why = (EMPTY, "") if not len(given) else (SAME, iso_day(math.floor(given[0])))
+                left_out.append((name, *why))
                 continue
-            first, last = np.floor(days[training].min()), np.floor(days[training].max())
+            first, last = np.floor(given.min()), np.floor(given.max())
             parts = parts_of(days, int(first))
             for k in range(len(PARTS)):
-                mean, std = train.mean_std(parts[:, k]) if options.scale else (0.0, 1.0)
-                block.mean.append(mean)
-                block.std.append(std)
+                mean, std = train.mean_std(parts[:, k])
+                block.mean.append(mean if options.scale else 0.0)
+                block.std.append(std if options.scale else 1.0)
+                block.fill.append(mean)  # an empty cell: each number its training mean
+                block.missing.append(k == 0 and bool(empty[training].any()))
             block.columns.append(name)
             block.origin.append(iso_day(int(first)))
             block.last.append(iso_day(int(last)))
@@ -288,25 +307,32 @@ class DateKind(Kind):
                 raise malformed(f"the date columns need a finite {key} for each of their numbers")
         if not all(v > 0 for v in raw["std"]):
             raise malformed("a date column's std is not above 0")
+        fill, missing = read_missing(raw, len(PARTS) * len(columns), "date")
         return DateBlock(
             list(columns),
             [float(v) for v in raw["mean"]],
             [float(v) for v in raw["std"]],
+            fill,
+            missing,
             list(raw["origin"]),
             list(raw["last"]),
         )
 
     def layer(self, spec: dict[str, Any], width: int) -> nn.Module:
-        return Numbers(len(PARTS) * int(spec["columns"]))  # the numbers are the features
+        # the numbers are the features, then the inputs that say a cell was empty
+        return Numbers(len(PARTS) * int(spec["columns"]) + int(spec.get("indicators", 0)))
 
     def spec_words(self, spec: dict[str, Any]) -> str:
         n = spec["columns"]
         return f"{n} date column{'s' if n != 1 else ''}"
 
     def check_spec(self, spec: dict[str, Any]) -> str:
-        n = spec.get("columns")
+        n, k = spec.get("columns"), spec.get("indicators", 0)
         ok = isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_COLUMNS
-        return "" if ok else f"a date block of {n!r:.40} columns"
+        if not ok:
+            return f"a date block of {n!r:.40} columns"
+        ok = isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= n
+        return "" if ok else f"a date block of {k!r:.40} inputs for empty cells"
 
 
 KIND = DateKind()

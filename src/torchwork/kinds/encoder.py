@@ -179,6 +179,10 @@ class Encoder:
     def feature_names(self) -> list[str]:
         return list(self.features)
 
+    def takes_missing(self) -> list[str]:
+        """The feature columns whose empty cells the model takes (as training took them)."""
+        return [c for b in self.blocks for c in b.columns if b.takes_missing(c)]
+
     @property
     def input_names(self) -> list[str]:
         """What the model's first layer takes, block by block: the numbers, one name per

@@ -17,6 +17,7 @@ from torchwork.report.format import (
     _dropped_words,
     _flatten,
     _folder_words,
+    _missing_words,
     _settings,
     _source,
     _toml,
@@ -111,9 +112,9 @@ def _data(s: dict[str, Any], flat: dict[str, Any]) -> str:
         for block in data.get("columns") or []:
             if isinstance(block, dict) and block.get("about"):
                 lines.append(f"- {str(block['about'])[:1].upper()}{str(block['about'])[1:]}")
-        dropped = _dropped_words(s)
-        if dropped:
-            lines.append(f"- {dropped}.")
+        for words in (_dropped_words(s), _missing_words(s)):
+            if words:
+                lines.append(f"- {words}.")
     else:
         lines.append(
             f"- The built-in straight line y = {flat.get('data.weight')} x + {flat.get('data.bias')}"

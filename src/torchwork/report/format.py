@@ -125,6 +125,21 @@ def _dropped_words(s: Summary) -> str:
     return words
 
 
+def _missing_words(s: Summary) -> str:
+    """The empty cells a run kept, by column, in a sentence ('' for none)."""
+    missing = (s.get("data") or {}).get("missing")
+    if not isinstance(missing, dict) or not missing:
+        return ""
+    shown = list(missing.items())[:10]
+    listed = ", ".join(f"{name} ({count:,})" for name, count in shown)
+    more = f" and {len(missing) - 10} more columns" if len(missing) > 10 else ""
+    return (
+        f"Empty cells, kept: {listed}{more}. A number's empty cell is its training mean, with an "
+        "input saying it was empty; a category's is a category of its own; a text's, a "
+        "document of no words"
+    )
+
+
 def _class_counts(s: Summary) -> dict[str, int]:
     """The rows of each class over the splits, from the confusion matrices' rows (the true
     classes); {} for a regression."""

@@ -30,6 +30,7 @@ from torchwork.report.format import (
     _finished,
     _flatten,
     _folder_words,
+    _missing_words,
     _num,
     _page,
     _rounded,
@@ -196,9 +197,9 @@ def _data_section(run: RunFolder) -> str:
             + (f", features {_e(features)}" if names else "")
             + ".</p>"
         ) + _columns(data)
-        dropped = _dropped_words(s)
-        if dropped:
-            source += f"<p>{_e(dropped)}.</p>"
+        for words in (_dropped_words(s), _missing_words(s)):
+            if words:
+                source += f"<p>{_e(words)}.</p>"
     else:
         true = s.get("true") or {}
         weight = true.get("weight", flat.get("data.weight"))

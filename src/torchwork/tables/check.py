@@ -6,7 +6,8 @@ the column and, where it helps, the row (data rows count from 1, after the heade
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -107,9 +108,20 @@ def check_values(
     dropna: bool = False,
     log: Callable[[str], None] | None = None,
     fix: str | None = None,
+    keep: Collection[str] = (),
 ) -> pa.Table:
     """check_table's table: the checked columns, any rows with empty cells dropped."""
-    return check_table(table, columns, source, dropna, log, fix)[0]
+    return check_table(table, columns, source, dropna, log, fix, keep=keep).table
+
+
+@dataclass
+class Checked:
+    """check_table's answer: the table, and what it found missing."""
+
+    table: pa.Table
+    dropped: dict[str, Any] | None = None  # what --dropna dropped (see check_table)
+    missing: dict[str, int] = field(default_factory=dict)  # kept column -> its empty cells
+    no_target: int = 0  # rows left out because their target cell was empty
 
 
 def check_table(
@@ -120,9 +132,13 @@ def check_table(
     log: Callable[[str], None] | None = None,
     fix: str | None = None,
     target: str = "",
-) -> tuple[pa.Table, dict[str, Any] | None]:
+    keep: Collection[str] = (),
+) -> Checked:
     """Refuse (or with dropna, drop) rows with empty or NaN cells, naming every column that
-    has them, with counts, in one line; refuse infinite values.
+    has them, with counts, in one line; refuse infinite values. Without dropna, the empty
+    cells of the columns `keep` names are kept (their kinds take them), counted in
+    `missing` (a column empty in every row too), and the rows whose `target` is empty are
+    left out of the table, said through `log`.
 
     Text in a column that is otherwise numbers is an error naming the values and rows. `fix`
     is what a user does about such cells; None: a run's flags (--na-values for the text,
@@ -131,12 +147,16 @@ def check_table(
     {"rows": dropped, "of": rows before, "columns": {column: its empty cells}, "warned": more
     than DROPPED_WARNING of them}, or None.
     """
+    kept = set() if dropna else set(keep) - {target}
     holes: dict[str, np.ndarray] = {}  # column -> True at its rows with an empty or NaN cell
     odd: list[tuple[str, list[str], np.ndarray]] = []  # number columns that hold some text
     for name in columns:
         column = table.column(name)
         type_ = column.type
         if pa.types.is_null(type_):
+            if name in kept:  # left out by the caller, which says so
+                holes[name] = np.ones(table.num_rows, bool)
+                continue
             raise DataError(
                 f"column '{name}' of {source} is empty in every row: fill it in or leave it out"
             )
@@ -164,7 +184,7 @@ def check_table(
             _point_out_formatted_numbers(distinct, name, source, log)
         if _all_present_and_finite(column):
             continue
-        col_missing = _empty(column)
+        col_missing = empty_cells(column)
         if pa.types.is_floating(type_):
             values = arrow.float_values(column, np.float64)
             col_missing = col_missing | np.isnan(values)
@@ -186,8 +206,14 @@ def check_table(
             holes[name] = col_missing
     if odd:
         raise DataError(_texts_message(odd, holes, source, dropna, fix))
+    if not dropna and target in holes and holes.keys() - {target} <= kept:
+        table, no_target = _without_target(table, holes.pop(target), target, source, log)
+        holes = {name: rows[~np.asarray(no_target)] for name, rows in holes.items()}
+        return Checked(table, missing=_cells(holes), no_target=int(np.sum(no_target)))
+    if not dropna and holes.keys() <= kept:
+        return Checked(table, missing=_cells(holes))
     if not holes:
-        return table, None
+        return Checked(table)
     total = table.num_rows
     missing = np.logical_or.reduce(list(holes.values()))
     dropped, cells = int(missing.sum()), {name: int(rows.sum()) for name, rows in holes.items()}
@@ -213,7 +239,34 @@ def check_table(
                 + _exclude_hint(cells, total, target, ", or leave out the emptiest columns with")
             )
     warned = dropped > DROPPED_WARNING * total  # the pages warn as the run did
-    return table, {"rows": dropped, "of": total, "columns": cells, "warned": warned}
+    return Checked(table, {"rows": dropped, "of": total, "columns": cells, "warned": warned})
+
+
+def _cells(holes: dict[str, np.ndarray]) -> dict[str, int]:
+    """The empty cells of each column that has any."""
+    return {name: int(rows.sum()) for name, rows in holes.items() if rows.any()}
+
+
+def _without_target(
+    table: pa.Table,
+    empty: np.ndarray,
+    target: str,
+    source: str,
+    log: Callable[[str], None] | None,
+) -> tuple[pa.Table, np.ndarray]:
+    """The rows whose target is given: those without one cannot be learned from or scored."""
+    left = table.num_rows - int(empty.sum())
+    if left == 0:
+        raise DataError(
+            f"the target '{target}' of {source} is empty in every row: give it, or name "
+            "another column with --target"
+        )
+    if log is not None:
+        log(
+            f"   Left out {int(empty.sum()):,} of {table.num_rows:,} rows whose target "
+            f"'{target}' is empty: they cannot be learned from or scored"
+        )
+    return table.filter(arrow.from_numpy(~empty)), empty
 
 
 DROPPED_WARNING = 0.1  # --dropna dropping more than this share of the rows is warned about
@@ -225,7 +278,7 @@ def is_date(type_: pa.DataType) -> bool:
     return pa.types.is_date(type_) or pa.types.is_timestamp(type_)
 
 
-def _empty(column: pa.ChunkedArray) -> np.ndarray:
+def empty_cells(column: pa.ChunkedArray) -> np.ndarray:
     """True at each empty (null) cell of a column."""
     return np.concatenate(
         [np.zeros(len(c), bool) if (p := arrow.validity(c)) is None else ~p for c in column.chunks]
@@ -324,7 +377,11 @@ def _texts_message(
         "," in t or not t.strip() or not t.isprintable() for t in texts
     ):
         return message + "; fix or remove those values"
-    drop = "(--dropna then drops those rows)" if dropna else "and --dropna to drop those rows"
+    drop = (
+        "(--dropna then drops those rows)"
+        if dropna
+        else "(the run then keeps them as empty cells, or drops those rows with --dropna)"
+    )
     return (
         f"{message}; if {'it means' if one else 'these mean'} a missing value, add --na-values "
         f"{_shell(','.join(texts))} {drop}, else fix or remove "

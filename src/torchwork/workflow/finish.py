@@ -490,6 +490,8 @@ def summary_of(
         }
         if data.dropped:  # --dropna: {"rows", "of", "columns": {column: empty cells}}
             summary["data"]["dropped"] = data.dropped
+        if data.missing:  # the empty cells kept, by column
+            summary["data"]["missing"] = data.missing
         if data.folder:  # a folder of class folders: what its files are
             from torchwork import registry
 

@@ -97,7 +97,9 @@ class TextBlock(Block):
         if self.files or pa.types.is_binary(table.column(self.column).type):
             return read_documents(table, self.column, where)[1][self.column]
         column = table.column(self.column)
-        return column if is_text(column.type) else arrow.cast(column, pa.string())
+        column = column if is_text(column.type) else arrow.cast(column, pa.string())
+        # An empty cell is a document of no words: the bag adds nothing for it
+        return arrow.compute("fill_null", column, "") if column.null_count else column
 
     def encode(
         self,
@@ -128,6 +130,9 @@ class TextBlock(Block):
         if self.files:  # the column named files: its documents arrive as their text
             return pa.array([v.encode() for v in values], pa.binary())
         return pa.array(values, pa.string())
+
+    def takes_missing(self, column: str) -> bool:
+        return not self.files  # an empty document, but no file without its name
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "buckets": self.buckets, "dim": self.dim}
@@ -250,6 +255,7 @@ class TextBag(nn.Module):
 
 class TextKind(Kind):
     name = "text"
+    takes_missing = True  # an empty cell is a document of no words
 
     def recognise(self, column: pa.ChunkedArray, name: str, where: Source) -> str | None:
         if not is_text(column.type):
