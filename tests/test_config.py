@@ -62,8 +62,21 @@ def table_config(**overrides):
 def test_a_table_gets_auto_training_settings_and_a_tolerance():
     config = table_config()
     t = config.train
-    assert (t.optimizer, t.lr, t.batch_size, t.epochs, t.tol) == ("auto", "auto", "auto", 500, 1e-4)
+    assert (t.optimizer, t.lr, t.batch_size, t.epochs, t.tol) == (
+        "auto",
+        "auto",
+        "auto",
+        500,
+        "auto",
+    )
     assert RunConfig.layered({}, {}).train.tol == 0.0  # the line: the course, every epoch
+    from torchwork.config import AUTO_TOL, choose_training
+
+    choose_training(config, 1000)  # L-BFGS converges to a tighter tolerance than Adam
+    assert (t.optimizer, t.tol) == ("lbfgs", AUTO_TOL["lbfgs"])
+    mlp = table_config(**{"model.kind": "mlp"})
+    choose_training(mlp, 1000)
+    assert (mlp.train.optimizer, mlp.train.tol) == ("adam", AUTO_TOL["otherwise"])
 
 
 def test_epochs_given_are_honoured_exactly():
@@ -241,7 +254,7 @@ def test_a_table_by_name_gets_the_table_defaults_not_the_lines():
         "auto",
         "auto",
     )
-    assert config.data.target == "species" and config.train.tol == 1e-4
+    assert config.data.target == "species" and config.train.tol == "auto"
 
 
 def test_every_flag_of_run_is_a_setting_and_every_setting_a_flag():

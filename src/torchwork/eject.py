@@ -831,6 +831,33 @@ class {name}(nn.Module):
     return name, code
 
 
+def _penalised(r: Recipe) -> bool:
+    return isinstance(r.config.train.l2_c, float)
+
+
+def _penalty(r: Recipe, model: str) -> str:
+    """The L2 penalty of a linear classifier (optim.l2_penalty), summed as the run summed it."""
+    if not _penalised(r):
+        return ""
+    weights = [f"{model}.linear_layer.weight"]
+    if _categories(r):
+        at = 1 if _numbers(r).get("columns") else 0
+        weights.append(f"{model}.blocks[{at}].weight")
+    total = " + ".join(f"{w}.square().sum()" for w in weights)
+    if len(weights) > 1:
+        total = f"({total})"
+    return f"""
+
+
+# scikit-learn's L2 penalty of logistic regression, as a term of the mean loss: C times the
+# summed loss plus half the squared weights (never the bias), divided by C * rows
+C = {r.config.train.l2_c!r}
+
+
+def penalty():
+    return {total} / (2 * C * len(X_train))"""
+
+
 def _model(r: Recipe) -> str:
     t = r.config.train
     cls, code = _model_class(r)
@@ -849,7 +876,7 @@ def _model(r: Recipe) -> str:
 
 # The loss function and the optimizer
 loss_fn = nn.{r.loss}()
-{optimizer}
+{optimizer}{_penalty(r, model)}
 """
 
 
@@ -887,6 +914,7 @@ def _training(r: Recipe) -> str:
     lbfgs = t.optimizer == "lbfgs"
     early = t.patience > 0
     stops = early or t.tol > 0
+    penalty = " + penalty()" if _penalised(r) else ""
     lines = ["# 3. Train: the training loop and the testing loop", f"epochs = {t.epochs}"]
     if t.schedule == "cosine":
         lines.append(f"lr = {t.lr!r}  # at the start, decaying to near 0 along half a cosine")
@@ -934,7 +962,7 @@ def _training(r: Recipe) -> str:
             '    """L-BFGS evaluates the loss several times a step: forward, loss, zero_grad,',
             '    backward."""',
             f"    y_pred = {model}({X_fit})",
-            "    loss = loss_fn(y_pred, y_train)",
+            f"    loss = loss_fn(y_pred, y_train){penalty}",
             "    optimizer.zero_grad()",
             "    loss.backward()",
             "    return loss",
@@ -958,7 +986,7 @@ def _training(r: Recipe) -> str:
             "    index = batch_order[i : i + batch_size]",
             "    X_batch, y_batch = X_train[index], y_train[index]",
             f"    y_pred = {model}(X_batch)",
-            "    loss = loss_fn(y_pred, y_batch)",
+            f"    loss = loss_fn(y_pred, y_batch){penalty}",
             "    optimizer.zero_grad()",
             "    loss.backward()",
             "    optimizer.step()",
@@ -971,7 +999,7 @@ def _training(r: Recipe) -> str:
     else:
         body += [
             f"y_pred = {model}({X_fit})",
-            "loss = loss_fn(y_pred, y_train)",
+            f"loss = loss_fn(y_pred, y_train){penalty}",
             "optimizer.zero_grad()",
             "loss.backward()",
             "optimizer.step()",

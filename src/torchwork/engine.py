@@ -22,7 +22,7 @@ from torchwork.distributed import (
     sharded_batches,
 )
 from torchwork.errors import ConfigError, TrainingDiverged
-from torchwork.optim import needs_closure, optimizer_step
+from torchwork.optim import l2_penalty, needs_closure, optimizer_step
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,12 +31,17 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def train_step(
-    model: nn.Module, batches: Batches, loss_fn: nn.Module, optimizer: torch.optim.Optimizer
+    model: nn.Module,
+    batches: Batches,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One epoch of training, in the course's order; returns the mean loss as a tensor.
 
-    The loss stays on the model's device (no synchronisation); read it with float() when
-    it is needed.
+    `penalty()` (optim.l2_penalty) is added to every batch's loss: the loss returned, and
+    minimised, is then the mean loss plus the penalty. The loss stays on the model's device
+    (no synchronisation); read it with float() when it is needed.
     """
     if not model.training:  # test_step restores training mode; skip the module walk then
         model.train()
@@ -49,9 +54,9 @@ def train_step(
         # processes gives the gradient of the global batch mean (see distributed.py).
         scale = batch[2] if len(batch) == 3 else None
         if closure:
-            loss = optimizer.step(_closure(model, X, y, loss_fn, optimizer, scale))
+            loss = optimizer.step(_closure(model, X, y, loss_fn, optimizer, scale, penalty))
         else:
-            loss = _forward_backward(model, X, y, loss_fn, optimizer, scale)
+            loss = _forward_backward(model, X, y, loss_fn, optimizer, scale, penalty)
             optimizer_step(optimizer)
         sizes.append(len(X) if scale is None or scale else 0)
         losses.append(loss.detach())
@@ -70,9 +75,10 @@ def _forward_backward(
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     scale: float | None,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The course's step up to the optimizer: forward, loss, zero_grad, backward; returns
-    the batch's mean loss.
+    the batch's mean loss (plus the penalty, where there is one).
 
     A batch of more than TRAIN_CHUNK_ROWS rows (a large full batch, on one process) goes
     through in chunks, each chunk's mean loss weighted by its share of the rows: the same
@@ -83,6 +89,10 @@ def _forward_backward(
     if len(X) <= TRAIN_CHUNK_ROWS or scale is not None:
         y_pred = model(X)
         loss = loss_fn(y_pred, y)
+        if penalty is not None:
+            # On a distributed shard too: the scales average to 1 over the processes, so the
+            # averaged gradient holds the penalty's once.
+            loss = loss + penalty()
         optimizer.zero_grad()
         (loss if scale is None else loss * scale).backward()
         return loss
@@ -93,6 +103,10 @@ def _forward_backward(
         weighted = loss_fn(model(X_part), y_part) * (len(X_part) / len(X))
         weighted.backward()
         total = weighted.detach() if total is None else total + weighted.detach()
+    if penalty is not None:
+        term = penalty()
+        term.backward()
+        total = total + term.detach()
     return total
 
 
@@ -106,6 +120,7 @@ def _closure(
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     scale: float | None,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> Callable[[], torch.Tensor]:
     """The course's step as a function that L-BFGS calls: forward, loss, zero_grad, backward.
 
@@ -114,7 +129,7 @@ def _closure(
     """
 
     def closure() -> torch.Tensor:
-        loss = _forward_backward(model, X, y, loss_fn, optimizer, scale)
+        loss = _forward_backward(model, X, y, loss_fn, optimizer, scale, penalty)
         if scale is None:
             return loss
         import torch.distributed as dist
@@ -291,6 +306,7 @@ def fit(
     group: Group | None = None,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     schedule: Callable[[int], float] | None = None,
+    l2_c: float | None = None,
 ) -> History:
     """Train for `epochs` epochs; record and log the losses every `log_every` epochs.
 
@@ -313,6 +329,10 @@ def fit(
     `augment(X, generator)` changes each training batch (images: flips, shifts), drawing
     from a generator seeded by the seed, the epoch and the process, so a resumed run draws
     the same; `schedule(epoch)` sets the learning rate at each epoch's start.
+    `l2_c` adds scikit-learn's L2 penalty of logistic regression with that C to the training
+    loss (optim.l2_penalty: the mean loss plus ||weights||² / (2 C rows), the model's
+    `l2_weights`); the training loss recorded is then that objective, the validation and
+    test losses the plain mean loss.
     `progress` shows a progress bar (tqdm). `live` shows the loss curves in a notebook,
     redrawn in place as training goes (notebook.LiveLossCurves); outside a notebook it
     shows the progress bar instead.
@@ -338,6 +358,7 @@ def fit(
         state.generator = torch.Generator().manual_seed(seed)
     core = getattr(model, "module", model)  # the model itself inside a DDP wrapper
     n_train, n_test, n_val = len(X_train), len(X_test), (len(X_val) if has_val else 0)
+    penalty = l2_penalty(core, l2_c, n_train) if l2_c is not None else None
     mean_of = _global_mean(group, X_train.device)
     train_rows = len(X_train)
     if group is not None:
@@ -407,11 +428,11 @@ def fit(
             for param_group in optimizer.param_groups:
                 param_group["lr"] = schedule(epoch)
         if step_threads == threads:
-            train_loss = train_step(model, epoch_batches, loss_fn, optimizer)
+            train_loss = train_step(model, epoch_batches, loss_fn, optimizer, penalty)
         else:
             torch.set_num_threads(step_threads)
             try:
-                train_loss = train_step(model, epoch_batches, loss_fn, optimizer)
+                train_loss = train_step(model, epoch_batches, loss_fn, optimizer, penalty)
             finally:
                 torch.set_num_threads(threads)
         if tol > 0:

@@ -86,6 +86,10 @@ class _LinearLayer(_Shown, nn.Module):
         for 1.6M rows and four classes)."""
         return self.linear_layer.out_features == 1
 
+    def l2_weights(self) -> list[nn.Parameter]:
+        """The weights an L2 penalty applies to (optim.l2_penalty): all but the bias."""
+        return [self.linear_layer.weight]
+
     def spec(self) -> dict[str, Any]:
         layer = self.linear_layer
         return {
@@ -256,6 +260,21 @@ class TabularModel(_Shown, nn.Module):
         for layer in itertools.islice(self.layers, 1, None):
             h = layer(h)
         return h
+
+    def l2_weights(self) -> list[nn.Parameter] | None:
+        """The weights an L2 penalty applies to (optim.l2_penalty), as scikit-learn's logistic
+        regression penalises a one-hot table's: every input's coefficients (a category's rows
+        of weights), not the bias. None when the model is not linear in its inputs: an MLP,
+        or a block whose layer learns its own features (text, pictures)."""
+        if not self._plain:
+            return None
+        added = [
+            p
+            for layer, adds in zip(self.blocks, self._adds, strict=True)
+            if adds
+            for p in layer.parameters()
+        ]
+        return [self.first_layer.weight, *added]
 
     def input_weights(self) -> torch.Tensor:
         """The first layer's weights [width, inputs], its inputs in block order (a one-hot

@@ -34,6 +34,35 @@ def make_loss(name: str = "l1", task: Task = "regression") -> nn.Module:
     return entry.load()()
 
 
+def l2_penalty(model: nn.Module, C: float, rows: int) -> Callable[[], torch.Tensor]:
+    """scikit-learn's L2 penalty of logistic regression as a term of the mean loss: its
+    objective, C times the summed loss plus half the squared weights, divided by C * rows,
+    is the mean loss plus ||weights||² / (2 C rows). The weights are the model's
+    `l2_weights()`, never the bias. Returns the penalty as a function of the weights as they
+    are when it is called, to add to each evaluation of the loss.
+
+    >>> penalty = l2_penalty(model, C=1.0, rows=len(X_train))  # doctest: +SKIP
+    >>> loss = loss_fn(model(X_train), y_train) + penalty()  # doctest: +SKIP
+    """
+    weights = getattr(model, "l2_weights", lambda: None)()
+    if not weights:
+        raise ConfigError(
+            f"an L2 penalty (--l2-c) applies to a linear model's weights, and "
+            f"{type(model).__name__} is no such model: use --l2-c none"
+        )
+    if not (math.isfinite(C) and C > 0) or rows < 1:
+        raise ConfigError(f"--l2-c must be a number above 0 and the rows at least 1 (got {C})")
+    divisor = 2 * C * rows
+
+    def penalty() -> torch.Tensor:
+        total = weights[0].square().sum()
+        for weight in weights[1:]:
+            total = total + weight.square().sum()
+        return total / divisor
+
+    return penalty
+
+
 def make_optimizer(
     name: str, params: Iterable[nn.Parameter], lr: float = 0.01, momentum: float = 0.0
 ) -> torch.optim.Optimizer:
@@ -124,6 +153,12 @@ class LBFGS(torch.optim.LBFGS):
     search of the step before usually evaluated it already; with the same parameters the
     loss and gradients are the same numbers, so they are taken from that evaluation: about
     one pass over the data per epoch instead of two, with identical results.
+
+    A step whose line search found no lower loss (at the optimum, as far as float32 tells)
+    leaves the parameters where they were (a step of length 0); the next step would then
+    repeat it exactly (the same parameters, gradient, memory and direction, so the same 25
+    evaluations of the same points) and is skipped: the same parameters and losses, without
+    the passes. On a 200,000-row multiclass table such epochs took 0.23 s each, against 0.04.
     """
 
     def __init__(self, params: Iterable[nn.Parameter], lr: float = 1.0) -> None:
@@ -151,6 +186,10 @@ class LBFGS(torch.optim.LBFGS):
             )
             return loss
 
+        t = self.state[params[0]].get("t")
+        if t is not None and float(t) == 0.0:
+            with torch.enable_grad():
+                return remembered()
         return super().step(remembered)
 
 

@@ -22,6 +22,7 @@ from torchwork.config import (
     AUTO,
     CATEGORICAL,
     DEVICES,
+    L2_C_WORDS,
     LOSSES,
     MODELS,
     OPTIMIZERS,
@@ -84,6 +85,7 @@ SETTINGS: dict[str, str] = {
     "batch_size": "train.batch_size",
     "schedule": "train.schedule",
     "patience": "train.patience",
+    "l2_c": "train.l2_c",
     "tol": "train.tol",
     "tol_epochs": "train.tol_epochs",
     "folds": "train.folds",
@@ -264,7 +266,7 @@ def _in_keywords(make: Callable[[], RunConfig], keywords: bool) -> RunConfig:
         raise ConfigError(keyword_message(str(e))) from None
 
 
-_FLAG_IN_TEXT = re.compile(r"--([a-z][a-z-]*[a-z])( \S+)?")
+_FLAG_IN_TEXT = re.compile(r"--([a-z][a-z0-9-]*[a-z0-9])( \S+)?")
 
 
 def keyword_message(text: str) -> str:
@@ -272,7 +274,7 @@ def keyword_message(text: str) -> str:
     1" is "epochs must be at least 1", "add --val 0.1" is "add val=0.1", "--calibrate needs"
     is "calibrate=True needs"."""
     values = {AUTO, "balanced", *MODELS, *LOSSES, *OPTIMIZERS, *TASKS, *DEVICES, *SCHEDULES}
-    values |= {*AUGMENTS, *CATEGORICAL, *THRESHOLD_METRICS}
+    values |= {*AUGMENTS, *CATEGORICAL, *THRESHOLD_METRICS, *L2_C_WORDS}
 
     def keyword(match: re.Match[str]) -> str:
         name, after = setting_name(match.group(1)), match.group(2) or ""

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from torchwork import __version__, registry
 from torchwork.config import (
     AUGMENTS,
+    AUTO_TOL,
     CATEGORICAL,
     DEVICES,
     FOLDER_DEFAULTS,
+    L2_C_DEFAULT,
+    L2_C_GRID,
     LOSSES,
     MLP_PATIENCE,
     MLP_SPLIT,
@@ -58,17 +61,20 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _or_auto(kind: type) -> Any:
-    """An argparse type for a number that may also be 'auto'."""
+def _or_auto(kind: type, *words: str) -> Any:
+    """An argparse type for a number that may also be 'auto' (or one of `words`)."""
 
     def parse(text: str) -> Any:
-        if text == "auto":
+        if text in ("auto", *words):
             return text
         try:
             return kind(text)
         except ValueError:
             what = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {what} or auto, got '{text}'") from None
+            also = "".join(f", {w}" for w in words)
+            raise argparse.ArgumentTypeError(
+                f"expected {what}{also} or auto, got '{text}'"
+            ) from None
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
@@ -230,14 +236,27 @@ _RUN_FLAGS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "--patience",
-        {"type": int},
-        "early stopping patience in epochs (0: off; needs --val)",
+        {"type": _or_auto(int)},
+        "early stopping patience in epochs (0: off; needs --val; auto: "
+        f"{TABLE_VAL_PATIENCE}, but 0 for a linear model trained by L-BFGS, which runs to "
+        "convergence)",
+    ),
+    (
+        "--l2-c",
+        {"type": _or_auto(float, "none"), "metavar": "C"},
+        "a linear classifier's L2 penalty on its weights, as scikit-learn's LogisticRegression "
+        "C: the mean loss plus ||weights||² / (2 C training rows), on the standardized inputs; "
+        "smaller C, a stronger penalty; none: no penalty; auto: the C of "
+        + ", ".join(f"{c:g}" for c in L2_C_GRID)
+        + f" with the lowest validation loss (each fitted to convergence), {L2_C_DEFAULT:g} "
+        "without --val",
     ),
     (
         "--tol",
-        {"type": float},
+        {"type": _or_auto(float)},
         "stop as converged when the training loss improves by no more than this for "
-        "--tol-epochs epochs (0: off; tables: 1e-4 unless --epochs is given)",
+        "--tol-epochs epochs (0: off; auto, for tables unless --epochs is given: "
+        f"{AUTO_TOL['lbfgs']:g} for L-BFGS, {AUTO_TOL['otherwise']:g} otherwise)",
     ),
     (
         "--tol-epochs",
@@ -357,7 +376,8 @@ def _shown_default(field: str, options: dict[str, Any], text: str) -> str:
 # Table defaults that a plain value would misstate.
 _TABLE_WORDS = {
     "train.epochs": f"until converged, at most {TABLE_DEFAULTS['train.epochs']}",
-    "train.patience": f"{TABLE_VAL_PATIENCE} with --val, {MLP_PATIENCE} for an mlp",
+    "train.patience": f"auto with --val, {MLP_PATIENCE} for an mlp",
+    "train.l2_c": "auto for a linear classifier",
     "data.train": f"{MLP_SPLIT[0]:g} for an mlp",
     "data.val": f"{MLP_SPLIT[1]:g} for an mlp",
 }

@@ -47,7 +47,7 @@ from torchwork.workflow.session import (
     resolve_threads,
     threads_kept,
 )
-from torchwork.workflow.train import train
+from torchwork.workflow.train import choose_l2_c, train
 
 
 def setup(
@@ -96,6 +96,12 @@ def setup(
     loss_fn = weighted(make_loss(t.loss, data.task), weights).to(device)
     chosen = choose_training(config, sizes["train"], data.kinds)
     model = fresh_model(config, data)
+    X = {name: data.X[name].to(device) for name in SPLITS}
+    y = {name: data.y[name].to(device) for name in SPLITS}
+    fits = t.l2_c == "auto" and sizes["val"] > 0
+    chosen |= choose_l2_c(config, data, model, loss_fn, X, y, group)
+    if fits:  # its fits drew from the global generator: as a run without them
+        model = fresh_model(config, data)
     log(
         f"2. Model: {model_title(model)}; loss {type(loss_fn).__name__}; optimizer {t.optimizer} (lr {t.lr:g})"
     )
@@ -125,8 +131,8 @@ def setup(
         train_model,
         loss_fn,
         optimizer,
-        {name: data.X[name].to(device) for name in SPLITS},
-        {name: data.y[name].to(device) for name in SPLITS},
+        X,
+        y,
         out,
         # 0.8 s for an 800 MB CSV here: hashed while the run goes on; data that names files
         # (a folder, a column of pictures) by what the run read from them
