@@ -261,12 +261,9 @@ class DateKind(Kind):
                 continue
             first, last = np.floor(given.min()), np.floor(given.max())
             parts = parts_of(days, int(first))
-            for k in range(len(PARTS)):
-                mean, std = train.mean_std(parts[:, k])
-                block.mean.append(mean if options.scale else 0.0)
-                block.std.append(std if options.scale else 1.0)
-                block.fill.append(mean)  # an empty cell: each number its training mean
-                block.missing.append(k == 0 and bool(empty[training].any()))
+            for k in range(len(PARTS)):  # one input for an empty date: its first number's
+                empty_input = k == 0 and bool(empty[training].any())
+                block.add_number(parts[:, k], train, options.scale, empty_input)
             block.columns.append(name)
             block.origin.append(iso_day(int(first)))
             block.last.append(iso_day(int(last)))

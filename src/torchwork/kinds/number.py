@@ -57,6 +57,18 @@ class NumberBlock(Block):
     def takes_missing(self, column: str) -> bool:
         return bool(self.fill)
 
+    def add_number(
+        self, values: np.ndarray, train: TrainingRows, scale: bool, empty_input: bool
+    ) -> None:
+        """One more number, fitted on the training rows of `values` (NaN where empty): its
+        standardization (with `scale`), its fill (the training mean) and whether it has an
+        input saying its cell was empty."""
+        mean, std = train.mean_std(values)
+        self.mean.append(mean if scale else 0.0)
+        self.std.append(std if scale else 1.0)
+        self.fill.append(mean)
+        self.missing.append(empty_input)
+
     def imputed(self, x: torch.Tensor) -> torch.Tensor:
         """Standardized numbers [rows, numbers] (NaN where a cell was empty) with each empty
         cell its fill, standardized, and the indicators after them: the model's inputs."""
@@ -288,12 +300,8 @@ class NumberKind(Kind):
                 why = (EMPTY, "") if not len(given) else (SAME, f"{float(given[0]):g}")
                 left_out.append((name, *why))
                 continue
-            mean, std = train.mean_std(values)
             block.columns.append(name)
-            block.mean.append(mean if options.scale else 0.0)
-            block.std.append(std if options.scale else 1.0)
-            block.fill.append(mean)  # an empty cell is the training rows' mean
-            block.missing.append(bool(empty[training].any()))
+            block.add_number(values, train, options.scale, bool(empty[training].any()))
         return [block] if block.columns else []
 
     def from_dict(self, raw: dict[str, Any]) -> Block:
