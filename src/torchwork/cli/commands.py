@@ -396,11 +396,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_eject(args: argparse.Namespace) -> int:
     from torchwork.eject import eject
 
-    out = eject(args.run_dir, args.out, force=args.force)
+    left_out: list[str] = []
+    out = eject(args.run_dir, args.out, force=args.force, say=left_out.append)
     print(
         f"Wrote {out}: the run {args.run_dir} as plain PyTorch. `python {out}` trains it again "
         "and writes model.pth and metrics.csv, equal to the run's"
     )
+    for line in left_out:  # after what was written: what the script does not do
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -99,7 +99,7 @@ def setup(
     X = {name: data.X[name].to(device) for name in SPLITS}
     y = {name: data.y[name].to(device) for name in SPLITS}
     fits = t.l2_c == "auto" and sizes["val"] > 0
-    chosen |= choose_l2_c(config, data, model, loss_fn, X, y, group)
+    chosen |= choose_l2_c(config, data, model, loss_fn, X, y, group, log)
     if fits:  # its fits drew from the global generator: as a run without them
         model = fresh_model(config, data)
     log(

@@ -75,6 +75,7 @@ def choose_l2_c(
     X: dict[str, Any],
     y: dict[str, torch.Tensor],
     group: Group | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
     """--l2-c auto, in place: the C (config.L2_C_GRID) of a linear classifier with the lowest
     validation loss, each C's model trained from the run's seed to convergence as the final
@@ -98,6 +99,9 @@ def choose_l2_c(
         t.l2_c = L2_C_DEFAULT
         return {"l2_c": "no validation rows to choose it on: scikit-learn's default"}
     losses = None
+    if log is not None:  # a fit a C: said before the pause
+        grid = ", ".join(f"{C:g}" for C in L2_C_GRID)
+        log(f"   Choosing --l2-c among {grid} on the {len(X['val']):,} validation rows: a fit each")
     if group is None or group.main:
         losses = {C: _validation_loss(config, data, C, loss_fn, X, y) for C in L2_C_GRID}
     if group is not None:
