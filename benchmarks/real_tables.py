@@ -44,6 +44,7 @@ import csv
 import json
 import math
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -196,6 +197,7 @@ class Setup:
     work: Path
     timeout: float
     threads: int | None  # None: each tool's own default
+    flags: tuple[str, ...] = ()  # torchwork's other flags (--flags): "--model mlp"
 
 
 def timed(command: list[str], setup: Setup, env: dict | None = None) -> dict:
@@ -270,6 +272,7 @@ def run_torchwork(path: Path, table: Table, seed: int, out: Path, setup: Setup) 
     ]  # fmt: skip
     if setup.threads:
         command += ["--threads", str(setup.threads)]
+    command += setup.flags
     answer = timed(command, setup)
     found = {"wall": answer["wall"], "others": answer["others"]}
     if answer["code"] != 0:
@@ -549,6 +552,11 @@ def main() -> None:
         type=int,
         help="torchwork's --threads and the others' OMP_NUM_THREADS (default: each one's own)",
     )
+    parser.add_argument(
+        "--flags",
+        default="",
+        help="more flags for torchwork run, in one string, such as '--model mlp' (default: none)",
+    )
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args()
     names = args.tables.split(",")
@@ -557,7 +565,13 @@ def main() -> None:
             raise SystemExit(f"--tables: {name} is not one of {', '.join(TABLES)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     versions = check_tools_python(args.tools_python)
-    setup = Setup(args.tools_python, Path(args.work), args.timeout, args.threads)
+    setup = Setup(
+        args.tools_python,
+        Path(args.work),
+        args.timeout,
+        args.threads,
+        tuple(shlex.split(args.flags)),
+    )
     started = time.perf_counter()
     summaries = []
     for name in names:
