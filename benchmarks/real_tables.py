@@ -598,8 +598,9 @@ def main() -> None:
     notes = [
         f"Test metric: mean over seeds {args.seeds}; wall: a whole process, mean over the "
         "seeds; torchwork error / LightGBM's: (1 − metric) over LightGBM's (1 − metric), "
-        "from the means. torchwork's default model: "
+        "from the means. torchwork's model: "
         + (", ".join(models) or "none ran")
+        + (f" (given {' '.join(setup.flags)})" if setup.flags else " (its default)")
         + ". Tools: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + ".",
