@@ -35,7 +35,13 @@ from torchwork.kinds.base import (
     malformed,
     short,
 )
-from torchwork.kinds.number import MAX_COLUMNS, NumberBlock, Numbers, read_missing
+from torchwork.kinds.number import (
+    MAX_COLUMNS,
+    NumberBlock,
+    Numbers,
+    finite_numbers,
+    read_missing,
+)
 from torchwork.tables import arrow
 from torchwork.tables.check import is_date, is_text
 
@@ -292,15 +298,7 @@ class DateKind(Kind):
             except ValueError:
                 raise malformed(f"a date column's {key} is not a date") from None
         for key in ("mean", "std"):
-            values = raw.get(key)
-            if not (
-                isinstance(values, list)
-                and len(values) == len(PARTS) * len(columns)
-                and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in values
-                )
-            ):
+            if not finite_numbers(raw.get(key), len(PARTS) * len(columns)):
                 raise malformed(f"the date columns need a finite {key} for each of their numbers")
         if not all(v > 0 for v in raw["std"]):
             raise malformed("a date column's std is not above 0")

@@ -203,18 +203,26 @@ class NumberBlock(Block):
         return stored
 
 
+def finite_numbers(values: Any, count: int) -> bool:
+    """Whether a stored value is a list of `count` finite numbers (no booleans), as a block
+    stores its means, standard deviations and fills."""
+    return (
+        isinstance(values, list)
+        and len(values) == count
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+    )
+
+
 def read_missing(raw: dict[str, Any], numbers: int, kind: str) -> tuple[list[float], list[bool]]:
     """A stored block's fills and empty-cell inputs, checked ([], [] for a model file from
     before empty cells were taken)."""
     fill, missing = raw.get("fill"), raw.get("missing")
     if fill is None and missing is None:
         return [], []
-    if not (
-        isinstance(fill, list)
-        and len(fill) == numbers
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in fill)
-        and all(math.isfinite(v) for v in fill)
-    ):
+    if not finite_numbers(fill, numbers):
         raise malformed(f"the {kind} columns need a finite fill for each of their numbers")
     if not (
         isinstance(missing, list)
@@ -309,14 +317,7 @@ class NumberKind(Kind):
         if not (isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns)):
             raise malformed("a number block needs its column names")
         for name, values in (("mean", mean), ("std", std)):
-            if not (
-                isinstance(values, list)
-                and len(values) == len(columns)
-                and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                    for v in values
-                )
-            ):
+            if not finite_numbers(values, len(columns)):
                 raise malformed(f"the number columns need a finite {name} each")
         for name, value in zip(columns, std, strict=True):
             if not value > 0:

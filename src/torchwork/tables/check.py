@@ -216,7 +216,7 @@ def check_table(
         return Checked(table)
     total = table.num_rows
     missing = np.logical_or.reduce(list(holes.values()))
-    dropped, cells = int(missing.sum()), {name: int(rows.sum()) for name, rows in holes.items()}
+    dropped, cells = int(missing.sum()), _cells(holes)
     if not dropna:
         raise DataError(_holes_message(holes, source, dropped, total, fix, target))
     table = table.filter(arrow.from_numpy(~missing))
